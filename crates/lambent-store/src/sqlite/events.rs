@@ -1,0 +1,318 @@
+//! The event log and its deliveries in SQLite.
+
+use super::{SqliteStore, sql};
+use crate::{
+    DeadLetter, Delivery, DeliveryId, Due, EventLog, NewEvent, PayloadMode, PublishOutcome, Redrive, Result,
+    StoreError, StoredEvent,
+};
+use async_trait::async_trait;
+use lambent_core::{CloudEvent, DeadLetterReason, now_ms};
+use rusqlite::{OptionalExtension, params};
+
+fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// Most characters of an error message kept on a delivery.
+const MAX_ERROR_CHARS: usize = 4096;
+
+fn clip(error: &str) -> String {
+    error.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
+        self.write(move |conn| {
+            let now = now_ms();
+            let mut insert_event = conn
+                .prepare_cached(
+                    "INSERT INTO events (source, id, type, body, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(source, id) DO NOTHING",
+                )
+                .map_err(sql("preparing an event insert"))?;
+            let mut insert_delivery = conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (event_seq, function, mode, state, next_ms, created_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+                )
+                .map_err(sql("preparing a delivery insert"))?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for item in batch {
+                let e = &item.event;
+                let inserted = insert_event
+                    .execute(params![e.source(), e.id(), e.ty(), e.to_json_string(), now])
+                    .map_err(sql("appending an event"))?;
+                if inserted == 0 {
+                    outcomes.push(PublishOutcome::Duplicate);
+                    continue;
+                }
+                let seq = conn.last_insert_rowid();
+                for target in &item.targets {
+                    insert_delivery
+                        .execute(params![seq, target.function, target.mode.as_i64(), now])
+                        .map_err(sql("creating a delivery"))?;
+                }
+                outcomes.push(PublishOutcome::Accepted {
+                    seq,
+                    deliveries: item.targets.len(),
+                });
+            }
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn pull(&self, function: &str, max: usize, lease_ms: i64) -> Result<Vec<Delivery>> {
+        let function = function.to_owned();
+        self.write(move |conn| {
+            let now = now_ms();
+            // A lease that ran out belongs to an attempt that never reported: make it due.
+            conn.execute(
+                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2
+                 WHERE state = 'leased' AND function = ?1 AND lease_until < ?2",
+                params![function, now],
+            )
+            .map_err(sql("expiring leases"))?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?3, updated_ms = ?2
+                     WHERE id IN (SELECT id FROM deliveries
+                                  WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
+                                  ORDER BY next_ms, id LIMIT ?4)
+                     RETURNING id, event_seq, attempt, created_ms, mode",
+                )
+                .map_err(sql("leasing deliveries"))?;
+            let leased = stmt
+                .query_map(params![function, now, now + lease_ms, max as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+                })
+                .map_err(sql("leasing deliveries"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql("leasing deliveries"))?;
+            let mut body_stmt = conn
+                .prepare_cached("SELECT body FROM events WHERE seq = ?1")
+                .map_err(sql("reading an event"))?;
+            let mut out = Vec::with_capacity(leased.len());
+            for (id, seq, attempt, created_ms, mode) in leased {
+                let body: String = body_stmt
+                    .query_row([seq], |r| r.get(0))
+                    .map_err(sql("reading an event"))?;
+                let json = serde_json::from_str(&body).map_err(|e| corrupt("event", e))?;
+                let event = CloudEvent::from_json(json).map_err(|e| corrupt("event", e))?;
+                out.push(Delivery {
+                    id,
+                    function: function.clone(),
+                    attempt,
+                    created_ms,
+                    mode: PayloadMode::from_i64(mode),
+                    event,
+                });
+            }
+            out.sort_by_key(|d| d.id);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn due(&self) -> Result<Due> {
+        self.read(|conn| {
+            let now = now_ms();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT DISTINCT function FROM deliveries
+                     WHERE (state = 'pending' AND next_ms <= ?1) OR (state = 'leased' AND lease_until < ?1)",
+                )
+                .map_err(sql("finding due deliveries"))?;
+            let functions = stmt
+                .query_map([now], |r| r.get(0))
+                .map_err(sql("finding due deliveries"))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(sql("finding due deliveries"))?;
+            let next_ms: Option<i64> = conn
+                .query_row(
+                    "SELECT MIN(t) FROM (
+                        SELECT MIN(next_ms) AS t FROM deliveries WHERE state = 'pending' AND next_ms > ?1
+                        UNION ALL
+                        SELECT MIN(lease_until) AS t FROM deliveries WHERE state = 'leased' AND lease_until >= ?1)",
+                    [now],
+                    |r| r.get(0),
+                )
+                .map_err(sql("finding the next due time"))?;
+            Ok(Due { functions, next_ms })
+        })
+        .await
+    }
+
+    async fn ack(&self, delivery: DeliveryId) -> Result<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET state = 'delivered', lease_until = NULL, updated_ms = ?2, last_error = NULL
+                 WHERE id = ?1 AND state = 'leased'",
+                params![delivery, now_ms()],
+            )
+            .map_err(sql("acknowledging a delivery"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn nak(&self, delivery: DeliveryId, delay_ms: i64, error: &str) -> Result<()> {
+        let error = clip(error);
+        self.write(move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2, updated_ms = ?3, last_error = ?4
+                 WHERE id = ?1 AND state = 'leased'",
+                params![delivery, now + delay_ms.max(0), now, error],
+            )
+            .map_err(sql("scheduling a retry"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn terminate(&self, delivery: DeliveryId, reason: DeadLetterReason, error: &str) -> Result<()> {
+        let error = clip(error);
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?2, last_error = ?3, reason = ?4
+                 WHERE id = ?1 AND state IN ('leased', 'pending')",
+                params![delivery, now_ms(), error, reason.as_str()],
+            )
+            .map_err(sql("dead-lettering a delivery"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let function = function.map(str::to_owned);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT d.id, d.function, e.id, e.source, e.type, d.attempt, d.reason, d.last_error, d.updated_ms
+                     FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                     WHERE d.state = 'dead_lettered' AND (?1 IS NULL OR d.function = ?1)
+                     ORDER BY d.updated_ms DESC, d.id DESC LIMIT ?2",
+                )
+                .map_err(sql("listing dead letters"))?;
+            let rows = stmt
+                .query_map(params![function, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, i64>(8)?,
+                    ))
+                })
+                .map_err(sql("listing dead letters"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql("listing dead letters"))?;
+            rows.into_iter()
+                .map(|(delivery_id, function, event_id, event_source, event_type, attempts, reason, last_error, dead_ms)| {
+                    Ok(DeadLetter {
+                        delivery_id,
+                        function,
+                        event_id,
+                        event_source,
+                        event_type,
+                        attempts,
+                        reason: reason
+                            .as_deref()
+                            .and_then(DeadLetterReason::parse)
+                            .ok_or_else(|| corrupt("dead-letter reason", format!("{reason:?}")))?,
+                        last_error: last_error.unwrap_or_default(),
+                        dead_ms,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn redrive(&self, which: Redrive) -> Result<usize> {
+        self.write(move |conn| {
+            let now = now_ms();
+            // A redriven delivery starts over: fresh attempts, and its age counts from now.
+            const RESET: &str = "UPDATE deliveries SET state = 'pending', attempt = 0, next_ms = ?1, created_ms = ?1,
+                                 updated_ms = ?1, reason = NULL, lease_until = NULL";
+            let n = match which {
+                Redrive::Ids(ids) => {
+                    let mut stmt = conn
+                        .prepare_cached(&format!("{RESET} WHERE id = ?2 AND state = 'dead_lettered'"))
+                        .map_err(sql("redriving"))?;
+                    let mut n = 0;
+                    for id in ids {
+                        n += stmt.execute(params![now, id]).map_err(sql("redriving"))?;
+                    }
+                    n
+                }
+                Redrive::All { function } => conn
+                    .execute(
+                        &format!("{RESET} WHERE state = 'dead_lettered' AND (?2 IS NULL OR function = ?2)"),
+                        params![now, function],
+                    )
+                    .map_err(sql("redriving"))?,
+            };
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn release_all_leases(&self) -> Result<usize> {
+        self.write(|conn| {
+            conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempt = MAX(attempt - 1, 0), lease_until = NULL, next_ms = ?1
+                 WHERE state = 'leased'",
+                [now_ms()],
+            )
+            .map_err(sql("releasing leases"))
+        })
+        .await
+    }
+
+    async fn get_event(&self, source: &str, id: &str) -> Result<Option<StoredEvent>> {
+        let (source, id) = (source.to_owned(), id.to_owned());
+        self.read(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT seq, received_ms, body FROM events WHERE source = ?1 AND id = ?2",
+                    params![source, id],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
+                )
+                .optional()
+                .map_err(sql("reading an event"))?;
+            row.map(|(seq, received_ms, body)| {
+                Ok(StoredEvent {
+                    seq,
+                    received_ms,
+                    event: serde_json::from_str(&body).map_err(|e| corrupt("event", e))?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+                .map_err(sql("counting deliveries"))?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql("counting deliveries"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql("counting deliveries"))
+        })
+        .await
+    }
+}

@@ -1,0 +1,95 @@
+//! The invocation log in SQLite.
+
+use super::{SqliteStore, sql};
+use crate::{InvocationLog, InvocationQuery, InvocationRecord, Result, StoreError};
+use async_trait::async_trait;
+use lambent_core::InvocationOutcome;
+use rusqlite::params;
+
+#[async_trait]
+impl InvocationLog for SqliteStore {
+    async fn record(&self, inv: InvocationRecord) -> Result<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO invocations (request_id, function, version, delivery_id, event_id, attempt, started_ms,
+                    duration_us, cold, outcome, error_type, error_message, logs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(request_id) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    inv.request_id,
+                    inv.function,
+                    inv.version,
+                    inv.delivery_id,
+                    inv.event_id,
+                    inv.attempt,
+                    inv.started_ms,
+                    inv.duration_us as i64,
+                    inv.cold,
+                    inv.outcome.as_str(),
+                    inv.error_type,
+                    inv.error_message,
+                    inv.logs,
+                ])
+            })
+            .map_err(sql("recording an invocation"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_invocations(&self, q: InvocationQuery) -> Result<Vec<InvocationRecord>> {
+        self.read(move |conn| {
+            let order = if q.tail { "DESC" } else { "ASC" };
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT seq, request_id, function, version, delivery_id, event_id, attempt, started_ms, duration_us,
+                            cold, outcome, error_type, error_message, logs
+                     FROM invocations WHERE seq > ?1 AND (?2 IS NULL OR function = ?2)
+                     ORDER BY seq {order} LIMIT ?3"
+                ))
+                .map_err(sql("listing invocations"))?;
+            let mut rows = stmt
+                .query_map(params![q.after_seq, q.function, q.limit as i64], |r| {
+                    let outcome: String = r.get(10)?;
+                    Ok((
+                        InvocationRecord {
+                            seq: r.get(0)?,
+                            request_id: r.get(1)?,
+                            function: r.get(2)?,
+                            version: r.get(3)?,
+                            delivery_id: r.get(4)?,
+                            event_id: r.get(5)?,
+                            attempt: r.get(6)?,
+                            started_ms: r.get(7)?,
+                            duration_us: r.get::<_, i64>(8)? as u64,
+                            cold: r.get(9)?,
+                            outcome: InvocationOutcome::Success,
+                            error_type: r.get(11)?,
+                            error_message: r.get(12)?,
+                            logs: r.get(13)?,
+                        },
+                        outcome,
+                    ))
+                })
+                .map_err(sql("listing invocations"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql("listing invocations"))?
+                .into_iter()
+                .map(|(mut rec, outcome)| {
+                    rec.outcome = InvocationOutcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt {
+                        what: "invocation outcome",
+                        detail: outcome,
+                    })?;
+                    Ok(rec)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if q.tail {
+                rows.reverse();
+            }
+            Ok(rows)
+        })
+        .await
+    }
+}

@@ -1,0 +1,163 @@
+//! Functions and rules in SQLite.
+
+use super::{SqliteStore, sql};
+use crate::{FunctionVersion, Registry, Result, Rule, StoreError, StoredCode};
+use async_trait::async_trait;
+use lambent_core::{FunctionSpec, now_ms};
+use rusqlite::{OptionalExtension, Row, params};
+
+fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+fn function_row(row: &Row<'_>) -> rusqlite::Result<(String, u64, String, u64, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+}
+
+fn decode_function(raw: (String, u64, String, u64, i64)) -> Result<FunctionVersion> {
+    let (spec, version, code_sha256, code_size, created_ms) = raw;
+    Ok(FunctionVersion {
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("function spec", e))?,
+        version,
+        code_sha256,
+        code_size,
+        created_ms,
+    })
+}
+
+const SELECT_FUNCTION: &str = "SELECT spec, version, code_sha256, code_size, created_ms FROM function_versions";
+
+#[async_trait]
+impl Registry for SqliteStore {
+    async fn put_function(&self, spec: FunctionSpec, code: StoredCode) -> Result<FunctionVersion> {
+        self.write(move |conn| {
+            let spec_json = serde_json::to_string(&spec).map_err(|e| corrupt("function spec", e))?;
+            let latest: Option<u64> = conn
+                .query_row(
+                    "SELECT MAX(version) FROM function_versions WHERE name = ?1",
+                    [&spec.name],
+                    |r| r.get(0),
+                )
+                .map_err(sql("reading the latest version"))?;
+            let version = latest.unwrap_or(0) + 1;
+            let created_ms = now_ms();
+            conn.execute(
+                "INSERT INTO function_versions (name, version, spec, code_sha256, code_size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![spec.name, version, spec_json, code.sha256, code.size, created_ms],
+            )
+            .map_err(sql("inserting a function version"))?;
+            Ok(FunctionVersion {
+                spec,
+                version,
+                code_sha256: code.sha256,
+                code_size: code.size,
+                created_ms,
+            })
+        })
+        .await
+    }
+
+    async fn get_function(&self, name: &str, version: Option<u64>) -> Result<Option<FunctionVersion>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let raw = match version {
+                Some(v) => conn
+                    .query_row(
+                        &format!("{SELECT_FUNCTION} WHERE name = ?1 AND version = ?2"),
+                        params![name, v],
+                        function_row,
+                    )
+                    .optional(),
+                None => conn
+                    .query_row(
+                        &format!("{SELECT_FUNCTION} WHERE name = ?1 ORDER BY version DESC LIMIT 1"),
+                        [&name],
+                        function_row,
+                    )
+                    .optional(),
+            }
+            .map_err(sql("reading a function"))?;
+            raw.map(decode_function).transpose()
+        })
+        .await
+    }
+
+    async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "{SELECT_FUNCTION} f WHERE version = (SELECT MAX(version) FROM function_versions g WHERE g.name = f.name) ORDER BY name"
+                ))
+                .map_err(sql("listing functions"))?;
+            let rows = stmt
+                .query_map([], function_row)
+                .map_err(sql("listing functions"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql("listing functions"))?;
+            rows.into_iter().map(decode_function).collect()
+        })
+        .await
+    }
+
+    async fn delete_function(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let n = conn
+                .execute("DELETE FROM function_versions WHERE name = ?1", [&name])
+                .map_err(sql("deleting a function"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_rule(&self, rule: Rule) -> Result<()> {
+        self.write(move |conn| {
+            let targets = serde_json::to_string(&rule.targets).map_err(|e| corrupt("rule targets", e))?;
+            conn.execute(
+                "INSERT INTO rules (name, pattern, targets) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET pattern = excluded.pattern, targets = excluded.targets",
+                params![rule.name, rule.pattern.to_string(), targets],
+            )
+            .map_err(sql("storing a rule"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_rules(&self) -> Result<Vec<Rule>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, pattern, targets FROM rules ORDER BY name")
+                .map_err(sql("listing rules"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                .map_err(sql("listing rules"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql("listing rules"))?;
+            rows.into_iter()
+                .map(|(name, pattern, targets)| {
+                    Ok(Rule {
+                        name,
+                        pattern: serde_json::from_str(&pattern).map_err(|e| corrupt("rule pattern", e))?,
+                        targets: serde_json::from_str(&targets).map_err(|e| corrupt("rule targets", e))?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_rule(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let n = conn
+                .execute("DELETE FROM rules WHERE name = ?1", [&name])
+                .map_err(sql("deleting a rule"))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}

@@ -1,0 +1,68 @@
+//! The database schema, applied idempotently at open.
+
+use super::sql;
+use crate::Result;
+use rusqlite::Connection;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS function_versions (
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    spec        TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    code_size   INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS rules (
+    name    TEXT PRIMARY KEY,
+    pattern TEXT NOT NULL,
+    targets TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    UNIQUE (source, id)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    event_seq   INTEGER NOT NULL REFERENCES events(seq),
+    function    TEXT NOT NULL,
+    mode        INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL DEFAULT 0,
+    next_ms     INTEGER NOT NULL,
+    lease_until INTEGER,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    last_error  TEXT,
+    reason      TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, function, next_ms);
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (state, updated_ms);
+CREATE TABLE IF NOT EXISTS invocations (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id    TEXT NOT NULL UNIQUE,
+    function      TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    delivery_id   INTEGER,
+    event_id      TEXT,
+    attempt       INTEGER NOT NULL,
+    started_ms    INTEGER NOT NULL,
+    duration_us   INTEGER NOT NULL,
+    cold          INTEGER NOT NULL,
+    outcome       TEXT NOT NULL,
+    error_type    TEXT,
+    error_message TEXT,
+    logs          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, seq);
+"#;
+
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch(SCHEMA).map_err(sql("creating the schema"))
+}
