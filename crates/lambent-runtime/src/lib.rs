@@ -1,1 +1,124 @@
-//! lambent-runtime
+//! How function code runs. One trait per extension point: a [`Runtime`] starts
+//! [`Instance`]s of a function version; an instance serves one invocation at a time.
+//! The process runtime (AWS Lambda Runtime API) lives in [`process`]; the wasm runtime
+//! will be a second implementation of the same traits.
+
+pub mod process;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lambent_core::{FunctionSpec, InvocationOutcome};
+use std::path::PathBuf;
+
+/// A failure to start an instance (not the function's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("function `{function}`: cannot find the {what} to run it: {detail}")]
+    Interpreter {
+        function: String,
+        what: &'static str,
+        detail: String,
+    },
+    #[error("function `{function}`: runtime `provided` needs an executable `bootstrap` at the top of the code")]
+    NoBootstrap { function: String },
+    #[error("function `{function}`: cannot start its runtime process: {source}")]
+    Spawn {
+        function: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare runtime files in {path}: {source}")]
+    Files {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What an instance runs: one version of one function.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    pub spec: FunctionSpec,
+    pub version: u64,
+    /// The unpacked code (read-only, shared by instances of the same package).
+    pub code_dir: PathBuf,
+}
+
+/// One invocation handed to an instance.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// Absolute deadline, epoch milliseconds.
+    pub deadline_ms: i64,
+    pub trace_id: Option<String>,
+    pub event_id: Option<String>,
+    pub attempt: u32,
+    pub client_context: Option<String>,
+}
+
+/// How an invocation ended, as the runtime saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvokeOutcome {
+    /// The handler's result.
+    Success(Bytes),
+    /// The handler raised or returned an error; `body` is the Lambda error document.
+    FunctionError { error_type: String, message: String, body: Bytes },
+    /// The function could not initialise.
+    InitError { error_type: String, message: String, body: Bytes },
+    /// The deadline passed and the instance was killed.
+    Timeout { after_ms: u64 },
+    /// The instance died mid-invocation (exit or signal).
+    Crash { detail: String },
+}
+
+impl InvokeOutcome {
+    pub fn kind(&self) -> InvocationOutcome {
+        match self {
+            Self::Success(_) => InvocationOutcome::Success,
+            Self::FunctionError { .. } => InvocationOutcome::FunctionError,
+            Self::InitError { .. } => InvocationOutcome::InitError,
+            Self::Timeout { .. } => InvocationOutcome::Timeout,
+            Self::Crash { .. } => InvocationOutcome::Crash,
+        }
+    }
+
+    /// The error type and message, for records and dead letters.
+    pub fn error(&self) -> Option<(String, String)> {
+        match self {
+            Self::Success(_) => None,
+            Self::FunctionError { error_type, message, .. } | Self::InitError { error_type, message, .. } => {
+                Some((error_type.clone(), message.clone()))
+            }
+            Self::Timeout { after_ms } => Some((
+                "Sandbox.Timedout".into(),
+                format!("Task timed out after {:.2} seconds", *after_ms as f64 / 1000.0),
+            )),
+            Self::Crash { detail } => Some(("Runtime.ExitError".into(), detail.clone())),
+        }
+    }
+}
+
+/// The result of one invocation: its outcome and the output captured meanwhile.
+#[derive(Debug, Clone)]
+pub struct InvokeResult {
+    pub outcome: InvokeOutcome,
+    pub logs: String,
+}
+
+/// Starts instances of functions.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError>;
+}
+
+/// A warm copy of a function. Serves one invocation at a time.
+#[async_trait]
+pub trait Instance: Send {
+    async fn invoke(&mut self, request: InvokeRequest) -> InvokeResult;
+    /// False once the instance cannot serve another invocation (it died, timed out,
+    /// or failed to initialise): the pool drops it.
+    fn is_usable(&self) -> bool;
+    /// Stops the instance and frees what it holds.
+    async fn shutdown(self: Box<Self>);
+}

@@ -1,0 +1,165 @@
+//! The AWS Lambda Runtime API, served to one instance's process on its own port.
+//!
+//! `GET /next` long-polls for the instance's next invocation; `/response`, `/error`
+//! and `/init/error` complete it. Contract details follow LAMBDA-COMPAT.md: unknown
+//! request ids get 400, a response past 6 MiB gets 413, the error type is read from
+//! the body when the header is absent.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest response a function may return (Lambda's synchronous limit).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+
+/// An invocation waiting for the process to fetch it.
+#[derive(Debug)]
+pub struct NextInvocation {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// What the process reported.
+#[derive(Debug)]
+pub enum Reported {
+    Response(Bytes),
+    Error { error_type: String, message: String, body: Bytes },
+    InitError { error_type: String, message: String, body: Bytes },
+    /// The process exited (or was killed) with this description.
+    Exited(String),
+}
+
+/// State shared between the instance and its API server.
+pub struct Shared {
+    pub next: tokio::sync::Mutex<mpsc::Receiver<NextInvocation>>,
+    /// One lock for both, so an init error is never lost between them.
+    pub state: Mutex<Slots>,
+}
+
+#[derive(Default)]
+pub struct Slots {
+    /// The invocation in flight: its id and where its result goes.
+    pub inflight: Option<(String, oneshot::Sender<Reported>)>,
+    /// An init error reported while no invocation was in flight.
+    pub init_error: Option<Reported>,
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES))
+        .with_state(shared)
+}
+
+async fn next(State(shared): State<Arc<Shared>>) -> Response {
+    let mut rx = shared.next.lock().await;
+    let Some(inv) = rx.recv().await else {
+        return StatusCode::GONE.into_response();
+    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in inv.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&inv.request_id) {
+        headers.insert("lambda-runtime-aws-request-id", v);
+    }
+    (StatusCode::OK, headers, inv.payload).into_response()
+}
+
+fn complete(shared: &Shared, id: &str, reported: Reported) -> Response {
+    let taken = match shared.state.lock() {
+        Ok(mut slots) => match slots.inflight.take() {
+            Some((current, tx)) if current == id => Some(tx),
+            other => {
+                slots.inflight = other;
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    match taken {
+        Some(tx) => {
+            let _ = tx.send(reported);
+            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "OK"}))).into_response()
+        }
+        None => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "errorType": "InvalidRequestID",
+                "errorMessage": format!("unknown or completed request id {id}")
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn response(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    complete(&shared, &id, Reported::Response(body))
+}
+
+/// The error type: the header if sent, else the body's `errorType` (awslambdaric omits the header).
+fn parse_error(headers: &HeaderMap, body: &Bytes) -> (String, String) {
+    let doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let from_body = doc.get("errorType").and_then(|v| v.as_str()).map(str::to_owned);
+    let from_header = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let error_type = from_body
+        .filter(|t| !t.is_empty())
+        .or(from_header)
+        .unwrap_or_else(|| "Unhandled".into());
+    let message = doc
+        .get("errorMessage")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    (error_type, message)
+}
+
+async fn error(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (error_type, message) = parse_error(&headers, &body);
+    complete(
+        &shared,
+        &id,
+        Reported::Error {
+            error_type,
+            message,
+            body,
+        },
+    )
+}
+
+async fn init_error(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (error_type, message) = parse_error(&headers, &body);
+    let reported = Reported::InitError {
+        error_type,
+        message,
+        body,
+    };
+    if let Ok(mut slots) = shared.state.lock() {
+        match slots.inflight.take() {
+            Some((_, tx)) => {
+                let _ = tx.send(reported);
+            }
+            None => slots.init_error = Some(reported),
+        }
+    }
+    (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "OK"}))).into_response()
+}

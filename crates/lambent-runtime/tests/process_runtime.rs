@@ -1,0 +1,205 @@
+//! The process runtime against real Python and Node processes.
+
+use bytes::Bytes;
+use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind};
+use lambent_runtime::process::ProcessRuntime;
+use lambent_runtime::{InstanceConfig, InvokeOutcome, InvokeRequest, Runtime};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn spec(name: &str, runtime: &str, handler: &str, timeout_s: u32) -> FunctionSpec {
+    FunctionSpec {
+        name: name.into(),
+        runtime: RuntimeKind::parse(runtime).unwrap(),
+        handler: handler.into(),
+        memory_mb: 128,
+        timeout_s,
+        env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+        concurrency: 1,
+        retry: RetryPolicy::default(),
+        description: String::new(),
+    }
+}
+
+fn request(payload: &str, timeout_ms: i64) -> InvokeRequest {
+    InvokeRequest {
+        request_id: uuid_like(),
+        payload: Bytes::from(payload.to_owned()),
+        deadline_ms: lambent_core::now_ms() + timeout_ms,
+        trace_id: None,
+        event_id: Some("ev-1".into()),
+        attempt: 2,
+        client_context: None,
+    }
+}
+
+fn uuid_like() -> String {
+    format!("req-{}", lambent_core::now_ms()) + &format!("-{}", rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[tokio::test]
+async fn python_handler_runs_warm_with_context_and_captured_output() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "app.py",
+        r#"
+import os
+calls = 0
+def handler(event, context):
+    global calls
+    calls += 1
+    print("got", event["n"], "attempt", context.attempt, "event", context.event_id)
+    return {"n": event["n"] + 1, "calls": calls, "greeting": os.environ["GREETING"],
+            "name": context.function_name, "remaining_ok": context.get_remaining_time_in_millis() > 0,
+            "mem": context.memory_limit_in_mb, "arn": context.invoked_function_arn,
+            "group": context.log_group_name, "version": context.function_version}
+"#,
+    );
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let mut inst = runtime
+        .start(InstanceConfig {
+            spec: spec("adder", "python3.8", "app.handler", 5),
+            version: 1,
+            code_dir: code.path().to_path_buf(),
+        })
+        .await
+        .unwrap();
+    for n in 1..=2 {
+        let r = inst.invoke(request(&format!("{{\"n\": {n}}}"), 5000)).await;
+        let InvokeOutcome::Success(body) = r.outcome else {
+            panic!("{:?} logs={}", r.outcome, r.logs)
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["n"], n + 1);
+        // Warm: the same process served both invocations.
+        assert_eq!(v["calls"], n);
+        assert_eq!(v["greeting"], "hi");
+        assert_eq!(v["name"], "adder");
+        assert_eq!(v["remaining_ok"], true);
+        assert_eq!(v["group"], "/aws/lambda/adder");
+        assert_eq!(v["version"], "1");
+        assert!(v["arn"].as_str().unwrap().ends_with(":function:adder"));
+        assert_eq!(r.logs, format!("got {n} attempt 2 event ev-1\n"));
+    }
+    assert!(inst.is_usable());
+}
+
+#[tokio::test]
+async fn function_errors_init_errors_and_timeouts_are_told_apart() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "app.py",
+        "import time\ndef boom(e, c):\n    raise ValueError('bad input')\ndef slow(e, c):\n    print('sleeping')\n    time.sleep(30)\n",
+    );
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let cfg = |handler: &str, timeout| InstanceConfig {
+        spec: spec("f", "python3.12", handler, timeout),
+        version: 1,
+        code_dir: code.path().to_path_buf(),
+    };
+
+    let mut inst = runtime.start(cfg("app.boom", 5)).await.unwrap();
+    let r = inst.invoke(request("{}", 5000)).await;
+    match &r.outcome {
+        InvokeOutcome::FunctionError { error_type, message, .. } => {
+            assert_eq!(error_type, "ValueError");
+            assert_eq!(message, "bad input");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.logs.contains("Traceback"), "{}", r.logs);
+    assert!(inst.is_usable(), "a function error keeps the instance");
+
+    for missing in ["app.nope", "nomodule.handler"] {
+        let mut inst = runtime.start(cfg(missing, 5)).await.unwrap();
+        let r = inst.invoke(request("{}", 5000)).await;
+        assert!(matches!(r.outcome, InvokeOutcome::InitError { .. }), "{missing}: {:?}", r.outcome);
+        assert!(!inst.is_usable());
+    }
+
+    let mut inst = runtime.start(cfg("app.slow", 1)).await.unwrap();
+    let r = inst.invoke(request("{}", 1000)).await;
+    assert!(matches!(r.outcome, InvokeOutcome::Timeout { .. }), "{:?}", r.outcome);
+    assert_eq!(r.logs, "sleeping\n");
+    assert!(!inst.is_usable());
+}
+
+#[tokio::test]
+async fn node_handler_runs() {
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        eprintln!("node is not installed: skipping");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "index.js",
+        "exports.handler = async (event, context) => { console.log('node got', event.x); return { y: event.x * 2, id: context.awsRequestId.length > 0 }; };\n",
+    );
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let mut inst = runtime
+        .start(InstanceConfig {
+            spec: spec("n", "nodejs20.x", "index.handler", 5),
+            version: 1,
+            code_dir: code.path().to_path_buf(),
+        })
+        .await
+        .unwrap();
+    let r = inst.invoke(request(r#"{"x": 21}"#, 5000)).await;
+    let InvokeOutcome::Success(body) = r.outcome else {
+        panic!("{:?} {}", r.outcome, r.logs)
+    };
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), serde_json::json!({"y": 42, "id": true}));
+    assert_eq!(r.logs, "node got 21\n");
+}
+
+#[tokio::test]
+async fn provided_bootstrap_speaks_the_runtime_api_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    // A `provided` runtime: any executable named bootstrap. This one is a shell script.
+    let script = r#"#!/bin/sh
+set -e
+while true; do
+  HDRS=$(mktemp)
+  BODY=$(curl -sS -D "$HDRS" "http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation/next")
+  ID=$(grep -i '^lambda-runtime-aws-request-id:' "$HDRS" | tr -d '\r' | cut -d' ' -f2)
+  echo "shell saw $BODY"
+  curl -sS -X POST -d "{\"echo\": $BODY}" "http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation/$ID/response" >/dev/null
+done
+"#;
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl is not installed: skipping");
+        return;
+    }
+    write(code.path(), "bootstrap", script);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(code.path().join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let mut inst = runtime
+        .start(InstanceConfig {
+            spec: spec("p", "provided.al2023", "", 5),
+            version: 1,
+            code_dir: code.path().to_path_buf(),
+        })
+        .await
+        .unwrap();
+    let r = inst.invoke(request(r#"{"k":1}"#, 5000)).await;
+    assert_eq!(r.outcome, InvokeOutcome::Success(Bytes::from_static(br#"{"echo": {"k":1}}"#)));
+    assert_eq!(r.logs, "shell saw {\"k\":1}\n");
+}
