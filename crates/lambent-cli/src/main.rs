@@ -1,1 +1,175 @@
-fn main() {}
+//! `lambent`: run a node, and drive one through its control API.
+
+mod client;
+mod commands;
+mod package;
+mod serve;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "lambent", version, about = "Self-hosted event-driven serverless functions")]
+struct Cli {
+    /// Control API of the node to talk to.
+    #[arg(long, global = true, env = "LAMBENT_URL", default_value = "http://127.0.0.1:9000")]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: the control API, the dispatcher and the instance pool.
+    Serve(serve::ServeArgs),
+    /// Create a function or deploy a new version of it.
+    Deploy(DeployArgs),
+    /// Call a function (synchronously unless --async).
+    Invoke {
+        name: String,
+        /// The payload: JSON text, or @FILE.
+        #[arg(long)]
+        data: Option<String>,
+        /// Queue the call (retried and dead-lettered like an event) instead of waiting.
+        #[arg(long = "async")]
+        is_async: bool,
+        /// Print the invocation's captured output to stderr.
+        #[arg(long)]
+        log: bool,
+    },
+    /// Publish events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Listener registrations: event pattern → functions.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// List functions.
+    Ls,
+    /// Delete a function.
+    Rm { name: String },
+    /// Recent invocations, of one function or all.
+    Invocations {
+        name: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// A function's captured output, invocation by invocation.
+    Logs {
+        name: String,
+        /// Keep printing new invocations as they finish.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Dead letters: list and redrive.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Delivery counts and warm instances of the node.
+    Status,
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    name: String,
+    /// python3.x, nodejs*, provided (required on create).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// A directory (zipped for upload) or a .zip file.
+    #[arg(long)]
+    code: Option<PathBuf>,
+    /// module.function
+    #[arg(long)]
+    handler: Option<String>,
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Seconds.
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// KEY=VALUE, repeatable.
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Attempts per delivery, the first included.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Seconds after which an undelivered event is dead-lettered.
+    #[arg(long)]
+    max_event_age: Option<u64>,
+    /// Base of the exponential retry backoff, in milliseconds.
+    #[arg(long)]
+    retry_delay_ms: Option<u64>,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Publish one event (acknowledged once it is durable).
+    Put {
+        #[arg(long = "type")]
+        ty: String,
+        #[arg(long, default_value = "lambent/cli")]
+        source: String,
+        #[arg(long)]
+        subject: Option<String>,
+        /// JSON text, or @FILE.
+        #[arg(long)]
+        data: Option<String>,
+        /// Event id (default: a fresh UUID). Re-using one is de-duplicated.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Register a listener: events matching PATTERN go to every --target.
+    Add {
+        name: String,
+        /// An EventBridge-style pattern, e.g. '{"type": ["user_action"]}'.
+        #[arg(long)]
+        pattern: String,
+        #[arg(long = "target", required = true, num_args = 1..)]
+        targets: Vec<String>,
+    },
+    Ls,
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    Ls { name: Option<String> },
+    /// Deliver dead letters again with fresh attempts.
+    Redrive {
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// With --all: only this function's.
+        #[arg(long)]
+        function: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        other => commands::run(client::Client::new(&cli.server), other).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -52,7 +52,8 @@ pub enum EventError {
 /// A validated CloudEvent, held in its JSON (structured) form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudEvent {
-    json: Map<String, Value>,
+    /// Always a `Value::Object`: kept as a `Value` so patterns match it without copying.
+    json: Value,
 }
 
 impl CloudEvent {
@@ -93,7 +94,9 @@ impl CloudEvent {
             chrono::DateTime::parse_from_rfc3339(time)
                 .map_err(|e| invalid("time", &format!("is not an RFC 3339 timestamp: {e}")))?;
         }
-        Ok(Self { json })
+        Ok(Self {
+            json: Value::Object(json),
+        })
     }
 
     /// Builds an event from its parts (used by sources and the binary HTTP mode).
@@ -125,8 +128,10 @@ impl CloudEvent {
 
     /// Sets `time` to `now` when the producer did not (the spec lets the platform do so).
     pub fn stamp_time_if_missing(&mut self, now: chrono::DateTime<chrono::Utc>) {
-        self.json
-            .entry("time")
+        let Value::Object(map) = &mut self.json else {
+            return;
+        };
+        map.entry("time")
             .or_insert_with(|| Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
     }
 
@@ -144,17 +149,24 @@ impl CloudEvent {
         }
     }
 
+    /// The attributes and data as a JSON object.
     pub fn as_json(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        self.json.as_object().unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+    }
+
+    /// The structured-mode JSON value (what handlers receive and patterns match).
+    pub fn as_value(&self) -> &Value {
         &self.json
     }
 
     pub fn into_json(self) -> Value {
-        Value::Object(self.json)
+        self.json
     }
 
     /// The structured-mode JSON text.
     pub fn to_json_string(&self) -> String {
-        Value::Object(self.json.clone()).to_string()
+        self.json.to_string()
     }
 }
 

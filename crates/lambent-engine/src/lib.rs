@@ -1,1 +1,126 @@
-//! lambent-engine
+//! Lambent's engine: the router, the dispatcher and the instance pool, composed over
+//! the stores and a runtime. The control API and the CLI talk only to [`Engine`].
+//!
+//! An event's path: `publish` (validate, route to targets, append durably with its
+//! deliveries) → the dispatcher pulls due deliveries per function under a lease →
+//! `invoke_version` checks an instance out of the pool and runs it → the invocation
+//! is recorded → the delivery is acked, retried later (nak with backoff), or
+//! dead-lettered (terminate).
+
+mod dispatcher;
+mod error;
+mod events;
+mod functions;
+mod invoke;
+pub mod keepalive;
+pub mod pool;
+pub mod router;
+
+pub use error::{EngineError, Result};
+pub use events::{PublishResult, RuleRequest};
+pub use functions::DeployRequest;
+pub use invoke::{Invocation, InvokeOptions};
+
+use keepalive::KeepAlivePolicy;
+use lambent_runtime::Runtime;
+use lambent_store::Stores;
+use pool::Pool;
+use router::Router;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Limits and knobs of a node.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest event (its JSON form), in bytes.
+    pub max_event_bytes: usize,
+    /// Largest synchronous invocation payload, in bytes.
+    pub max_sync_payload_bytes: usize,
+    /// Extra lease time beyond a function's timeout before a delivery is handed out again.
+    pub lease_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 256 * 1024,
+            max_sync_payload_bytes: 6 * 1024 * 1024,
+            lease_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running node's engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: EngineConfig,
+    pub stores: Stores,
+    pub pool: Pool,
+    pub router: Router,
+    /// Wakes the dispatcher: new deliveries, redrives, finished attempts.
+    pub wake: Notify,
+    /// Per function with a running pump: notified when one of its slots frees up.
+    pub pumps: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Engine {
+    /// Builds the engine, recovers leases left by a previous process, loads the rules,
+    /// and starts the dispatcher and the pool's reaper.
+    pub async fn start(
+        config: EngineConfig,
+        stores: Stores,
+        runtime: Arc<dyn Runtime>,
+        policy: Arc<dyn KeepAlivePolicy>,
+    ) -> Result<Self> {
+        let released = stores.events.release_all_leases().await?;
+        if released > 0 {
+            tracing::info!(released, "released deliveries leased by a previous run");
+        }
+        let engine = Self {
+            inner: Arc::new(Inner {
+                config,
+                stores,
+                pool: Pool::new(runtime, policy),
+                router: Router::default(),
+                wake: Notify::new(),
+                pumps: Mutex::new(HashMap::new()),
+            }),
+        };
+        engine.reload_rules().await?;
+        tokio::spawn(dispatcher::run(engine.inner.clone()));
+        let reaper = Arc::downgrade(&engine.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = reaper.upgrade() else { return };
+                let interval = inner.pool.reap_interval();
+                inner.pool.reap().await;
+                drop(inner);
+                tokio::time::sleep(interval).await;
+            }
+        });
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
+    }
+
+    /// Idle (warm) instances per function.
+    pub fn warm_instances(&self) -> Vec<(String, usize)> {
+        self.inner.pool.idle_counts()
+    }
+
+    pub fn keep_alive_policy(&self) -> String {
+        self.inner.pool.policy().name()
+    }
+}

@@ -1,0 +1,196 @@
+//! The dispatcher: finds functions with due deliveries, runs one pump per such
+//! function, and settles each attempt (ack, retry with backoff, or dead-letter).
+//!
+//! A pump leases no more deliveries than its function has free concurrency slots, so
+//! a leased delivery starts at once and its lease (timeout + grace) only runs out if
+//! the node died. Leases of a dead node are released at the next start.
+
+use crate::Engine;
+use crate::Inner;
+use crate::invoke::{AttemptContext, InvokeOptions};
+use crate::pool::WhenBusy;
+use bytes::Bytes;
+use lambent_core::{DeadLetterReason, now_ms};
+use lambent_store::{Delivery, PayloadMode};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Longest the dispatcher sleeps without looking (lease expiry needs a look now and then).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// Most deliveries leased in one pull.
+const MAX_PULL: usize = 64;
+
+pub(crate) async fn run(inner: Arc<Inner>) {
+    loop {
+        let wait = match inner.stores.events.due().await {
+            Ok(due) => {
+                for function in due.functions {
+                    start_pump(&inner, function);
+                }
+                due.next_ms
+                    .map(|t| Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)))
+                    .unwrap_or(MAX_IDLE)
+                    .min(MAX_IDLE)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatcher could not read due deliveries");
+                MAX_IDLE
+            }
+        };
+        // Stop when the engine is gone (only the dispatcher holds a reference).
+        if Arc::strong_count(&inner) == 1 {
+            return;
+        }
+        tokio::select! {
+            () = inner.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn start_pump(inner: &Arc<Inner>, function: String) {
+    let slot_freed = {
+        let mut pumps = inner.pumps.lock().unwrap_or_else(|p| p.into_inner());
+        if pumps.contains_key(&function) {
+            return;
+        }
+        let n = Arc::new(Notify::new());
+        pumps.insert(function.clone(), n.clone());
+        n
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        pump(&inner, &function, &slot_freed).await;
+        inner
+            .pumps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&function);
+    });
+}
+
+/// Leases and starts deliveries of one function while it has any due.
+async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
+    let engine = Engine { inner: inner.clone() };
+    loop {
+        let spec = match inner.stores.registry.get_function(function, None).await {
+            Ok(f) => f.map(|f| f.spec),
+            Err(e) => {
+                tracing::warn!(function, error = %e, "cannot read function; pump stops");
+                return;
+            }
+        };
+        let (max, lease) = match &spec {
+            Some(spec) => {
+                let freed = slot_freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                let free = inner.pool.available(spec);
+                if free == 0 {
+                    // Wait for a running attempt to finish (or look again shortly).
+                    let _ = tokio::time::timeout(MAX_IDLE, freed).await;
+                    continue;
+                }
+                (free.min(MAX_PULL), spec.timeout() + inner.config.lease_grace)
+            }
+            // No such function: lease them anyway so they are rejected, not stuck.
+            None => (MAX_PULL, inner.config.lease_grace),
+        };
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let batch = match inner.stores.events.pull(function, max, lease_ms).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(function, error = %e, "cannot lease deliveries; pump stops");
+                return;
+            }
+        };
+        if batch.is_empty() {
+            return;
+        }
+        for delivery in batch {
+            let engine = engine.clone();
+            let inner = inner.clone();
+            let function = function.to_owned();
+            tokio::spawn(async move {
+                attempt(&engine, delivery).await;
+                if let Some(n) = inner.pumps.lock().unwrap_or_else(|p| p.into_inner()).get(&function) {
+                    n.notify_one();
+                }
+                inner.wake.notify_one();
+            });
+        }
+    }
+}
+
+/// Runs one attempt of a delivery and settles it. Store failures here are logged,
+/// not fatal: the lease then runs out and the delivery is attempted again.
+async fn attempt(engine: &Engine, delivery: Delivery) {
+    let events = &engine.inner.stores.events;
+    let settle = |r: lambent_store::Result<()>| {
+        if let Err(e) = r {
+            tracing::warn!(delivery = delivery.id, error = %e, "could not settle a delivery; its lease will expire");
+        }
+    };
+    let function = match engine.inner.stores.registry.get_function(&delivery.function, None).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            let error = format!("function `{}` does not exist", delivery.function);
+            settle(events.terminate(delivery.id, DeadLetterReason::Rejected, &error).await);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(delivery = delivery.id, error = %e, "cannot read the delivery's function");
+            return;
+        }
+    };
+    let retry = function.spec.retry;
+    let max_age_ms = i64::try_from(retry.max_event_age_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    if now_ms() - delivery.created_ms > max_age_ms {
+        let error = format!("event older than max_event_age of {} s before attempt {}", retry.max_event_age_s, delivery.attempt);
+        settle(events.terminate(delivery.id, DeadLetterReason::MaxEventAge, &error).await);
+        return;
+    }
+    let payload = match delivery.mode {
+        PayloadMode::CloudEvent => Bytes::from(delivery.event.to_json_string()),
+        PayloadMode::Data => Bytes::from(delivery.event.data_bytes()),
+    };
+    let options = InvokeOptions {
+        request_id: None,
+        traceparent: delivery.event.str_attr("traceparent").map(str::to_owned),
+        client_context: None,
+    };
+    let context = AttemptContext {
+        delivery_id: Some(delivery.id),
+        event_id: Some(delivery.event.id().to_owned()),
+        attempt: delivery.attempt,
+    };
+    let failure = match engine
+        .run_invocation(&function, payload, &options, context, WhenBusy::Wait)
+        .await
+    {
+        Ok(inv) if inv.outcome.is_success() => {
+            settle(events.ack(delivery.id).await);
+            return;
+        }
+        Ok(inv) => format!(
+            "{}: {}",
+            inv.error_type.unwrap_or_else(|| inv.outcome.as_str().to_owned()),
+            inv.error_message.unwrap_or_default()
+        ),
+        Err(e) => e.to_string(),
+    };
+    if delivery.attempt >= retry.max_attempts {
+        let error = format!("{failure} (attempt {} of {})", delivery.attempt, retry.max_attempts);
+        settle(events.terminate(delivery.id, DeadLetterReason::MaxAttempts, &error).await);
+        return;
+    }
+    let delay = retry.backoff(delivery.attempt, rand::random::<f64>());
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    if now_ms() + delay_ms - delivery.created_ms > max_age_ms {
+        let error = format!("{failure} (the next retry would pass max_event_age of {} s)", retry.max_event_age_s);
+        settle(events.terminate(delivery.id, DeadLetterReason::MaxEventAge, &error).await);
+        return;
+    }
+    settle(events.nak(delivery.id, delay_ms, &failure).await);
+}

@@ -1,0 +1,144 @@
+//! Publishing events, managing rules, reading invocations and dead letters.
+
+use crate::error::{EngineError, Result, not_found};
+use crate::router::CompiledRule;
+use crate::Engine;
+use lambent_core::{CloudEvent, Pattern};
+use lambent_store::{DeadLetter, InvocationQuery, InvocationRecord, NewEvent, PublishOutcome, Redrive, Rule};
+use serde::{Deserialize, Serialize};
+
+/// The result of publishing one event.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishResult {
+    pub id: String,
+    pub source: String,
+    #[serde(flatten)]
+    pub outcome: PublishOutcome,
+}
+
+/// Register a listener: events matching `pattern` go to each of `targets`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleRequest {
+    pub name: String,
+    pub pattern: serde_json::Value,
+    pub targets: Vec<String>,
+}
+
+impl Engine {
+    pub(crate) fn check_event_size(&self, index: usize, event: &CloudEvent) -> Result<()> {
+        let size = event.to_json_string().len();
+        let limit = self.inner.config.max_event_bytes;
+        if size > limit {
+            return Err(EngineError::TooLarge {
+                what: if index == 0 { "event" } else { "an event of the batch" },
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends events durably and fans each out to the functions of every matching
+    /// rule. Returns after the whole batch is committed; an invalid event refuses the
+    /// whole batch and nothing is written.
+    pub async fn publish(&self, events: Vec<CloudEvent>) -> Result<Vec<PublishResult>> {
+        let now = chrono::Utc::now();
+        let mut batch = Vec::with_capacity(events.len());
+        for (index, mut event) in events.into_iter().enumerate() {
+            self.check_event_size(index, &event)?;
+            event.stamp_time_if_missing(now);
+            let targets = self.inner.router.route(&event);
+            batch.push(NewEvent { event, targets });
+        }
+        let keys: Vec<(String, String)> = batch
+            .iter()
+            .map(|e| (e.event.id().to_owned(), e.event.source().to_owned()))
+            .collect();
+        let outcomes = self.inner.stores.events.publish(batch).await?;
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, PublishOutcome::Accepted { deliveries, .. } if *deliveries > 0))
+        {
+            self.inner.wake.notify_one();
+        }
+        Ok(keys
+            .into_iter()
+            .zip(outcomes)
+            .map(|((id, source), outcome)| PublishResult { id, source, outcome })
+            .collect())
+    }
+
+    pub(crate) async fn reload_rules(&self) -> Result<()> {
+        let rules = self.inner.stores.registry.list_rules().await?;
+        let compiled = rules
+            .into_iter()
+            .filter_map(|rule| match Pattern::compile(&rule.pattern) {
+                Ok(pattern) => Some(CompiledRule { rule, pattern }),
+                Err(e) => {
+                    tracing::error!(rule = %rule.name, error = %e, "stored rule no longer compiles; skipped");
+                    None
+                }
+            })
+            .collect();
+        self.inner.router.replace(compiled);
+        Ok(())
+    }
+
+    /// Creates or replaces a rule. Its pattern must compile and its targets exist.
+    pub async fn put_rule(&self, request: RuleRequest) -> Result<Rule> {
+        lambent_core::function::validate_name(&request.name)
+            .map_err(|_| EngineError::Invalid(format!("invalid rule name `{}`: use 1-64 of A-Z a-z 0-9 _ -", request.name)))?;
+        Pattern::compile(&request.pattern)?;
+        if request.targets.is_empty() {
+            return Err(EngineError::Invalid(format!("rule `{}` needs at least one target", request.name)));
+        }
+        for target in &request.targets {
+            self.function(target).await?;
+        }
+        let rule = Rule {
+            name: request.name,
+            pattern: request.pattern,
+            targets: request.targets,
+        };
+        self.inner.stores.registry.put_rule(rule.clone()).await?;
+        self.reload_rules().await?;
+        Ok(rule)
+    }
+
+    pub async fn rules(&self) -> Result<Vec<Rule>> {
+        Ok(self.inner.stores.registry.list_rules().await?)
+    }
+
+    pub async fn delete_rule(&self, name: &str) -> Result<()> {
+        if !self.inner.stores.registry.delete_rule(name).await? {
+            return Err(not_found("rule", name));
+        }
+        self.reload_rules().await
+    }
+
+    pub async fn invocations(&self, query: InvocationQuery) -> Result<Vec<InvocationRecord>> {
+        Ok(self.inner.stores.invocations.list_invocations(query).await?)
+    }
+
+    pub async fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self.inner.stores.events.dead_letters(function, limit).await?)
+    }
+
+    /// Makes dead letters due again with fresh attempts.
+    pub async fn redrive(&self, which: Redrive) -> Result<usize> {
+        let n = self.inner.stores.events.redrive(which).await?;
+        if n > 0 {
+            self.inner.wake.notify_one();
+        }
+        Ok(n)
+    }
+
+    pub async fn event(&self, source: &str, id: &str) -> Result<lambent_store::StoredEvent> {
+        self.inner
+            .stores
+            .events
+            .get_event(source, id)
+            .await?
+            .ok_or_else(|| not_found("event", format!("{source} {id}")))
+    }
+}

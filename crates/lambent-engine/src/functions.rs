@@ -1,0 +1,143 @@
+//! Deploying, reading and removing functions.
+
+use crate::error::{EngineError, Result, not_found};
+use crate::Engine;
+use lambent_core::function::{DEFAULT_CONCURRENCY, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S};
+use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind, function::validate_name};
+use lambent_store::{FunctionVersion, StoredCode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Create a function or change it. Every field left out keeps its current value
+/// (or its default on create); code is required on create.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub name: String,
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub memory_mb: Option<u32>,
+    pub timeout_s: Option<u32>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub concurrency: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub max_event_age_s: Option<u64>,
+    pub retry_base_delay_ms: Option<u64>,
+    pub retry_max_delay_ms: Option<u64>,
+    pub description: Option<String>,
+    /// The code as a zip archive.
+    #[serde(skip)]
+    pub code_zip: Option<Vec<u8>>,
+}
+
+impl DeployRequest {
+    fn spec(&self, previous: Option<&FunctionSpec>) -> Result<FunctionSpec> {
+        let runtime = match (&self.runtime, previous) {
+            (Some(r), _) => RuntimeKind::parse(r)?,
+            (None, Some(p)) => p.runtime.clone(),
+            (None, None) => {
+                return Err(EngineError::Invalid(format!(
+                    "function `{}` does not exist yet: a runtime is required to create it",
+                    self.name
+                )));
+            }
+        };
+        let base_retry = previous.map(|p| p.retry).unwrap_or_default();
+        let retry = RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(base_retry.max_attempts),
+            max_event_age_s: self.max_event_age_s.unwrap_or(base_retry.max_event_age_s),
+            base_delay_ms: self.retry_base_delay_ms.unwrap_or(base_retry.base_delay_ms),
+            max_delay_ms: self
+                .retry_max_delay_ms
+                .unwrap_or(base_retry.max_delay_ms)
+                .max(self.retry_base_delay_ms.unwrap_or(base_retry.base_delay_ms)),
+        };
+        let spec = FunctionSpec {
+            name: self.name.clone(),
+            runtime,
+            handler: self
+                .handler
+                .clone()
+                .or_else(|| previous.map(|p| p.handler.clone()))
+                .unwrap_or_default(),
+            memory_mb: self.memory_mb.or(previous.map(|p| p.memory_mb)).unwrap_or(DEFAULT_MEMORY_MB),
+            timeout_s: self.timeout_s.or(previous.map(|p| p.timeout_s)).unwrap_or(DEFAULT_TIMEOUT_S),
+            env: self
+                .env
+                .clone()
+                .or_else(|| previous.map(|p| p.env.clone()))
+                .unwrap_or_default(),
+            concurrency: self
+                .concurrency
+                .or(previous.map(|p| p.concurrency))
+                .unwrap_or(DEFAULT_CONCURRENCY),
+            retry,
+            description: self
+                .description
+                .clone()
+                .or_else(|| previous.map(|p| p.description.clone()))
+                .unwrap_or_default(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl Engine {
+    /// Creates a function or a new version of it. The code is validated and unpacked
+    /// before anything is recorded: a refused deploy leaves the previous version serving.
+    pub async fn deploy(&self, request: DeployRequest) -> Result<FunctionVersion> {
+        validate_name(&request.name)?;
+        let previous = self.inner.stores.registry.get_function(&request.name, None).await?;
+        let spec = request.spec(previous.as_ref().map(|p| &p.spec))?;
+        let code = match (request.code_zip, &previous) {
+            (Some(zip), _) => {
+                let store = self.inner.stores.code.clone();
+                tokio::task::spawn_blocking(move || store.put_zip(&zip))
+                    .await
+                    .map_err(|e| EngineError::Internal(e.to_string()))??
+            }
+            (None, Some(p)) => StoredCode {
+                sha256: p.code_sha256.clone(),
+                size: p.code_size,
+            },
+            (None, None) => {
+                return Err(EngineError::Invalid(format!(
+                    "function `{}` does not exist yet: code is required to create it",
+                    request.name
+                )));
+            }
+        };
+        if let Some(p) = &previous
+            && p.spec == spec
+            && p.code_sha256 == code.sha256
+        {
+            return Ok(p.clone()); // nothing changed: no new version
+        }
+        let version = self.inner.stores.registry.put_function(spec, code).await?;
+        self.inner.pool.evict(&version.spec.name).await;
+        // Deliveries waiting for this function may now succeed (a fixed deploy).
+        self.inner.wake.notify_one();
+        Ok(version)
+    }
+
+    pub async fn function(&self, name: &str) -> Result<FunctionVersion> {
+        self.inner
+            .stores
+            .registry
+            .get_function(name, None)
+            .await?
+            .ok_or_else(|| not_found("function", name))
+    }
+
+    pub async fn functions(&self) -> Result<Vec<FunctionVersion>> {
+        Ok(self.inner.stores.registry.list_functions().await?)
+    }
+
+    pub async fn delete_function(&self, name: &str) -> Result<()> {
+        if !self.inner.stores.registry.delete_function(name).await? {
+            return Err(not_found("function", name));
+        }
+        self.inner.pool.evict(name).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Running one invocation: check an instance out of the pool, invoke it, check it
+//! back in, record the invocation. Shared by synchronous calls and the dispatcher.
+
+use crate::error::{EngineError, Result};
+use crate::pool::{CheckoutError, WhenBusy};
+use crate::Engine;
+use bytes::Bytes;
+use lambent_core::{InvocationOutcome, now_ms};
+use lambent_runtime::{InvokeOutcome, InvokeRequest};
+use lambent_store::{DeliveryId, FunctionVersion, InvocationRecord, NewEvent, PayloadMode, PublishOutcome, Target};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Options of one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct InvokeOptions {
+    /// Use this request id (e.g. an SDK's idempotency id) instead of a fresh one.
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
+    pub client_context: Option<String>,
+}
+
+/// The context of a delivery attempt.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AttemptContext {
+    pub delivery_id: Option<DeliveryId>,
+    pub event_id: Option<String>,
+    pub attempt: u32,
+}
+
+/// A finished invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invocation {
+    pub request_id: String,
+    pub function: String,
+    pub version: u64,
+    pub outcome: InvocationOutcome,
+    /// The handler's result, or the Lambda error document on failure.
+    #[serde(skip)]
+    pub payload: Bytes,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub logs: String,
+    pub cold: bool,
+    pub duration_us: u64,
+}
+
+impl Engine {
+    /// Invokes a function and waits for its answer. Past the function's concurrency
+    /// limit the call is refused (throttled), as Lambda does.
+    pub async fn invoke(&self, name: &str, payload: Bytes, options: InvokeOptions) -> Result<Invocation> {
+        if payload.len() > self.inner.config.max_sync_payload_bytes {
+            return Err(EngineError::TooLarge {
+                what: "invocation payload",
+                size: payload.len(),
+                limit: self.inner.config.max_sync_payload_bytes,
+            });
+        }
+        let function = self.function(name).await?;
+        self.run_invocation(
+            &function,
+            payload,
+            &options,
+            AttemptContext {
+                attempt: 1,
+                ..AttemptContext::default()
+            },
+            WhenBusy::Throttle,
+        )
+        .await
+    }
+
+    /// Queues an invocation: durable, retried, dead-lettered like any event delivery;
+    /// the handler receives `payload` exactly as given. Returns the event id.
+    pub async fn invoke_async(&self, name: &str, payload: Bytes, options: InvokeOptions) -> Result<String> {
+        self.function(name).await?;
+        let id = options
+            .request_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut builder = lambent_core::CloudEvent::builder(id.clone(), format!("lambent:invoke/{name}"), "lambent.invoke")
+            .bytes_data(Some("application/octet-stream"), &payload);
+        if let Some(tp) = options.traceparent {
+            builder = builder.attr("traceparent", tp);
+        }
+        let event = builder
+            .build()
+            .map_err(|source| EngineError::Event { index: 0, source })?;
+        self.check_event_size(0, &event)?;
+        let outcome = self
+            .inner
+            .stores
+            .events
+            .publish(vec![NewEvent {
+                event,
+                targets: vec![Target {
+                    function: name.to_owned(),
+                    mode: PayloadMode::Data,
+                }],
+            }])
+            .await?;
+        if matches!(outcome.first(), Some(PublishOutcome::Accepted { .. })) {
+            self.inner.wake.notify_one();
+        }
+        Ok(id)
+    }
+
+    pub(crate) async fn run_invocation(
+        &self,
+        function: &FunctionVersion,
+        payload: Bytes,
+        options: &InvokeOptions,
+        attempt: AttemptContext,
+        when_busy: WhenBusy,
+    ) -> Result<Invocation> {
+        let spec = &function.spec;
+        let request_id = options
+            .request_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let started_ms = now_ms();
+        let clock = Instant::now();
+        let code_dir = self.inner.stores.code.tree(&function.code_sha256);
+        let mut checkout = match self
+            .inner
+            .pool
+            .checkout(spec, function.version, code_dir, when_busy)
+            .await
+        {
+            Ok(c) => c,
+            Err(CheckoutError::Throttled { limit }) => {
+                return Err(EngineError::Throttled {
+                    function: spec.name.clone(),
+                    limit,
+                });
+            }
+            Err(CheckoutError::Start(e)) => return Err(e.into()),
+        };
+        let cold = checkout.cold;
+        let result = checkout
+            .instance
+            .invoke(InvokeRequest {
+                request_id: request_id.clone(),
+                payload,
+                deadline_ms: now_ms() + i64::from(spec.timeout_s) * 1000,
+                trace_id: options.traceparent.clone(),
+                event_id: attempt.event_id.clone(),
+                attempt: attempt.attempt,
+                client_context: options.client_context.clone(),
+            })
+            .await;
+        self.inner.pool.checkin(&spec.name, checkout).await;
+        let duration_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let kind = result.outcome.kind();
+        let error = result.outcome.error();
+        let payload = match result.outcome {
+            InvokeOutcome::Success(body)
+            | InvokeOutcome::FunctionError { body, .. }
+            | InvokeOutcome::InitError { body, .. } => body,
+            InvokeOutcome::Timeout { .. } | InvokeOutcome::Crash { .. } => {
+                let (error_type, message) = error.clone().unwrap_or_default();
+                Bytes::from(
+                    serde_json::json!({
+                        "errorType": error_type,
+                        "errorMessage": format!("RequestId: {request_id} Error: {message}"),
+                    })
+                    .to_string(),
+                )
+            }
+        };
+        let (error_type, error_message) = error.map_or((None, None), |(t, m)| (Some(t), Some(m)));
+        self.inner
+            .stores
+            .invocations
+            .record(InvocationRecord {
+                seq: 0,
+                request_id: request_id.clone(),
+                function: spec.name.clone(),
+                version: function.version,
+                delivery_id: attempt.delivery_id,
+                event_id: attempt.event_id,
+                attempt: attempt.attempt,
+                started_ms,
+                duration_us,
+                cold,
+                outcome: kind,
+                error_type: error_type.clone(),
+                error_message: error_message.clone(),
+                logs: result.logs.clone(),
+            })
+            .await?;
+        Ok(Invocation {
+            request_id,
+            function: spec.name.clone(),
+            version: function.version,
+            outcome: kind,
+            payload,
+            error_type,
+            error_message,
+            logs: result.logs,
+            cold,
+            duration_us,
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! The instance pool: warm instances per function, reused across invocations; a cold
+//! start only when none is idle; at most `concurrency` instances busy per function;
+//! idle ones dropped by the keep-alive policy (scale to zero).
+
+use crate::keepalive::KeepAlivePolicy;
+use lambent_core::FunctionSpec;
+use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+struct Idle {
+    version: u64,
+    instance: Box<dyn Instance>,
+    since: Instant,
+}
+
+struct FunctionPool {
+    limit: u32,
+    permits: Arc<Semaphore>,
+    idle: Vec<Idle>,
+}
+
+/// An instance checked out of the pool, with its concurrency permit.
+pub struct Checkout {
+    pub instance: Box<dyn Instance>,
+    pub version: u64,
+    pub cold: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Whether to wait for a concurrency slot or refuse at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenBusy {
+    Wait,
+    Throttle,
+}
+
+pub enum CheckoutError {
+    Throttled { limit: u32 },
+    Start(RuntimeError),
+}
+
+pub struct Pool {
+    runtime: Arc<dyn Runtime>,
+    policy: Arc<dyn KeepAlivePolicy>,
+    functions: Mutex<HashMap<String, FunctionPool>>,
+}
+
+impl Pool {
+    pub fn new(runtime: Arc<dyn Runtime>, policy: Arc<dyn KeepAlivePolicy>) -> Self {
+        Self {
+            runtime,
+            policy,
+            functions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> &Arc<dyn KeepAlivePolicy> {
+        &self.policy
+    }
+
+    /// The function's semaphore, re-created when its concurrency limit changed.
+    fn permits(&self, spec: &FunctionSpec) -> Arc<Semaphore> {
+        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(spec.name.clone()).or_insert_with(|| FunctionPool {
+            limit: spec.concurrency,
+            permits: Arc::new(Semaphore::new(spec.concurrency as usize)),
+            idle: Vec::new(),
+        });
+        if entry.limit != spec.concurrency {
+            entry.limit = spec.concurrency;
+            entry.permits = Arc::new(Semaphore::new(spec.concurrency as usize));
+        }
+        entry.permits.clone()
+    }
+
+    /// Free concurrency slots of a function (its limit when it has no pool yet).
+    pub fn available(&self, spec: &FunctionSpec) -> usize {
+        self.permits(spec).available_permits()
+    }
+
+    /// Checks out a warm instance of this version, or starts one (a cold start).
+    pub async fn checkout(
+        &self,
+        spec: &FunctionSpec,
+        version: u64,
+        code_dir: PathBuf,
+        when_busy: WhenBusy,
+    ) -> Result<Checkout, CheckoutError> {
+        let permits = self.permits(spec);
+        let permit = match when_busy {
+            WhenBusy::Wait => permits.acquire_owned().await.ok(),
+            WhenBusy::Throttle => permits.try_acquire_owned().ok(),
+        };
+        let Some(permit) = permit else {
+            return Err(CheckoutError::Throttled { limit: spec.concurrency });
+        };
+        self.policy.on_invocation(&spec.name);
+        let (warm, stale) = self.take_idle(&spec.name, version);
+        for old in stale {
+            old.instance.shutdown().await;
+        }
+        if let Some(instance) = warm {
+            return Ok(Checkout {
+                instance,
+                version,
+                cold: false,
+                _permit: permit,
+            });
+        }
+        let instance = self
+            .runtime
+            .start(InstanceConfig {
+                spec: spec.clone(),
+                version,
+                code_dir,
+            })
+            .await
+            .map_err(CheckoutError::Start)?;
+        Ok(Checkout {
+            instance,
+            version,
+            cold: true,
+            _permit: permit,
+        })
+    }
+
+    /// The most recently used usable idle instance of `version`; idle instances of
+    /// other versions are handed back for shutdown (a deploy replaced them).
+    fn take_idle(&self, function: &str, version: u64) -> (Option<Box<dyn Instance>>, Vec<Idle>) {
+        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pool) = map.get_mut(function) else {
+            return (None, Vec::new());
+        };
+        let (keep, stale): (Vec<Idle>, Vec<Idle>) = pool
+            .idle
+            .drain(..)
+            .partition(|i| i.version == version && i.instance.is_usable());
+        pool.idle = keep;
+        (pool.idle.pop().map(|i| i.instance), stale)
+    }
+
+    /// Returns an instance after an invocation; an unusable one is shut down.
+    pub async fn checkin(&self, function: &str, checkout: Checkout) {
+        let Checkout {
+            instance, version, ..
+        } = checkout;
+        if !instance.is_usable() {
+            instance.shutdown().await;
+            return;
+        }
+        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = map.get_mut(function) {
+            pool.idle.push(Idle {
+                version,
+                instance,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops idle instances the policy no longer keeps; returns how many.
+    pub async fn reap(&self) -> usize {
+        let expired: Vec<Idle> = {
+            let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            for (name, pool) in map.iter_mut() {
+                let keep_for = self.policy.keep_alive(name);
+                let (keep, drop): (Vec<Idle>, Vec<Idle>) = pool
+                    .idle
+                    .drain(..)
+                    .partition(|i| i.since.elapsed() < keep_for && i.instance.is_usable());
+                pool.idle = keep;
+                out.extend(drop);
+            }
+            out
+        };
+        let n = expired.len();
+        for idle in expired {
+            idle.instance.shutdown().await;
+        }
+        n
+    }
+
+    /// Drops every idle instance of a function (deleted or redeployed).
+    pub async fn evict(&self, function: &str) {
+        let idle = {
+            let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            map.get_mut(function).map(|p| std::mem::take(&mut p.idle)).unwrap_or_default()
+        };
+        for i in idle {
+            i.instance.shutdown().await;
+        }
+    }
+
+    /// Idle instances per function, for status output.
+    pub fn idle_counts(&self) -> Vec<(String, usize)> {
+        let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map.iter().map(|(k, p)| (k.clone(), p.idle.len())).collect();
+        v.sort();
+        v
+    }
+
+    /// How often the reaper should look, given the policy's shortest keep-alive.
+    pub fn reap_interval(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+}
