@@ -169,7 +169,7 @@ pub async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
 }
 
 pub async fn put_rule(State(s): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
-    let body = body.map_err(|r| body_error(r, 1024 * 1024))?;
+    let body = body.map_err(|r| body_error(r, crate::MAX_SMALL_BODY))?;
     let request: RuleRequest = parse_json(&body)?;
     let rule = s.engine.put_rule(request).await?;
     Ok((StatusCode::CREATED, Json(json!(rule))).into_response())
@@ -235,7 +235,7 @@ struct RedriveBody {
 }
 
 pub async fn redrive(State(s): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
-    let body = body.map_err(|r| body_error(r, 1024 * 1024))?;
+    let body = body.map_err(|r| body_error(r, crate::MAX_SMALL_BODY))?;
     let req: RedriveBody = parse_json(&body)?;
     let which = match (req.all, req.ids.is_empty()) {
         (true, true) => Redrive::All { function: req.function },

@@ -8,8 +8,10 @@ mod handlers;
 pub use error::ApiError;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post};
 use lambent_engine::Engine;
 
 /// Largest deploy request (a 50 MB zip, base64-encoded, plus configuration).
@@ -17,6 +19,29 @@ pub const MAX_DEPLOY_BODY: usize = 70 * 1024 * 1024;
 /// Largest `POST /v1/events` body (a batch); single events are also held to the
 /// engine's per-event limit.
 pub const MAX_EVENTS_BODY: usize = 6 * 1024 * 1024;
+
+/// Refuses a body whose announced length is over `max` before reading any of it,
+/// and bounds bodies without a length (chunked) while they are read.
+fn limited(route: MethodRouter<ApiState>, max: usize) -> MethodRouter<ApiState> {
+    route
+        .layer(DefaultBodyLimit::max(max))
+        .layer(middleware::from_fn_with_state(max, refuse_announced_oversize))
+}
+
+async fn refuse_announced_oversize(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return ApiError::too_large(max).into_response();
+    }
+    next.run(request).await
+}
+
+/// Largest body of the other requests (rules, redrive).
+pub const MAX_SMALL_BODY: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -32,25 +57,19 @@ pub fn router(engine: Engine) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route(
             "/v1/functions",
-            get(handlers::list_functions)
-                .post(handlers::deploy)
-                .layer(DefaultBodyLimit::max(MAX_DEPLOY_BODY)),
+            limited(get(handlers::list_functions).post(handlers::deploy), MAX_DEPLOY_BODY),
         )
         .route(
             "/v1/functions/{name}",
-            get(handlers::get_function)
-                .put(handlers::deploy_named)
-                .delete(handlers::delete_function)
-                .layer(DefaultBodyLimit::max(MAX_DEPLOY_BODY)),
+            limited(
+                get(handlers::get_function)
+                    .put(handlers::deploy_named)
+                    .delete(handlers::delete_function),
+                MAX_DEPLOY_BODY,
+            ),
         )
-        .route(
-            "/v1/functions/{name}/invoke",
-            post(handlers::invoke).layer(DefaultBodyLimit::max(invoke_limit)),
-        )
-        .route(
-            "/v1/events",
-            post(handlers::publish).layer(DefaultBodyLimit::max(events_limit)),
-        )
+        .route("/v1/functions/{name}/invoke", limited(post(handlers::invoke), invoke_limit))
+        .route("/v1/events", limited(post(handlers::publish), events_limit))
         .route("/v1/events/lookup", get(handlers::get_event))
         .route("/v1/rules", get(handlers::list_rules).post(handlers::put_rule))
         .route("/v1/rules/{name}", delete(handlers::delete_rule))
@@ -59,6 +78,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/dlq/redrive", post(handlers::redrive))
         .route("/v1/status", get(handlers::status))
         .fallback(handlers::fallback)
-        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_SMALL_BODY))
+        .layer(middleware::from_fn_with_state(MAX_DEPLOY_BODY, refuse_announced_oversize))
         .with_state(state)
 }

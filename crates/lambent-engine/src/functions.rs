@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 /// (or its default on create); code is required on create.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeployRequest {
+    /// Taken from the path when the API is called as `PUT /v1/functions/NAME`.
+    #[serde(default)]
     pub name: String,
     pub runtime: Option<String>,
     pub handler: Option<String>,

@@ -1,0 +1,157 @@
+//! Test glue: start the real `lambent` binary on a free port with a temporary data
+//! directory, drive it with the CLI and plain HTTP, and wait for outcomes.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lambent");
+
+/// A running node. Killed (SIGKILL) when dropped.
+pub struct Node {
+    pub url: String,
+    pub data_dir: PathBuf,
+    child: Child,
+}
+
+impl Node {
+    pub fn start(data_dir: &Path) -> Node {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("LAMBENT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start lambent serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("lambent: control API on ")
+            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
+            .to_owned();
+        Node {
+            url,
+            data_dir: data_dir.to_path_buf(),
+            child,
+        }
+    }
+
+    /// kill -9: no shutdown, no flush.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("LAMBENT_URL", &self.url)
+            .output()
+            .expect("run lambent")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "lambent {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        self.http()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    pub fn invocations(&self, function: &str) -> Vec<Value> {
+        self.get(&format!("/v1/invocations?function={function}&limit=10000"))["invocations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn dead_letters(&self, function: &str) -> Vec<Value> {
+        self.get(&format!("/v1/dlq?function={function}"))["dead_letters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Publishes one structured event; returns the HTTP status and the answer.
+    pub fn publish(&self, event: &Value) -> (u16, Value) {
+        let resp = self
+            .http()
+            .post(format!("{}/v1/events", self.url))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a condition that the system must reach; fails with `what` if it does not
+/// within a generous bound (a hang is a failure, not a slow pass).
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes a function's code files into a fresh directory.
+pub fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    dir
+}
+
+pub fn event(id: &str, ty: &str, data: Value) -> Value {
+    serde_json::json!({"specversion": "1.0", "id": id, "source": "/tests", "type": ty, "data": data})
+}
+
+/// The repository root (for examples/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
