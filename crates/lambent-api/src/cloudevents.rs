@@ -15,7 +15,11 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 fn media_type(ct: &str) -> String {
-    ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn event_error(index: usize, source: lambent_core::EventError) -> ApiError {
@@ -44,7 +48,10 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<CloudEvent>> {
     if media.starts_with("application/cloudevents") {
         return structured(body).map(|e| vec![e]);
     }
-    if headers.contains_key("ce-specversion") || headers.contains_key("ce-id") || headers.contains_key("ce-type") {
+    if headers.contains_key("ce-specversion")
+        || headers.contains_key("ce-id")
+        || headers.contains_key("ce-type")
+    {
         return binary(headers, &ct, body).map(|e| vec![e]);
     }
     // Without a CloudEvents content type or ce-* headers, accept a structured event
@@ -53,8 +60,8 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<CloudEvent>> {
 }
 
 fn structured(body: &[u8]) -> ApiResult<CloudEvent> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON in event: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON in event: {e}")))?;
     CloudEvent::from_json(value).map_err(|e| event_error(0, e))
 }
 
@@ -68,16 +75,27 @@ fn binary(headers: &HeaderMap, ct: &str, body: &[u8]) -> ApiResult<CloudEvent> {
         let text = value
             .to_str()
             .map_err(|_| ApiError::bad_request(format!("header {name} is not valid text")))?;
-        json.insert(attr.to_owned(), serde_json::Value::String(percent_decode(text)));
+        json.insert(
+            attr.to_owned(),
+            serde_json::Value::String(percent_decode(text)),
+        );
     }
     // Validate the attributes first so a missing one is named before data is looked at.
     let mut probe = json.clone();
     probe.remove("data");
     CloudEvent::from_json(serde_json::Value::Object(probe)).map_err(|e| event_error(0, e))?;
-    let get = |k: &str| json.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let get = |k: &str| {
+        json.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let mut builder = CloudEvent::builder(get("id"), get("source"), get("type"));
     for (k, v) in &json {
-        if let (false, Some(s)) = (["id", "source", "type", "specversion"].contains(&k.as_str()), v.as_str()) {
+        if let (false, Some(s)) = (
+            ["id", "source", "type", "specversion"].contains(&k.as_str()),
+            v.as_str(),
+        ) {
             builder = builder.attr(k, s);
         }
     }
@@ -130,7 +148,10 @@ mod tests {
             ("ce-source", "/sensors/a"),
             ("ce-type", "data_update"),
             ("ce-subject", "room%201"),
-            ("ce-traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            (
+                "ce-traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
             ("content-type", "application/json"),
         ]);
         let e = parse(&h, br#"{"t": 21}"#).unwrap().remove(0);

@@ -78,7 +78,8 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Parses a JSON body into `T`, naming the problem on failure.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Turns a body-extraction failure into a JSON error (413 past the limit).

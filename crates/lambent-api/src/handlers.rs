@@ -42,10 +42,15 @@ fn function_json(f: &lambent_store::FunctionVersion) -> Value {
 
 pub async fn list_functions(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     let functions = s.engine.functions().await?;
-    Ok(Json(json!({"functions": functions.iter().map(function_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"functions": functions.iter().map(function_json).collect::<Vec<_>>()}),
+    ))
 }
 
-pub async fn get_function(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_function(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(function_json(&s.engine.function(&name).await?)))
 }
 
@@ -57,7 +62,11 @@ struct DeployBody {
     code_zip_base64: Option<String>,
 }
 
-async fn do_deploy(s: ApiState, name: Option<String>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+async fn do_deploy(
+    s: ApiState,
+    name: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     let body = body.map_err(|r| body_error(r, MAX_DEPLOY_BODY))?;
     let parsed: DeployBody = parse_json(&body)?;
     let mut request = parsed.request;
@@ -68,14 +77,19 @@ async fn do_deploy(s: ApiState, name: Option<String>, body: Result<Bytes, BytesR
         request.code_zip = Some(
             base64::engine::general_purpose::STANDARD
                 .decode(code.trim())
-                .map_err(|e| ApiError::bad_request(format!("code_zip_base64 is not valid base64: {e}")))?,
+                .map_err(|e| {
+                    ApiError::bad_request(format!("code_zip_base64 is not valid base64: {e}"))
+                })?,
         );
     }
     let version = s.engine.deploy(request).await?;
     Ok((StatusCode::CREATED, Json(function_json(&version))).into_response())
 }
 
-pub async fn deploy(State(s): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+pub async fn deploy(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     do_deploy(s, None, body).await
 }
 
@@ -87,7 +101,10 @@ pub async fn deploy_named(
     do_deploy(s, Some(name), body).await
 }
 
-pub async fn delete_function(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_function(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     s.engine.delete_function(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -99,7 +116,10 @@ pub struct InvokeQuery {
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Synchronous: the function's answer is the body; a function error is still 200,
@@ -137,7 +157,10 @@ pub async fn invoke(
         set("x-lambent-function-error", "Unhandled".into());
     }
     let tail = &inv.logs.as_bytes()[inv.logs.len().saturating_sub(4096)..];
-    set("x-lambent-log-result", base64::engine::general_purpose::STANDARD.encode(tail));
+    set(
+        "x-lambent-log-result",
+        base64::engine::general_purpose::STANDARD.encode(tail),
+    );
     Ok((StatusCode::OK, out, inv.payload).into_response())
 }
 
@@ -159,23 +182,34 @@ pub struct EventLookup {
     id: String,
 }
 
-pub async fn get_event(State(s): State<ApiState>, Query(q): Query<EventLookup>) -> ApiResult<Json<Value>> {
+pub async fn get_event(
+    State(s): State<ApiState>,
+    Query(q): Query<EventLookup>,
+) -> ApiResult<Json<Value>> {
     let e = s.engine.event(&q.source, &q.id).await?;
-    Ok(Json(json!({"seq": e.seq, "received": ms_to_rfc3339(e.received_ms), "event": e.event})))
+    Ok(Json(
+        json!({"seq": e.seq, "received": ms_to_rfc3339(e.received_ms), "event": e.event}),
+    ))
 }
 
 pub async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({"rules": s.engine.rules().await?})))
 }
 
-pub async fn put_rule(State(s): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+pub async fn put_rule(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     let body = body.map_err(|r| body_error(r, crate::MAX_SMALL_BODY))?;
     let request: RuleRequest = parse_json(&body)?;
     let rule = s.engine.put_rule(request).await?;
     Ok((StatusCode::CREATED, Json(json!(rule))).into_response())
 }
 
-pub async fn delete_rule(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_rule(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     s.engine.delete_rule(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -190,7 +224,10 @@ pub struct InvocationsQuery {
     tail: bool,
 }
 
-pub async fn invocations(State(s): State<ApiState>, Query(q): Query<InvocationsQuery>) -> ApiResult<Json<Value>> {
+pub async fn invocations(
+    State(s): State<ApiState>,
+    Query(q): Query<InvocationsQuery>,
+) -> ApiResult<Json<Value>> {
     let records = s
         .engine
         .invocations(InvocationQuery {
@@ -217,7 +254,10 @@ pub struct DlqQuery {
     limit: Option<usize>,
 }
 
-pub async fn dead_letters(State(s): State<ApiState>, Query(q): Query<DlqQuery>) -> ApiResult<Json<Value>> {
+pub async fn dead_letters(
+    State(s): State<ApiState>,
+    Query(q): Query<DlqQuery>,
+) -> ApiResult<Json<Value>> {
     let letters = s
         .engine
         .dead_letters(q.function.as_deref(), q.limit.unwrap_or(100).min(10_000))
@@ -234,11 +274,16 @@ struct RedriveBody {
     function: Option<String>,
 }
 
-pub async fn redrive(State(s): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
+pub async fn redrive(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
     let body = body.map_err(|r| body_error(r, crate::MAX_SMALL_BODY))?;
     let req: RedriveBody = parse_json(&body)?;
     let which = match (req.all, req.ids.is_empty()) {
-        (true, true) => Redrive::All { function: req.function },
+        (true, true) => Redrive::All {
+            function: req.function,
+        },
         (false, false) => Redrive::Ids(req.ids),
         _ => return Err(ApiError::bad_request("give either `ids` or `all: true`")),
     };
@@ -247,7 +292,13 @@ pub async fn redrive(State(s): State<ApiState>, body: Result<Bytes, BytesRejecti
 }
 
 pub async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    let counts = s.engine.stores().events.delivery_counts().await.map_err(lambent_engine::EngineError::from)?;
+    let counts = s
+        .engine
+        .stores()
+        .events
+        .delivery_counts()
+        .await
+        .map_err(lambent_engine::EngineError::from)?;
     Ok(Json(json!({
         "deliveries": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "warm_instances": s.engine.warm_instances().into_iter().collect::<std::collections::BTreeMap<_, _>>(),

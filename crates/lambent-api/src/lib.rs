@@ -25,10 +25,17 @@ pub const MAX_EVENTS_BODY: usize = 6 * 1024 * 1024;
 fn limited(route: MethodRouter<ApiState>, max: usize) -> MethodRouter<ApiState> {
     route
         .layer(DefaultBodyLimit::max(max))
-        .layer(middleware::from_fn_with_state(max, refuse_announced_oversize))
+        .layer(middleware::from_fn_with_state(
+            max,
+            refuse_announced_oversize,
+        ))
 }
 
-async fn refuse_announced_oversize(State(max): State<usize>, request: Request, next: Next) -> Response {
+async fn refuse_announced_oversize(
+    State(max): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
     let announced = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -57,7 +64,10 @@ pub fn router(engine: Engine) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route(
             "/v1/functions",
-            limited(get(handlers::list_functions).post(handlers::deploy), MAX_DEPLOY_BODY),
+            limited(
+                get(handlers::list_functions).post(handlers::deploy),
+                MAX_DEPLOY_BODY,
+            ),
         )
         .route(
             "/v1/functions/{name}",
@@ -68,10 +78,16 @@ pub fn router(engine: Engine) -> Router {
                 MAX_DEPLOY_BODY,
             ),
         )
-        .route("/v1/functions/{name}/invoke", limited(post(handlers::invoke), invoke_limit))
+        .route(
+            "/v1/functions/{name}/invoke",
+            limited(post(handlers::invoke), invoke_limit),
+        )
         .route("/v1/events", limited(post(handlers::publish), events_limit))
         .route("/v1/events/lookup", get(handlers::get_event))
-        .route("/v1/rules", get(handlers::list_rules).post(handlers::put_rule))
+        .route(
+            "/v1/rules",
+            get(handlers::list_rules).post(handlers::put_rule),
+        )
         .route("/v1/rules/{name}", delete(handlers::delete_rule))
         .route("/v1/invocations", get(handlers::invocations))
         .route("/v1/dlq", get(handlers::dead_letters))
@@ -79,6 +95,9 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/status", get(handlers::status))
         .fallback(handlers::fallback)
         .layer(DefaultBodyLimit::max(MAX_SMALL_BODY))
-        .layer(middleware::from_fn_with_state(MAX_DEPLOY_BODY, refuse_announced_oversize))
+        .layer(middleware::from_fn_with_state(
+            MAX_DEPLOY_BODY,
+            refuse_announced_oversize,
+        ))
         .with_state(state)
 }

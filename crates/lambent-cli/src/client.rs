@@ -48,6 +48,8 @@ impl Client {
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Value::Null);
         }
-        resp.json().await.context("the node answered with invalid JSON")
+        resp.json()
+            .await
+            .context("the node answered with invalid JSON")
     }
 }

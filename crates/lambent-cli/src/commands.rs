@@ -13,7 +13,9 @@ fn data_arg(data: Option<String>) -> Result<Option<Vec<u8>>> {
     match data {
         None => Ok(None),
         Some(s) => match s.strip_prefix('@') {
-            Some(file) => std::fs::read(file).map(Some).with_context(|| format!("cannot read {file}")),
+            Some(file) => std::fs::read(file)
+                .map(Some)
+                .with_context(|| format!("cannot read {file}")),
             None => Ok(Some(s.into_bytes())),
         },
     }
@@ -57,8 +59,15 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
             let answer = client.json(rb).await?;
             for r in answer["results"].as_array().into_iter().flatten() {
                 match r["status"].as_str() {
-                    Some("duplicate") => println!("{} duplicate (already published; not delivered again)", r["id"].as_str().unwrap_or("")),
-                    _ => println!("{} accepted, {} deliveries", r["id"].as_str().unwrap_or(""), r["deliveries"]),
+                    Some("duplicate") => println!(
+                        "{} duplicate (already published; not delivered again)",
+                        r["id"].as_str().unwrap_or("")
+                    ),
+                    _ => println!(
+                        "{} accepted, {} deliveries",
+                        r["id"].as_str().unwrap_or(""),
+                        r["deliveries"]
+                    ),
                 }
             }
             Ok(())
@@ -68,7 +77,8 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
             pattern,
             targets,
         }) => {
-            let pattern: Value = serde_json::from_str(&pattern).context("--pattern must be JSON")?;
+            let pattern: Value =
+                serde_json::from_str(&pattern).context("--pattern must be JSON")?;
             let rb = client
                 .request(Method::POST, "/v1/rules")
                 .json(&json!({"name": name, "pattern": pattern, "targets": targets}));
@@ -77,21 +87,40 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Rules(RulesCommand::Ls) => {
-            let v = client.json(client.request(Method::GET, "/v1/rules")).await?;
+            let v = client
+                .json(client.request(Method::GET, "/v1/rules"))
+                .await?;
             for r in v["rules"].as_array().into_iter().flatten() {
-                let targets: Vec<&str> = r["targets"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                println!("{:<24} {} → {}", r["name"].as_str().unwrap_or(""), r["pattern"], targets.join(", "));
+                let targets: Vec<&str> = r["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                println!(
+                    "{:<24} {} → {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["pattern"],
+                    targets.join(", ")
+                );
             }
             Ok(())
         }
         Command::Rules(RulesCommand::Rm { name }) => {
-            client.json(client.request(Method::DELETE, &format!("/v1/rules/{name}"))).await?;
+            client
+                .json(client.request(Method::DELETE, &format!("/v1/rules/{name}")))
+                .await?;
             println!("rule {name} removed");
             Ok(())
         }
         Command::Ls => {
-            let v = client.json(client.request(Method::GET, "/v1/functions")).await?;
-            println!("{:<24} {:>7} {:<12} {:<32} {:>6} {:>7}", "NAME", "VERSION", "RUNTIME", "HANDLER", "MEM", "TIMEOUT");
+            let v = client
+                .json(client.request(Method::GET, "/v1/functions"))
+                .await?;
+            println!(
+                "{:<24} {:>7} {:<12} {:<32} {:>6} {:>7}",
+                "NAME", "VERSION", "RUNTIME", "HANDLER", "MEM", "TIMEOUT"
+            );
             for f in v["functions"].as_array().into_iter().flatten() {
                 println!(
                     "{:<24} {:>7} {:<12} {:<32} {:>6} {:>6}s",
@@ -106,13 +135,18 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Rm { name } => {
-            client.json(client.request(Method::DELETE, &format!("/v1/functions/{name}"))).await?;
+            client
+                .json(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
+                .await?;
             println!("function {name} removed");
             Ok(())
         }
         Command::Invocations { name, limit } => {
             let rows = invocations(&client, name.as_deref(), 0, limit, true).await?;
-            println!("{:<24} {:<24} {:>4} {:>7} {:>10} {:<5} {:<15} REQUEST", "STARTED", "FUNCTION", "VER", "ATTEMPT", "DURATION", "COLD", "OUTCOME");
+            println!(
+                "{:<24} {:<24} {:>4} {:>7} {:>10} {:<5} {:<15} REQUEST",
+                "STARTED", "FUNCTION", "VER", "ATTEMPT", "DURATION", "COLD", "OUTCOME"
+            );
             for r in rows {
                 println!(
                     "{:<24} {:<24} {:>4} {:>7} {:>8.1}ms {:<5} {:<15} {}",
@@ -128,14 +162,21 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Logs { name, follow, limit } => logs(&client, &name, follow, limit).await,
+        Command::Logs {
+            name,
+            follow,
+            limit,
+        } => logs(&client, &name, follow, limit).await,
         Command::Dlq(DlqCommand::Ls { name }) => {
             let path = match &name {
                 Some(n) => format!("/v1/dlq?function={n}"),
                 None => "/v1/dlq".into(),
             };
             let v = client.json(client.request(Method::GET, &path)).await?;
-            println!("{:>8} {:<20} {:<36} {:>8} {:<14} LAST ERROR", "ID", "FUNCTION", "EVENT", "ATTEMPTS", "LIMIT");
+            println!(
+                "{:>8} {:<20} {:<36} {:>8} {:<14} LAST ERROR",
+                "ID", "FUNCTION", "EVENT", "ATTEMPTS", "LIMIT"
+            );
             for d in v["dead_letters"].as_array().into_iter().flatten() {
                 println!(
                     "{:>8} {:<20} {:<36} {:>8} {:<14} {}",
@@ -144,7 +185,12 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
                     d["event_id"].as_str().unwrap_or(""),
                     d["attempts"].to_string(),
                     d["reason"].as_str().unwrap_or(""),
-                    d["last_error"].as_str().unwrap_or("").lines().next().unwrap_or("")
+                    d["last_error"]
+                        .as_str()
+                        .unwrap_or("")
+                        .lines()
+                        .next()
+                        .unwrap_or("")
                 );
             }
             Ok(())
@@ -154,12 +200,16 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
                 bail!("give dead-letter ids, or --all");
             }
             let body = json!({"ids": ids, "all": all, "function": function});
-            let v = client.json(client.request(Method::POST, "/v1/dlq/redrive").json(&body)).await?;
+            let v = client
+                .json(client.request(Method::POST, "/v1/dlq/redrive").json(&body))
+                .await?;
             println!("redriven: {}", v["redriven"]);
             Ok(())
         }
         Command::Status => {
-            let v = client.json(client.request(Method::GET, "/v1/status")).await?;
+            let v = client
+                .json(client.request(Method::GET, "/v1/status"))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
@@ -196,34 +246,62 @@ async fn deploy(client: &Client, args: DeployArgs) -> Result<()> {
     set("retry_base_delay_ms", args.retry_delay_ms.map(Value::from));
     set("description", args.description.map(Value::from));
     if !args.env.is_empty() {
-        set("env", Some(json!(args.env.into_iter().collect::<std::collections::BTreeMap<_, _>>())));
+        set(
+            "env",
+            Some(json!(
+                args.env
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            )),
+        );
     }
     if let Some(path) = &args.code {
         let zip = package::read_code(path)?;
         eprintln!("uploading {} ({} bytes zipped)", path.display(), zip.len());
-        set("code_zip_base64", Some(Value::from(base64::engine::general_purpose::STANDARD.encode(zip))));
+        set(
+            "code_zip_base64",
+            Some(Value::from(
+                base64::engine::general_purpose::STANDARD.encode(zip),
+            )),
+        );
     }
     let v = client
-        .json(client.request(Method::PUT, &format!("/v1/functions/{}", args.name)).json(&body))
+        .json(
+            client
+                .request(Method::PUT, &format!("/v1/functions/{}", args.name))
+                .json(&body),
+        )
         .await?;
     println!(
         "deployed {} version {} ({}, {})",
         v["name"].as_str().unwrap_or(""),
         v["version"],
         v["runtime"].as_str().unwrap_or(""),
-        v["code_sha256"].as_str().unwrap_or("").get(..12).unwrap_or("")
+        v["code_sha256"]
+            .as_str()
+            .unwrap_or("")
+            .get(..12)
+            .unwrap_or("")
     );
     Ok(())
 }
 
-async fn invoke(client: &Client, name: &str, data: Option<String>, is_async: bool, log: bool) -> Result<()> {
+async fn invoke(
+    client: &Client,
+    name: &str,
+    data: Option<String>,
+    is_async: bool,
+    log: bool,
+) -> Result<()> {
     let payload = data_arg(data)?.unwrap_or_else(|| b"{}".to_vec());
     let path = if is_async {
         format!("/v1/functions/{name}/invoke?async=true")
     } else {
         format!("/v1/functions/{name}/invoke")
     };
-    let resp = client.send(client.request(Method::POST, &path).body(payload)).await?;
+    let resp = client
+        .send(client.request(Method::POST, &path).body(payload))
+        .await?;
     if is_async {
         let v: Value = resp.json().await?;
         println!("queued: event {}", v["event_id"].as_str().unwrap_or(""));
@@ -246,7 +324,13 @@ async fn invoke(client: &Client, name: &str, data: Option<String>, is_async: boo
     Ok(())
 }
 
-async fn invocations(client: &Client, name: Option<&str>, after: i64, limit: usize, tail: bool) -> Result<Vec<Value>> {
+async fn invocations(
+    client: &Client,
+    name: Option<&str>,
+    after: i64,
+    limit: usize,
+    tail: bool,
+) -> Result<Vec<Value>> {
     let mut path = format!("/v1/invocations?after={after}&limit={limit}&tail={tail}");
     if let Some(n) = name {
         path.push_str(&format!("&function={n}"));
@@ -269,10 +353,14 @@ async fn logs(client: &Client, name: &str, follow: bool, limit: usize) -> Result
                 "--- {} {} v{} attempt {} {}{}{}",
                 r["started"].as_str().unwrap_or(""),
                 r["request_id"].as_str().unwrap_or(""),
-                r["version"].to_string(),
-                r["attempt"].to_string(),
+                r["version"],
+                r["attempt"],
                 r["outcome"].as_str().unwrap_or(""),
-                if r["cold"].as_bool() == Some(true) { " (cold start)" } else { "" },
+                if r["cold"].as_bool() == Some(true) {
+                    " (cold start)"
+                } else {
+                    ""
+                },
                 error
             );
             print!("{}", r["logs"].as_str().unwrap_or(""));

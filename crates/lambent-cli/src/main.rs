@@ -9,10 +9,19 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "lambent", version, about = "Self-hosted event-driven serverless functions")]
+#[command(
+    name = "lambent",
+    version,
+    about = "Self-hosted event-driven serverless functions"
+)]
 struct Cli {
     /// Control API of the node to talk to.
-    #[arg(long, global = true, env = "LAMBENT_URL", default_value = "http://127.0.0.1:9000")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAMBENT_URL",
+        default_value = "http://127.0.0.1:9000"
+    )]
     server: String,
     #[command(subcommand)]
     command: Command,
@@ -141,12 +150,16 @@ enum RulesCommand {
         targets: Vec<String>,
     },
     Ls,
-    Rm { name: String },
+    Rm {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum DlqCommand {
-    Ls { name: Option<String> },
+    Ls {
+        name: Option<String>,
+    },
     /// Deliver dead letters again with fresh attempts.
     Redrive {
         ids: Vec<i64>,

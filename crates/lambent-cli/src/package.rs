@@ -11,7 +11,10 @@ pub fn read_code(path: &Path) -> Result<Vec<u8>> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !bytes.starts_with(b"PK") {
-        bail!("{} is neither a directory nor a zip archive", path.display());
+        bail!(
+            "{} is neither a directory nor a zip archive",
+            path.display()
+        );
     }
     Ok(bytes)
 }
@@ -21,9 +24,14 @@ fn zip_dir(root: &Path) -> Result<Vec<u8>> {
     let mut stack = vec![root.to_path_buf()];
     let mut files = Vec::new();
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name == "__pycache__" || name == ".git" || name == "node_modules/.cache" {
                 continue;
             }
@@ -36,7 +44,11 @@ fn zip_dir(root: &Path) -> Result<Vec<u8>> {
     }
     files.sort();
     for path in files {
-        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
         #[cfg(unix)]
         let mode = {
             use std::os::unix::fs::PermissionsExt;
@@ -46,7 +58,9 @@ fn zip_dir(root: &Path) -> Result<Vec<u8>> {
         let mode = 0o644;
         let options = SimpleFileOptions::default().unix_permissions(mode);
         writer.start_file(rel, options)?;
-        writer.write_all(&std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)?;
+        writer.write_all(
+            &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?;
     }
     Ok(writer.finish()?.into_inner())
 }

@@ -37,13 +37,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LAMBENT_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("LAMBENT_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let data = &args.data_dir;
-    let sqlite = SqliteStore::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
+    let sqlite = SqliteStore::open(data)
+        .with_context(|| format!("opening the store in {}", data.display()))?;
     let stores = Stores {
         registry: Arc::new(sqlite.clone()),
         events: Arc::new(sqlite.clone()),

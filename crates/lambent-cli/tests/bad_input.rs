@@ -20,7 +20,10 @@ fn post(node: &Node, path: &str, content_type: &str, body: &str) -> (u16, Value)
 }
 
 fn message(v: &Value) -> String {
-    v["error"]["message"].as_str().unwrap_or_default().to_owned()
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -37,8 +40,25 @@ fn invalid_events_get_400_naming_the_problem_and_nothing_is_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let code = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
-    node.ok(&["deploy", "f", "--runtime", "python3.11", "--handler", "app.handler", "--code", code.path().to_str().unwrap()]);
-    node.ok(&["rules", "add", "all", "--pattern", r#"{"source": [{"prefix": ""}]}"#, "--target", "f"]);
+    node.ok(&[
+        "deploy",
+        "f",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "app.handler",
+        "--code",
+        code.path().to_str().unwrap(),
+    ]);
+    node.ok(&[
+        "rules",
+        "add",
+        "all",
+        "--pattern",
+        r#"{"source": [{"prefix": ""}]}"#,
+        "--target",
+        "f",
+    ]);
     let ce = "application/cloudevents+json";
     let full = json!({"specversion": "1.0", "id": "x1", "source": "/s", "type": "t"});
     for missing in ["id", "source", "type", "specversion"] {
@@ -47,7 +67,10 @@ fn invalid_events_get_400_naming_the_problem_and_nothing_is_stored() {
         let (status, body) = post(&node, "/v1/events", ce, &e.to_string());
         assert_eq!(status, 400, "{missing}");
         assert_eq!(body["error"]["code"], "bad_request");
-        assert!(message(&body).contains(&format!("`{missing}`")), "{missing}: {body}");
+        assert!(
+            message(&body).contains(&format!("`{missing}`")),
+            "{missing}: {body}"
+        );
     }
     let mut e = full.clone();
     e["specversion"] = json!("0.3");
@@ -59,7 +82,12 @@ fn invalid_events_get_400_naming_the_problem_and_nothing_is_stored() {
     assert!(message(&body).contains("invalid JSON"), "{body}");
     // A batch with one bad event is refused whole: its good event is not stored either.
     let batch = json!([full, {"specversion": "1.0", "id": "x2", "source": "/s"}]);
-    let (status, body) = post(&node, "/v1/events", "application/cloudevents-batch+json", &batch.to_string());
+    let (status, body) = post(
+        &node,
+        "/v1/events",
+        "application/cloudevents-batch+json",
+        &batch.to_string(),
+    );
     assert_eq!(status, 400);
     assert!(message(&body).starts_with("event 1:"), "{body}");
     // Binary mode without ce-source.
@@ -76,18 +104,35 @@ fn invalid_events_get_400_naming_the_problem_and_nothing_is_stored() {
     assert!(message(&resp.json().unwrap()).contains("`source`"));
 
     // Nothing above was stored or delivered.
-    let resp = node.http().get(format!("{}/v1/events/lookup?source=/s&id=x1", node.url)).send().unwrap();
+    let resp = node
+        .http()
+        .get(format!("{}/v1/events/lookup?source=/s&id=x1", node.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(node.get("/v1/status")["deliveries"], json!({}));
     assert!(node.invocations("f").is_empty());
 
     // Bad patterns and unknown targets are refused too.
-    let (status, body) = post(&node, "/v1/rules", "application/json", r#"{"name": "r", "pattern": {"type": "t"}, "targets": ["f"]}"#);
+    let (status, body) = post(
+        &node,
+        "/v1/rules",
+        "application/json",
+        r#"{"name": "r", "pattern": {"type": "t"}, "targets": ["f"]}"#,
+    );
     assert_eq!(status, 400, "{body}");
     assert!(message(&body).contains("pattern field `type`"), "{body}");
-    let (status, body) = post(&node, "/v1/rules", "application/json", r#"{"name": "r", "pattern": {"type": ["t"]}, "targets": ["ghost"]}"#);
+    let (status, body) = post(
+        &node,
+        "/v1/rules",
+        "application/json",
+        r#"{"name": "r", "pattern": {"type": ["t"]}, "targets": ["ghost"]}"#,
+    );
     assert_eq!(status, 404, "{body}");
-    assert!(message(&body).contains("function `ghost` not found"), "{body}");
+    assert!(
+        message(&body).contains("function `ghost` not found"),
+        "{body}"
+    );
     assert_eq!(node.get("/v1/rules")["rules"].as_array().unwrap().len(), 1);
 }
 
@@ -95,10 +140,19 @@ fn invalid_events_get_400_naming_the_problem_and_nothing_is_stored() {
 fn unknown_functions_are_404() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
-    let (status, body) = post(&node, "/v1/functions/ghost/invoke", "application/json", "{}");
+    let (status, body) = post(
+        &node,
+        "/v1/functions/ghost/invoke",
+        "application/json",
+        "{}",
+    );
     assert_eq!(status, 404);
     assert_eq!(message(&body), "function `ghost` not found");
-    let resp = node.http().delete(format!("{}/v1/functions/ghost", node.url)).send().unwrap();
+    let resp = node
+        .http()
+        .delete(format!("{}/v1/functions/ghost", node.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let out = node.cli(&["invoke", "ghost"]);
     assert!(!out.status.success());
@@ -112,7 +166,8 @@ fn a_body_over_the_limit_is_413_before_it_is_read() {
     let addr = node.url.trim_start_matches("http://").to_owned();
     // Announce a gigabyte, send a few bytes: the answer must come without the rest.
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     write!(
         conn,
         "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/cloudevents+json\r\nContent-Length: 1000000000\r\n\r\n{{\"specversion\""
@@ -126,9 +181,17 @@ fn a_body_over_the_limit_is_413_before_it_is_read() {
 
     // A single event over the per-event limit (256 KiB) inside an acceptable body.
     let big = json!({"specversion": "1.0", "id": "big", "source": "/s", "type": "t", "data": "x".repeat(300 * 1024)});
-    let (status, body) = post(&node, "/v1/events", "application/cloudevents+json", &big.to_string());
+    let (status, body) = post(
+        &node,
+        "/v1/events",
+        "application/cloudevents+json",
+        &big.to_string(),
+    );
     assert_eq!(status, 413, "{body}");
-    assert!(message(&body).contains("over the limit of 262144 bytes"), "{body}");
+    assert!(
+        message(&body).contains("over the limit of 262144 bytes"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -158,14 +221,22 @@ fn unsafe_code_packages_are_refused_and_nothing_is_written_outside() {
         (resp.status().as_u16(), resp.json::<Value>().unwrap())
     };
     for name in &escapes {
-        let (status, body) = deploy(zip_of(&[("app.py", b"def handler(e, c): pass"), (name, b"pwned")]));
+        let (status, body) = deploy(zip_of(&[
+            ("app.py", b"def handler(e, c): pass"),
+            (name, b"pwned"),
+        ]));
         assert_eq!(status, 400, "{name}: {body}");
-        assert!(message(&body).contains("outside the function's directory"), "{body}");
+        assert!(
+            message(&body).contains("outside the function's directory"),
+            "{body}"
+        );
     }
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    w.start_file("app.py", SimpleFileOptions::default()).unwrap();
+    w.start_file("app.py", SimpleFileOptions::default())
+        .unwrap();
     w.write_all(b"def handler(e, c): pass").unwrap();
-    w.add_symlink("link.py", "/etc/passwd", SimpleFileOptions::default()).unwrap();
+    w.add_symlink("link.py", "/etc/passwd", SimpleFileOptions::default())
+        .unwrap();
     let (status, body) = deploy(w.finish().unwrap().into_inner());
     assert_eq!(status, 400);
     assert!(message(&body).contains("symbolic link"), "{body}");
@@ -174,10 +245,17 @@ fn unsafe_code_packages_are_refused_and_nothing_is_written_outside() {
 
     assert!(!marker.exists());
     assert!(!data.join("code/evil.py").exists() && !data.join("evil.py").exists());
-    let resp = node.http().get(format!("{}/v1/functions/evil", node.url)).send().unwrap();
+    let resp = node
+        .http()
+        .get(format!("{}/v1/functions/evil", node.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404, "no function was created");
     // Nothing half-unpacked was kept.
-    assert_eq!(std::fs::read_dir(data.join("code/trees")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(data.join("code/trees")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -185,7 +263,16 @@ fn a_bad_redeploy_leaves_the_previous_version_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let code = code_dir(&[("app.py", "def handler(e, c):\n    return 'v1'\n")]);
-    node.ok(&["deploy", "f", "--runtime", "python3.11", "--handler", "app.handler", "--code", code.path().to_str().unwrap()]);
+    node.ok(&[
+        "deploy",
+        "f",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "app.handler",
+        "--code",
+        code.path().to_str().unwrap(),
+    ]);
     let out = node.cli(&["deploy", "f", "--runtime", "cobol"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported runtime `cobol`"));
@@ -204,7 +291,16 @@ fn a_handler_that_does_not_exist_is_an_init_error_not_a_hang() {
         ("nofn", "app.missing", "Runtime.HandlerNotFound"),
         ("nomod", "nowhere.handler", "Runtime.ImportModuleError"),
     ] {
-        node.ok(&["deploy", name, "--runtime", "python3.11", "--handler", handler, "--code", code.path().to_str().unwrap()]);
+        node.ok(&[
+            "deploy",
+            name,
+            "--runtime",
+            "python3.11",
+            "--handler",
+            handler,
+            "--code",
+            code.path().to_str().unwrap(),
+        ]);
         let resp = node
             .http()
             .post(format!("{}/v1/functions/{name}/invoke", node.url))

@@ -31,8 +31,9 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
         "import os\nOUT = os.environ['OUT']\ndef handler(event, context):\n    fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n    os.write(fd, (event['id'] + '\\n').encode())\n    os.close(fd)\n",
     )]);
 
-    let queue: Arc<Mutex<VecDeque<String>>> =
-        Arc::new(Mutex::new((0..EVENTS).map(|i| format!("crash-{i:05}")).collect()));
+    let queue: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(
+        (0..EVENTS).map(|i| format!("crash-{i:05}")).collect(),
+    ));
     let acked: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
 
     let mut kills = KILL_POINTS.iter().copied().peekable();
@@ -43,10 +44,28 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
         if round == 1 {
             let env = format!("OUT={}", out.display());
             node.ok(&[
-                "deploy", "recorder", "--runtime", "python3.11", "--handler", "app.handler",
-                "--code", code.path().to_str().unwrap(), "--concurrency", "8", "--env", &env,
+                "deploy",
+                "recorder",
+                "--runtime",
+                "python3.11",
+                "--handler",
+                "app.handler",
+                "--code",
+                code.path().to_str().unwrap(),
+                "--concurrency",
+                "8",
+                "--env",
+                &env,
             ]);
-            node.ok(&["rules", "add", "crash", "--pattern", r#"{"type": ["crash.test"]}"#, "--target", "recorder"]);
+            node.ok(&[
+                "rules",
+                "add",
+                "crash",
+                "--pattern",
+                r#"{"type": ["crash.test"]}"#,
+                "--target",
+                "recorder",
+            ]);
         }
         let publishers: Vec<_> = (0..PUBLISHERS)
             .map(|_| {
@@ -54,8 +73,11 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
                 std::thread::spawn(move || {
                     let http = reqwest::blocking::Client::new();
                     loop {
-                        let Some(id) = queue.lock().unwrap().pop_front() else { return };
-                        let body = event(&id, "crash.test", serde_json::json!({"n": id})).to_string();
+                        let Some(id) = queue.lock().unwrap().pop_front() else {
+                            return;
+                        };
+                        let body =
+                            event(&id, "crash.test", serde_json::json!({"n": id})).to_string();
                         let sent = http
                             .post(format!("{url}/v1/events"))
                             .header("content-type", "application/cloudevents+json")
@@ -85,7 +107,10 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
                     p.join().unwrap();
                 }
                 let handled = handled_ids(&out).len();
-                eprintln!("round {round}: killed with {} acknowledged, {handled} handled so far", acked.lock().unwrap().len());
+                eprintln!(
+                    "round {round}: killed with {} acknowledged, {handled} handled so far",
+                    acked.lock().unwrap().len()
+                );
             }
             None => {
                 for p in publishers {
@@ -100,7 +125,10 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
                     acked.is_subset(&distinct).then_some(ids)
                 });
                 let distinct: HashSet<&String> = handled.iter().collect();
-                assert!(distinct.iter().all(|id| acked.contains(*id)), "handled an id nobody published");
+                assert!(
+                    distinct.iter().all(|id| acked.contains(*id)),
+                    "handled an id nobody published"
+                );
                 let duplicates = handled.len() - distinct.len();
                 eprintln!(
                     "{} events acknowledged across {} kill -9s; all handled; {duplicates} duplicate deliveries ({:.2}%)",
@@ -110,7 +138,11 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
                 );
                 // The store agrees: every delivery is settled as delivered.
                 let status = node.get("/v1/status");
-                assert_eq!(status["deliveries"], serde_json::json!({"delivered": EVENTS}), "{status}");
+                assert_eq!(
+                    status["deliveries"],
+                    serde_json::json!({"delivered": EVENTS}),
+                    "{status}"
+                );
                 return;
             }
         }

@@ -29,23 +29,51 @@ fn a_handler_failing_twice_then_succeeding_runs_three_times() {
         "app.py",
         "def handler(event, context):\n    print('attempt', context.attempt)\n    if context.attempt < 3:\n        raise RuntimeError('not yet')\n    return 'ok'\n",
     )]);
-    deploy_py(&node, "flaky", &code, &["--max-attempts", "3", "--retry-delay-ms", "50"]);
-    node.ok(&["rules", "add", "r", "--pattern", r#"{"type": ["job"]}"#, "--target", "flaky"]);
+    deploy_py(
+        &node,
+        "flaky",
+        &code,
+        &["--max-attempts", "3", "--retry-delay-ms", "50"],
+    );
+    node.ok(&[
+        "rules",
+        "add",
+        "r",
+        "--pattern",
+        r#"{"type": ["job"]}"#,
+        "--target",
+        "flaky",
+    ]);
     let (status, _) = node.publish(&event("job-1", "job", json!({})));
     assert_eq!(status, 202);
     let inv = wait_for("a successful attempt", || {
         let inv = node.invocations("flaky");
         inv.iter().any(|r| r["outcome"] == "success").then_some(inv)
     });
-    let attempts: Vec<_> = inv.iter().map(|r| (r["attempt"].as_u64().unwrap(), r["outcome"].as_str().unwrap().to_owned())).collect();
+    let attempts: Vec<_> = inv
+        .iter()
+        .map(|r| {
+            (
+                r["attempt"].as_u64().unwrap(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     assert_eq!(
         attempts,
-        [(1, "function_error".into()), (2, "function_error".into()), (3, "success".to_string())]
+        [
+            (1, "function_error".into()),
+            (2, "function_error".into()),
+            (3, "success".to_string())
+        ]
     );
     assert!(inv.iter().all(|r| r["event_id"] == "job-1"));
     assert_eq!(inv[0]["error_message"], "not yet");
     assert!(node.dead_letters("flaky").is_empty());
-    assert_eq!(node.get("/v1/status")["deliveries"], json!({"delivered": 1}));
+    assert_eq!(
+        node.get("/v1/status")["deliveries"],
+        json!({"delivered": 1})
+    );
 }
 
 #[test]
@@ -56,8 +84,21 @@ fn an_always_failing_handler_is_dead_lettered_and_redrive_after_a_fix_delivers_i
         "app.py",
         "import os\ndef handler(event, context):\n    if os.environ.get('FIXED') != '1':\n        raise ValueError('broken for ' + event['id'])\n    print('fixed handled', event['id'])\n",
     )]);
-    deploy_py(&node, "broken", &code, &["--max-attempts", "2", "--retry-delay-ms", "20"]);
-    node.ok(&["rules", "add", "r", "--pattern", r#"{"source": [{"prefix": "/tests"}]}"#, "--target", "broken"]);
+    deploy_py(
+        &node,
+        "broken",
+        &code,
+        &["--max-attempts", "2", "--retry-delay-ms", "20"],
+    );
+    node.ok(&[
+        "rules",
+        "add",
+        "r",
+        "--pattern",
+        r#"{"source": [{"prefix": "/tests"}]}"#,
+        "--target",
+        "broken",
+    ]);
     node.publish(&event("doomed", "anything", json!(1)));
     let dead = wait_for("a dead letter", || {
         let d = node.dead_letters("broken");
@@ -67,17 +108,33 @@ fn an_always_failing_handler_is_dead_lettered_and_redrive_after_a_fix_delivers_i
     assert_eq!(dead[0]["event_id"], "doomed");
     assert_eq!(dead[0]["attempts"], 2);
     assert_eq!(dead[0]["reason"], "max_attempts");
-    assert!(dead[0]["last_error"].as_str().unwrap().contains("ValueError: broken for doomed"), "{}", dead[0]);
-    assert_eq!(node.invocations("broken").len(), 2, "exactly max_attempts attempts");
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("ValueError: broken for doomed"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(
+        node.invocations("broken").len(),
+        2,
+        "exactly max_attempts attempts"
+    );
     let listed = node.ok(&["dlq", "ls", "broken"]);
-    assert!(listed.contains("doomed") && listed.contains("max_attempts"), "{listed}");
+    assert!(
+        listed.contains("doomed") && listed.contains("max_attempts"),
+        "{listed}"
+    );
 
     // Fix the function (a new version), then redrive the dead letter by id.
     deploy_py(&node, "broken", &code, &["--env", "FIXED=1"]);
     let id = dead[0]["delivery_id"].to_string();
     assert!(node.ok(&["dlq", "redrive", &id]).contains("redriven: 1"));
     let ok = wait_for("the redriven delivery to succeed", || {
-        node.invocations("broken").into_iter().find(|r| r["outcome"] == "success")
+        node.invocations("broken")
+            .into_iter()
+            .find(|r| r["outcome"] == "success")
     });
     assert_eq!(ok["version"], 2);
     assert_eq!(ok["attempt"], 1, "a redrive starts with fresh attempts");
@@ -89,9 +146,20 @@ fn an_always_failing_handler_is_dead_lettered_and_redrive_after_a_fix_delivers_i
 fn the_same_source_and_id_is_delivered_once() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
-    let code = code_dir(&[("app.py", "def handler(event, context):\n    print(event['id'])\n")]);
+    let code = code_dir(&[(
+        "app.py",
+        "def handler(event, context):\n    print(event['id'])\n",
+    )]);
     deploy_py(&node, "once", &code, &[]);
-    node.ok(&["rules", "add", "r", "--pattern", r#"{"type": ["t"]}"#, "--target", "once"]);
+    node.ok(&[
+        "rules",
+        "add",
+        "r",
+        "--pattern",
+        r#"{"type": ["t"]}"#,
+        "--target",
+        "once",
+    ]);
     let (s1, a1) = node.publish(&event("same", "t", json!({"n": 1})));
     let (s2, a2) = node.publish(&event("same", "t", json!({"n": 2})));
     assert_eq!((s1, s2), (202, 202));
@@ -102,7 +170,9 @@ fn the_same_source_and_id_is_delivered_once() {
     other["source"] = json!("/elsewhere");
     assert_eq!(node.publish(&other).1["results"][0]["status"], "accepted");
     // The CLI says so too.
-    let out = node.ok(&["events", "put", "--type", "t", "--source", "/tests", "--id", "same"]);
+    let out = node.ok(&[
+        "events", "put", "--type", "t", "--source", "/tests", "--id", "same",
+    ]);
     assert!(out.contains("duplicate"), "{out}");
 
     wait_for("both distinct events handled", || {
@@ -135,7 +205,13 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
     assert_eq!(resp.headers()["x-lambent-outcome"], "timeout");
     let body: serde_json::Value = resp.json().unwrap();
     assert_eq!(body["errorType"], "Sandbox.Timedout");
-    assert!(body["errorMessage"].as_str().unwrap().contains("Task timed out after 1.0"), "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Task timed out after 1.0"),
+        "{body}"
+    );
     let rec = node.invocations("sleepy").pop().unwrap();
     assert_eq!(rec["outcome"], "timeout");
     assert_eq!(rec["logs"], "going to sleep\n");
@@ -145,7 +221,10 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
     let rec = node.invocations("sleepy").pop().unwrap();
     assert_eq!(rec["cold"], true);
     // And no process of the killed instance is left sleeping.
-    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
     let sleeping = String::from_utf8_lossy(&ps.stdout)
         .lines()
         .filter(|l| l.contains(node.data_dir.to_str().unwrap()) && l.contains("bootstrap.py"))

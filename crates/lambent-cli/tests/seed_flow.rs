@@ -25,15 +25,35 @@ fn seed_listener_handles_each_event_type_in_its_own_branch() {
     ]);
     for ty in ["user_action", "data_update", "timer_trigger"] {
         let pattern = format!(r#"{{"type": ["{ty}"]}}"#);
-        node.ok(&["rules", "add", ty, "--pattern", &pattern, "--target", "event_listener"]);
+        node.ok(&[
+            "rules",
+            "add",
+            ty,
+            "--pattern",
+            &pattern,
+            "--target",
+            "event_listener",
+        ]);
     }
     let rules = node.ok(&["rules", "ls"]);
     assert_eq!(rules.lines().count(), 3, "{rules}");
 
     let published = [
-        ("user_action", r#"{"user": "alice", "action": "login"}"#, "user_action handled: {'user': 'alice', 'action': 'login'}"),
-        ("data_update", r#"{"table": "orders", "row": 7}"#, "data_update handled: {'table': 'orders', 'row': 7}"),
-        ("timer_trigger", r#"{"schedule": "hourly"}"#, "timer_trigger handled: {'schedule': 'hourly'}"),
+        (
+            "user_action",
+            r#"{"user": "alice", "action": "login"}"#,
+            "user_action handled: {'user': 'alice', 'action': 'login'}",
+        ),
+        (
+            "data_update",
+            r#"{"table": "orders", "row": 7}"#,
+            "data_update handled: {'table': 'orders', 'row': 7}",
+        ),
+        (
+            "timer_trigger",
+            r#"{"schedule": "hourly"}"#,
+            "timer_trigger handled: {'schedule': 'hourly'}",
+        ),
     ];
     let mut ids = Vec::new();
     for (ty, data, _) in published {
@@ -49,7 +69,10 @@ fn seed_listener_handles_each_event_type_in_its_own_branch() {
     });
     // Each event was handled by its own branch, and only that one.
     for ((_, _, expected), id) in published.iter().zip(&ids) {
-        let rec = records.iter().find(|r| r["event_id"] == id.as_str()).expect("invocation per event");
+        let rec = records
+            .iter()
+            .find(|r| r["event_id"] == id.as_str())
+            .expect("invocation per event");
         assert_eq!(rec["logs"].as_str().unwrap().trim_end(), *expected);
         assert_eq!(rec["attempt"], 1);
     }
@@ -61,7 +84,12 @@ fn seed_listener_handles_each_event_type_in_its_own_branch() {
     assert_eq!(logs.matches("success").count(), 3, "{logs}");
 
     // A direct synchronous invoke gets the payload as sent.
-    let out = node.ok(&["invoke", "event_listener", "--data", r#"{"type": "user_action", "data": "direct"}"#]);
+    let out = node.ok(&[
+        "invoke",
+        "event_listener",
+        "--data",
+        r#"{"type": "user_action", "data": "direct"}"#,
+    ]);
     assert_eq!(out.trim(), "null");
     let last = node.invocations("event_listener").pop().unwrap();
     assert_eq!(last["logs"], "user_action handled: direct\n");

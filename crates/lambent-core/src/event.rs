@@ -100,7 +100,11 @@ impl CloudEvent {
     }
 
     /// Builds an event from its parts (used by sources and the binary HTTP mode).
-    pub fn builder(id: impl Into<String>, source: impl Into<String>, ty: impl Into<String>) -> Builder {
+    pub fn builder(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        ty: impl Into<String>,
+    ) -> Builder {
         let mut json = Map::new();
         json.insert("specversion".into(), SPEC_VERSION.into());
         json.insert("id".into(), Value::String(id.into()));
@@ -131,8 +135,9 @@ impl CloudEvent {
         let Value::Object(map) = &mut self.json else {
             return;
         };
-        map.entry("time")
-            .or_insert_with(|| Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+        map.entry("time").or_insert_with(|| {
+            Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        });
     }
 
     /// The event's payload as bytes: `data` (JSON text, or a string's own bytes) or `data_base64`.
@@ -152,7 +157,9 @@ impl CloudEvent {
     /// The attributes and data as a JSON object.
     pub fn as_json(&self) -> &Map<String, Value> {
         static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        self.json.as_object().unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+        self.json
+            .as_object()
+            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
     }
 
     /// The structured-mode JSON value (what handlers receive and patterns match).
@@ -179,7 +186,8 @@ pub struct Builder {
 impl Builder {
     /// Sets any attribute or extension (`subject`, `time`, `traceparent`, ...).
     pub fn attr(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.json.insert(name.to_owned(), Value::String(value.into()));
+        self.json
+            .insert(name.to_owned(), Value::String(value.into()));
         self
     }
 
@@ -202,7 +210,13 @@ impl Builder {
             return self;
         }
         let media = content_type
-            .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
         if is_json && let Ok(value) = serde_json::from_slice::<Value>(body) {
@@ -212,7 +226,8 @@ impl Builder {
         if (media.starts_with("text/") || is_json)
             && let Ok(text) = std::str::from_utf8(body)
         {
-            self.json.insert("data".into(), Value::String(text.to_owned()));
+            self.json
+                .insert("data".into(), Value::String(text.to_owned()));
             return self;
         }
         self.json.insert(
@@ -234,7 +249,10 @@ fn invalid(name: &str, problem: &str) -> EventError {
     }
 }
 
-fn required_string<'a>(json: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, EventError> {
+fn required_string<'a>(
+    json: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, EventError> {
     match json.get(name) {
         None | Some(Value::Null) => Err(EventError::Missing(name)),
         Some(Value::String(s)) if s.is_empty() => Err(invalid(name, "must be a non-empty string")),
@@ -246,7 +264,10 @@ fn required_string<'a>(json: &'a Map<String, Value>, name: &'static str) -> Resu
 /// CloudEvents 1.0 §3.1.1: attribute names consist of lower-case ASCII letters and digits.
 /// (The spec's 20-character limit is a SHOULD; Lambent allows longer names.)
 pub fn valid_attribute_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn check_attribute_value(name: &str, value: &Value) -> Result<(), EventError> {
@@ -254,7 +275,9 @@ fn check_attribute_value(name: &str, value: &Value) -> Result<(), EventError> {
         // Extension values are strings, integers or booleans in JSON; core ones are strings.
         Value::String(_) => Ok(()),
         Value::Null if !CONTEXT_ATTRIBUTES.contains(&name) => Ok(()),
-        Value::Number(n) if !CONTEXT_ATTRIBUTES.contains(&name) && (n.is_i64() || n.is_u64()) => Ok(()),
+        Value::Number(n) if !CONTEXT_ATTRIBUTES.contains(&name) && (n.is_i64() || n.is_u64()) => {
+            Ok(())
+        }
         Value::Bool(_) if !CONTEXT_ATTRIBUTES.contains(&name) => Ok(()),
         Value::Null => Ok(()),
         _ => Err(invalid(name, "must be a string")),
@@ -281,12 +304,15 @@ mod tests {
         for name in ["id", "source", "type", "specversion"] {
             let mut v = json!({"specversion":"1.0","id":"1","source":"/s","type":"t"});
             v.as_object_mut().unwrap().remove(name);
-            assert_eq!(event(v), Err(EventError::Missing(match name {
-                "id" => "id",
-                "source" => "source",
-                "type" => "type",
-                _ => "specversion",
-            })));
+            assert_eq!(
+                event(v),
+                Err(EventError::Missing(match name {
+                    "id" => "id",
+                    "source" => "source",
+                    "type" => "type",
+                    _ => "specversion",
+                }))
+            );
         }
     }
 

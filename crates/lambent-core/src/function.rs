@@ -42,7 +42,11 @@ impl RuntimeKind {
     pub fn parse(s: &str) -> Result<Self, SpecError> {
         let declared = s.to_owned();
         if let Some(minor) = s.strip_prefix("python3") {
-            if minor.is_empty() || (minor.starts_with('.') && minor[1..].bytes().all(|b| b.is_ascii_digit()) && minor.len() > 1) {
+            if minor.is_empty()
+                || (minor.starts_with('.')
+                    && minor[1..].bytes().all(|b| b.is_ascii_digit())
+                    && minor.len() > 1)
+            {
                 return Ok(Self::Python { declared });
             }
         } else if let Some(rest) = s.strip_prefix("nodejs") {
@@ -58,7 +62,9 @@ impl RuntimeKind {
     /// The runtime identifier as the user declared it (`python3.8`, `nodejs20.x`, ...).
     pub fn declared(&self) -> &str {
         match self {
-            Self::Python { declared } | Self::Node { declared } | Self::Provided { declared } => declared,
+            Self::Python { declared } | Self::Node { declared } | Self::Provided { declared } => {
+                declared
+            }
         }
     }
 
@@ -95,7 +101,10 @@ impl RetryPolicy {
     /// with "equal jitter" (half fixed, half random) so retries of one burst spread out.
     pub fn backoff(&self, attempt: u32, unit_random: f64) -> Duration {
         let exp = attempt.saturating_sub(1).min(30);
-        let full = self.base_delay_ms.saturating_mul(1u64 << exp).min(self.max_delay_ms);
+        let full = self
+            .base_delay_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.max_delay_ms);
         let half = full / 2;
         let jitter = (half as f64 * unit_random.clamp(0.0, 1.0)) as u64;
         Duration::from_millis(half + jitter)
@@ -146,9 +155,24 @@ impl FunctionSpec {
         range("timeout (s)", 1, 900, self.timeout_s.into())?;
         range("concurrency", 1, 1000, self.concurrency.into())?;
         range("max_attempts", 1, 100, self.retry.max_attempts.into())?;
-        range("max_event_age (s)", 1, 7 * 24 * 3600, self.retry.max_event_age_s)?;
-        range("retry base delay (ms)", 1, 3_600_000, self.retry.base_delay_ms)?;
-        range("retry max delay (ms)", self.retry.base_delay_ms, 86_400_000, self.retry.max_delay_ms)?;
+        range(
+            "max_event_age (s)",
+            1,
+            7 * 24 * 3600,
+            self.retry.max_event_age_s,
+        )?;
+        range(
+            "retry base delay (ms)",
+            1,
+            3_600_000,
+            self.retry.base_delay_ms,
+        )?;
+        range(
+            "retry max delay (ms)",
+            self.retry.base_delay_ms,
+            86_400_000,
+            self.retry.max_delay_ms,
+        )?;
         if self.runtime.needs_handler() && !valid_handler(&self.handler) {
             return Err(SpecError::Handler {
                 function: self.name.clone(),
@@ -179,14 +203,22 @@ impl FunctionSpec {
 /// Function names as Lambda allows them (without ARNs, which the Lambda API resolves).
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
     let ok = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(SpecError::Name(name.to_owned())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Name(name.to_owned()))
+    }
 }
 
 /// `module.function`, where the module may be a path (`pkg/mod.fn`).
 fn valid_handler(handler: &str) -> bool {
     match handler.rsplit_once('.') {
-        Some((module, function)) => !module.is_empty() && !function.is_empty() && !handler.contains(".."),
+        Some((module, function)) => {
+            !module.is_empty() && !function.is_empty() && !handler.contains("..")
+        }
         None => false,
     }
 }
@@ -212,10 +244,19 @@ mod tests {
     #[test]
     fn runtimes_parse_every_python3_minor() {
         for r in ["python3.8", "python3.9", "python3.13", "python3"] {
-            assert!(matches!(RuntimeKind::parse(r), Ok(RuntimeKind::Python { .. })), "{r}");
+            assert!(
+                matches!(RuntimeKind::parse(r), Ok(RuntimeKind::Python { .. })),
+                "{r}"
+            );
         }
-        assert!(matches!(RuntimeKind::parse("nodejs20.x"), Ok(RuntimeKind::Node { .. })));
-        assert!(matches!(RuntimeKind::parse("provided.al2023"), Ok(RuntimeKind::Provided { .. })));
+        assert!(matches!(
+            RuntimeKind::parse("nodejs20.x"),
+            Ok(RuntimeKind::Node { .. })
+        ));
+        assert!(matches!(
+            RuntimeKind::parse("provided.al2023"),
+            Ok(RuntimeKind::Provided { .. })
+        ));
         for bad in ["python2.7", "python3.", "java21", "ruby"] {
             assert!(RuntimeKind::parse(bad).is_err(), "{bad}");
         }

@@ -85,13 +85,21 @@ impl Pattern {
 
 fn err(path: &str, problem: impl Into<String>) -> PatternError {
     PatternError::Invalid {
-        path: if path.is_empty() { "(root)".into() } else { path.to_owned() },
+        path: if path.is_empty() {
+            "(root)".into()
+        } else {
+            path.to_owned()
+        },
         problem: problem.into(),
     }
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn compile_node(map: &Map<String, Value>, path: &str) -> Result<Node, PatternError> {
@@ -112,7 +120,10 @@ fn compile_node(map: &Map<String, Value>, path: &str) -> Result<Node, PatternErr
                 .iter()
                 .map(|alt| match alt {
                     Value::Object(m) if !m.is_empty() => compile_node(m, path),
-                    _ => Err(err(&here, "each `$or` alternative must be a non-empty object")),
+                    _ => Err(err(
+                        &here,
+                        "each `$or` alternative must be a non-empty object",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             node.or_groups.push(group);
@@ -126,7 +137,9 @@ fn compile_node(map: &Map<String, Value>, path: &str) -> Result<Node, PatternErr
                     .map(|item| compile_matcher(item, &here))
                     .collect::<Result<_, _>>()?,
             ),
-            Value::Array(_) => return Err(err(&here, "a list of allowed values must not be empty")),
+            Value::Array(_) => {
+                return Err(err(&here, "a list of allowed values must not be empty"));
+            }
             _ => {
                 return Err(err(
                     &here,
@@ -144,7 +157,10 @@ fn string_operand(value: &Value, path: &str, op: &str) -> Result<(String, bool),
         Value::String(s) => Ok((s.clone(), false)),
         Value::Object(m) if m.len() == 1 => match m.get("equals-ignore-case") {
             Some(Value::String(s)) => Ok((s.clone(), true)),
-            _ => Err(err(path, format!("`{op}` takes a string or {{\"equals-ignore-case\": string}}"))),
+            _ => Err(err(
+                path,
+                format!("`{op}` takes a string or {{\"equals-ignore-case\": string}}"),
+            )),
         },
         _ => Err(err(path, format!("`{op}` takes a string"))),
     }
@@ -153,7 +169,10 @@ fn string_operand(value: &Value, path: &str, op: &str) -> Result<(String, bool),
 fn compile_matcher(item: &Value, path: &str) -> Result<Matcher, PatternError> {
     let Value::Object(m) = item else {
         if item.is_array() {
-            return Err(err(path, "nested arrays are not allowed in a list of values"));
+            return Err(err(
+                path,
+                "nested arrays are not allowed in a list of values",
+            ));
         }
         return Ok(Matcher::Exact(item.clone()));
     };
@@ -192,25 +211,39 @@ fn compile_matcher(item: &Value, path: &str) -> Result<Matcher, PatternError> {
 
 fn compile_anything_but(arg: &Value, path: &str) -> Result<AnythingBut, PatternError> {
     match arg {
-        Value::Array(values) if !values.is_empty() && values.iter().all(|v| v.is_string() || v.is_number()) => {
+        Value::Array(values)
+            if !values.is_empty() && values.iter().all(|v| v.is_string() || v.is_number()) =>
+        {
             Ok(AnythingBut::Values(values.clone()))
         }
         Value::String(_) | Value::Number(_) => Ok(AnythingBut::Values(vec![arg.clone()])),
         Value::Object(m) if m.len() == 1 => match (m.get("prefix"), m.get("suffix")) {
             (Some(Value::String(p)), None) => Ok(AnythingBut::Prefix(p.clone())),
             (None, Some(Value::String(s))) => Ok(AnythingBut::Suffix(s.clone())),
-            _ => Err(err(path, "`anything-but` takes {\"prefix\": string} or {\"suffix\": string}")),
+            _ => Err(err(
+                path,
+                "`anything-but` takes {\"prefix\": string} or {\"suffix\": string}",
+            )),
         },
-        _ => Err(err(path, "`anything-but` takes a string, a number, a list of them, or a prefix/suffix")),
+        _ => Err(err(
+            path,
+            "`anything-but` takes a string, a number, a list of them, or a prefix/suffix",
+        )),
     }
 }
 
 fn compile_numeric(arg: &Value, path: &str) -> Result<Vec<(Cmp, f64)>, PatternError> {
     let Value::Array(items) = arg else {
-        return Err(err(path, "`numeric` takes an array like [\">\", 0, \"<=\", 5]"));
+        return Err(err(
+            path,
+            "`numeric` takes an array like [\">\", 0, \"<=\", 5]",
+        ));
     };
     if items.is_empty() || items.len() % 2 != 0 || items.len() > 4 {
-        return Err(err(path, "`numeric` takes one or two (operator, number) pairs"));
+        return Err(err(
+            path,
+            "`numeric` takes one or two (operator, number) pairs",
+        ));
     }
     items
         .chunks(2)
@@ -283,13 +316,21 @@ fn match_scalar(matcher: &Matcher, value: &Value) -> bool {
                 s.ends_with(text.as_str())
             }
         }),
-        Matcher::EqualsIgnoreCase(want) => value.as_str().is_some_and(|s| s.to_lowercase() == want.to_lowercase()),
-        Matcher::Wildcard(glob) => value.as_str().is_some_and(|s| wildcard(glob.as_bytes(), s.as_bytes())),
+        Matcher::EqualsIgnoreCase(want) => value
+            .as_str()
+            .is_some_and(|s| s.to_lowercase() == want.to_lowercase()),
+        Matcher::Wildcard(glob) => value
+            .as_str()
+            .is_some_and(|s| wildcard(glob.as_bytes(), s.as_bytes())),
         Matcher::AnythingBut(AnythingBut::Values(values)) => {
             !value.is_null() && !value.is_object() && !values.iter().any(|v| values_equal(v, value))
         }
-        Matcher::AnythingBut(AnythingBut::Prefix(p)) => value.as_str().is_some_and(|s| !s.starts_with(p.as_str())),
-        Matcher::AnythingBut(AnythingBut::Suffix(p)) => value.as_str().is_some_and(|s| !s.ends_with(p.as_str())),
+        Matcher::AnythingBut(AnythingBut::Prefix(p)) => {
+            value.as_str().is_some_and(|s| !s.starts_with(p.as_str()))
+        }
+        Matcher::AnythingBut(AnythingBut::Suffix(p)) => {
+            value.as_str().is_some_and(|s| !s.ends_with(p.as_str()))
+        }
         Matcher::Numeric(conds) => value.as_f64().is_some_and(|n| {
             conds.iter().all(|(cmp, bound)| match cmp {
                 Cmp::Eq => n == *bound,
@@ -367,7 +408,10 @@ mod tests {
     #[test]
     fn documented_exact_and_nested_examples() {
         assert!(m(json!({"source": ["aws.ec2"]}), ec2_event()));
-        assert!(m(json!({"source": ["aws.ec2"], "detail": {"state": ["terminated", "stopped"]}}), ec2_event()));
+        assert!(m(
+            json!({"source": ["aws.ec2"], "detail": {"state": ["terminated", "stopped"]}}),
+            ec2_event()
+        ));
         assert!(!m(json!({"detail": {"state": ["running"]}}), ec2_event()));
         // A field in the pattern that the event lacks never matches a value.
         assert!(!m(json!({"detail": {"nope": ["x"]}}), ec2_event()));
@@ -376,22 +420,49 @@ mod tests {
     #[test]
     fn documented_prefix_suffix_and_ignore_case() {
         assert!(m(json!({"time": [{"prefix": "2017-12-22"}]}), ec2_event()));
-        assert!(m(json!({"region": [{"prefix": {"equals-ignore-case": "US-"}}]}), ec2_event()));
+        assert!(m(
+            json!({"region": [{"prefix": {"equals-ignore-case": "US-"}}]}),
+            ec2_event()
+        ));
         assert!(m(json!({"source": [{"suffix": ".ec2"}]}), ec2_event()));
         assert!(!m(json!({"source": [{"suffix": ".s3"}]}), ec2_event()));
-        assert!(m(json!({"detail-type": [{"equals-ignore-case": "ec2 instance state-change notification"}]}), ec2_event()));
-        assert!(m(json!({"detail": {"instance-id": [{"wildcard": "i-*def0"}]}}), ec2_event()));
+        assert!(m(
+            json!({"detail-type": [{"equals-ignore-case": "ec2 instance state-change notification"}]}),
+            ec2_event()
+        ));
+        assert!(m(
+            json!({"detail": {"instance-id": [{"wildcard": "i-*def0"}]}}),
+            ec2_event()
+        ));
     }
 
     #[test]
     fn documented_anything_but() {
-        assert!(m(json!({"detail": {"state": [{"anything-but": "initializing"}]}}), ec2_event()));
-        assert!(!m(json!({"detail": {"state": [{"anything-but": ["stopped", "terminated"]}]}}), ec2_event()));
-        assert!(m(json!({"detail": {"c-count": [{"anything-but": [100, 200]}]}}), ec2_event()));
-        assert!(!m(json!({"detail": {"state": [{"anything-but": {"prefix": "term"}}]}}), ec2_event()));
-        assert!(m(json!({"detail": {"state": [{"anything-but": {"suffix": ".txt"}}]}}), ec2_event()));
+        assert!(m(
+            json!({"detail": {"state": [{"anything-but": "initializing"}]}}),
+            ec2_event()
+        ));
+        assert!(!m(
+            json!({"detail": {"state": [{"anything-but": ["stopped", "terminated"]}]}}),
+            ec2_event()
+        ));
+        assert!(m(
+            json!({"detail": {"c-count": [{"anything-but": [100, 200]}]}}),
+            ec2_event()
+        ));
+        assert!(!m(
+            json!({"detail": {"state": [{"anything-but": {"prefix": "term"}}]}}),
+            ec2_event()
+        ));
+        assert!(m(
+            json!({"detail": {"state": [{"anything-but": {"suffix": ".txt"}}]}}),
+            ec2_event()
+        ));
         // anything-but does not match an absent field.
-        assert!(!m(json!({"detail": {"absent": [{"anything-but": "x"}]}}), ec2_event()));
+        assert!(!m(
+            json!({"detail": {"absent": [{"anything-but": "x"}]}}),
+            ec2_event()
+        ));
     }
 
     #[test]
@@ -402,22 +473,40 @@ mod tests {
             "x-limit": [{"numeric": ["=", 3.018e2]}]
         }});
         assert!(m(p, ec2_event()));
-        assert!(!m(json!({"detail": {"c-count": [{"numeric": [">", 5]}]}}), ec2_event()));
-        assert!(!m(json!({"detail": {"state": [{"numeric": [">", 0]}]}}), ec2_event()));
+        assert!(!m(
+            json!({"detail": {"c-count": [{"numeric": [">", 5]}]}}),
+            ec2_event()
+        ));
+        assert!(!m(
+            json!({"detail": {"state": [{"numeric": [">", 0]}]}}),
+            ec2_event()
+        ));
     }
 
     #[test]
     fn documented_exists() {
-        assert!(m(json!({"detail": {"state": [{"exists": true}]}}), ec2_event()));
-        assert!(m(json!({"detail": {"no-such": [{"exists": false}]}}), ec2_event()));
-        assert!(!m(json!({"detail": {"state": [{"exists": false}]}}), ec2_event()));
+        assert!(m(
+            json!({"detail": {"state": [{"exists": true}]}}),
+            ec2_event()
+        ));
+        assert!(m(
+            json!({"detail": {"no-such": [{"exists": false}]}}),
+            ec2_event()
+        ));
+        assert!(!m(
+            json!({"detail": {"state": [{"exists": false}]}}),
+            ec2_event()
+        ));
         // exists on an object is not a leaf: it does not count as existing.
         assert!(m(json!({"detail": [{"exists": false}]}), ec2_event()));
     }
 
     #[test]
     fn arrays_match_if_any_element_matches() {
-        assert!(m(json!({"resources": [{"prefix": "arn:aws:ec2"}]}), ec2_event()));
+        assert!(m(
+            json!({"resources": [{"prefix": "arn:aws:ec2"}]}),
+            ec2_event()
+        ));
         let e = json!({"tags": ["a", "b"], "items": [{"k": 1}, {"k": 2}]});
         assert!(m(json!({"tags": ["b"]}), e.clone()));
         assert!(m(json!({"items": {"k": [2]}}), e.clone()));

@@ -72,7 +72,9 @@ fn start_pump(inner: &Arc<Inner>, function: String) {
 
 /// Leases and starts deliveries of one function while it has any due.
 async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
-    let engine = Engine { inner: inner.clone() };
+    let engine = Engine {
+        inner: inner.clone(),
+    };
     loop {
         let spec = match inner.stores.registry.get_function(function, None).await {
             Ok(f) => f.map(|f| f.spec),
@@ -92,7 +94,10 @@ async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
                     let _ = tokio::time::timeout(MAX_IDLE, freed).await;
                     continue;
                 }
-                (free.min(MAX_PULL), spec.timeout() + inner.config.lease_grace)
+                (
+                    free.min(MAX_PULL),
+                    spec.timeout() + inner.config.lease_grace,
+                )
             }
             // No such function: lease them anyway so they are rejected, not stuck.
             None => (MAX_PULL, inner.config.lease_grace),
@@ -114,7 +119,12 @@ async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
             let function = function.to_owned();
             tokio::spawn(async move {
                 attempt(&engine, delivery).await;
-                if let Some(n) = inner.pumps.lock().unwrap_or_else(|p| p.into_inner()).get(&function) {
+                if let Some(n) = inner
+                    .pumps
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&function)
+                {
                     n.notify_one();
                 }
                 inner.wake.notify_one();
@@ -132,11 +142,21 @@ async fn attempt(engine: &Engine, delivery: Delivery) {
             tracing::warn!(delivery = delivery.id, error = %e, "could not settle a delivery; its lease will expire");
         }
     };
-    let function = match engine.inner.stores.registry.get_function(&delivery.function, None).await {
+    let function = match engine
+        .inner
+        .stores
+        .registry
+        .get_function(&delivery.function, None)
+        .await
+    {
         Ok(Some(f)) => f,
         Ok(None) => {
             let error = format!("function `{}` does not exist", delivery.function);
-            settle(events.terminate(delivery.id, DeadLetterReason::Rejected, &error).await);
+            settle(
+                events
+                    .terminate(delivery.id, DeadLetterReason::Rejected, &error)
+                    .await,
+            );
             return;
         }
         Err(e) => {
@@ -147,8 +167,15 @@ async fn attempt(engine: &Engine, delivery: Delivery) {
     let retry = function.spec.retry;
     let max_age_ms = i64::try_from(retry.max_event_age_s.saturating_mul(1000)).unwrap_or(i64::MAX);
     if now_ms() - delivery.created_ms > max_age_ms {
-        let error = format!("event older than max_event_age of {} s before attempt {}", retry.max_event_age_s, delivery.attempt);
-        settle(events.terminate(delivery.id, DeadLetterReason::MaxEventAge, &error).await);
+        let error = format!(
+            "event older than max_event_age of {} s before attempt {}",
+            retry.max_event_age_s, delivery.attempt
+        );
+        settle(
+            events
+                .terminate(delivery.id, DeadLetterReason::MaxEventAge, &error)
+                .await,
+        );
         return;
     }
     let payload = match delivery.mode {
@@ -175,21 +202,36 @@ async fn attempt(engine: &Engine, delivery: Delivery) {
         }
         Ok(inv) => format!(
             "{}: {}",
-            inv.error_type.unwrap_or_else(|| inv.outcome.as_str().to_owned()),
+            inv.error_type
+                .unwrap_or_else(|| inv.outcome.as_str().to_owned()),
             inv.error_message.unwrap_or_default()
         ),
         Err(e) => e.to_string(),
     };
     if delivery.attempt >= retry.max_attempts {
-        let error = format!("{failure} (attempt {} of {})", delivery.attempt, retry.max_attempts);
-        settle(events.terminate(delivery.id, DeadLetterReason::MaxAttempts, &error).await);
+        let error = format!(
+            "{failure} (attempt {} of {})",
+            delivery.attempt, retry.max_attempts
+        );
+        settle(
+            events
+                .terminate(delivery.id, DeadLetterReason::MaxAttempts, &error)
+                .await,
+        );
         return;
     }
     let delay = retry.backoff(delivery.attempt, rand::random::<f64>());
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     if now_ms() + delay_ms - delivery.created_ms > max_age_ms {
-        let error = format!("{failure} (the next retry would pass max_event_age of {} s)", retry.max_event_age_s);
-        settle(events.terminate(delivery.id, DeadLetterReason::MaxEventAge, &error).await);
+        let error = format!(
+            "{failure} (the next retry would pass max_event_age of {} s)",
+            retry.max_event_age_s
+        );
+        settle(
+            events
+                .terminate(delivery.id, DeadLetterReason::MaxEventAge, &error)
+                .await,
+        );
         return;
     }
     settle(events.nak(delivery.id, delay_ms, &failure).await);

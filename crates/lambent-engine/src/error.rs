@@ -29,7 +29,11 @@ pub enum EngineError {
     Invalid(String),
     /// A payload over a configured limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { what: &'static str, size: usize, limit: usize },
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// The function is running as many invocations as its concurrency limit allows.
     #[error("function `{function}` is at its concurrency limit of {limit}")]
     Throttled { function: String, limit: u32 },

@@ -1,10 +1,12 @@
 //! Publishing events, managing rules, reading invocations and dead letters.
 
+use crate::Engine;
 use crate::error::{EngineError, Result, not_found};
 use crate::router::CompiledRule;
-use crate::Engine;
 use lambent_core::{CloudEvent, Pattern};
-use lambent_store::{DeadLetter, InvocationQuery, InvocationRecord, NewEvent, PublishOutcome, Redrive, Rule};
+use lambent_store::{
+    DeadLetter, InvocationQuery, InvocationRecord, NewEvent, PublishOutcome, Redrive, Rule,
+};
 use serde::{Deserialize, Serialize};
 
 /// The result of publishing one event.
@@ -30,7 +32,11 @@ impl Engine {
         let limit = self.inner.config.max_event_bytes;
         if size > limit {
             return Err(EngineError::TooLarge {
-                what: if index == 0 { "event" } else { "an event of the batch" },
+                what: if index == 0 {
+                    "event"
+                } else {
+                    "an event of the batch"
+                },
                 size,
                 limit,
             });
@@ -64,7 +70,11 @@ impl Engine {
         Ok(keys
             .into_iter()
             .zip(outcomes)
-            .map(|((id, source), outcome)| PublishResult { id, source, outcome })
+            .map(|((id, source), outcome)| PublishResult {
+                id,
+                source,
+                outcome,
+            })
             .collect())
     }
 
@@ -86,11 +96,18 @@ impl Engine {
 
     /// Creates or replaces a rule. Its pattern must compile and its targets exist.
     pub async fn put_rule(&self, request: RuleRequest) -> Result<Rule> {
-        lambent_core::function::validate_name(&request.name)
-            .map_err(|_| EngineError::Invalid(format!("invalid rule name `{}`: use 1-64 of A-Z a-z 0-9 _ -", request.name)))?;
+        lambent_core::function::validate_name(&request.name).map_err(|_| {
+            EngineError::Invalid(format!(
+                "invalid rule name `{}`: use 1-64 of A-Z a-z 0-9 _ -",
+                request.name
+            ))
+        })?;
         Pattern::compile(&request.pattern)?;
         if request.targets.is_empty() {
-            return Err(EngineError::Invalid(format!("rule `{}` needs at least one target", request.name)));
+            return Err(EngineError::Invalid(format!(
+                "rule `{}` needs at least one target",
+                request.name
+            )));
         }
         for target in &request.targets {
             self.function(target).await?;
@@ -117,11 +134,25 @@ impl Engine {
     }
 
     pub async fn invocations(&self, query: InvocationQuery) -> Result<Vec<InvocationRecord>> {
-        Ok(self.inner.stores.invocations.list_invocations(query).await?)
+        Ok(self
+            .inner
+            .stores
+            .invocations
+            .list_invocations(query)
+            .await?)
     }
 
-    pub async fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
-        Ok(self.inner.stores.events.dead_letters(function, limit).await?)
+    pub async fn dead_letters(
+        &self,
+        function: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        Ok(self
+            .inner
+            .stores
+            .events
+            .dead_letters(function, limit)
+            .await?)
     }
 
     /// Makes dead letters due again with fresh attempts.

@@ -1,7 +1,7 @@
 //! Deploying, reading and removing functions.
 
-use crate::error::{EngineError, Result, not_found};
 use crate::Engine;
+use crate::error::{EngineError, Result, not_found};
 use lambent_core::function::{DEFAULT_CONCURRENCY, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S};
 use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind, function::validate_name};
 use lambent_store::{FunctionVersion, StoredCode};
@@ -61,8 +61,14 @@ impl DeployRequest {
                 .clone()
                 .or_else(|| previous.map(|p| p.handler.clone()))
                 .unwrap_or_default(),
-            memory_mb: self.memory_mb.or(previous.map(|p| p.memory_mb)).unwrap_or(DEFAULT_MEMORY_MB),
-            timeout_s: self.timeout_s.or(previous.map(|p| p.timeout_s)).unwrap_or(DEFAULT_TIMEOUT_S),
+            memory_mb: self
+                .memory_mb
+                .or(previous.map(|p| p.memory_mb))
+                .unwrap_or(DEFAULT_MEMORY_MB),
+            timeout_s: self
+                .timeout_s
+                .or(previous.map(|p| p.timeout_s))
+                .unwrap_or(DEFAULT_TIMEOUT_S),
             env: self
                 .env
                 .clone()
@@ -89,7 +95,12 @@ impl Engine {
     /// before anything is recorded: a refused deploy leaves the previous version serving.
     pub async fn deploy(&self, request: DeployRequest) -> Result<FunctionVersion> {
         validate_name(&request.name)?;
-        let previous = self.inner.stores.registry.get_function(&request.name, None).await?;
+        let previous = self
+            .inner
+            .stores
+            .registry
+            .get_function(&request.name, None)
+            .await?;
         let spec = request.spec(previous.as_ref().map(|p| &p.spec))?;
         let code = match (request.code_zip, &previous) {
             (Some(zip), _) => {

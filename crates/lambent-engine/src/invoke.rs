@@ -1,13 +1,15 @@
 //! Running one invocation: check an instance out of the pool, invoke it, check it
 //! back in, record the invocation. Shared by synchronous calls and the dispatcher.
 
+use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::pool::{CheckoutError, WhenBusy};
-use crate::Engine;
 use bytes::Bytes;
 use lambent_core::{InvocationOutcome, now_ms};
 use lambent_runtime::{InvokeOutcome, InvokeRequest};
-use lambent_store::{DeliveryId, FunctionVersion, InvocationRecord, NewEvent, PayloadMode, PublishOutcome, Target};
+use lambent_store::{
+    DeliveryId, FunctionVersion, InvocationRecord, NewEvent, PayloadMode, PublishOutcome, Target,
+};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -48,7 +50,12 @@ pub struct Invocation {
 impl Engine {
     /// Invokes a function and waits for its answer. Past the function's concurrency
     /// limit the call is refused (throttled), as Lambda does.
-    pub async fn invoke(&self, name: &str, payload: Bytes, options: InvokeOptions) -> Result<Invocation> {
+    pub async fn invoke(
+        &self,
+        name: &str,
+        payload: Bytes,
+        options: InvokeOptions,
+    ) -> Result<Invocation> {
         if payload.len() > self.inner.config.max_sync_payload_bytes {
             return Err(EngineError::TooLarge {
                 what: "invocation payload",
@@ -72,13 +79,22 @@ impl Engine {
 
     /// Queues an invocation: durable, retried, dead-lettered like any event delivery;
     /// the handler receives `payload` exactly as given. Returns the event id.
-    pub async fn invoke_async(&self, name: &str, payload: Bytes, options: InvokeOptions) -> Result<String> {
+    pub async fn invoke_async(
+        &self,
+        name: &str,
+        payload: Bytes,
+        options: InvokeOptions,
+    ) -> Result<String> {
         self.function(name).await?;
         let id = options
             .request_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut builder = lambent_core::CloudEvent::builder(id.clone(), format!("lambent:invoke/{name}"), "lambent.invoke")
-            .bytes_data(Some("application/octet-stream"), &payload);
+        let mut builder = lambent_core::CloudEvent::builder(
+            id.clone(),
+            format!("lambent:invoke/{name}"),
+            "lambent.invoke",
+        )
+        .bytes_data(Some("application/octet-stream"), &payload);
         if let Some(tp) = options.traceparent {
             builder = builder.attr("traceparent", tp);
         }

@@ -97,7 +97,9 @@ impl Engine {
         let reaper = Arc::downgrade(&engine.inner);
         tokio::spawn(async move {
             loop {
-                let Some(inner) = reaper.upgrade() else { return };
+                let Some(inner) = reaper.upgrade() else {
+                    return;
+                };
                 let interval = inner.pool.reap_interval();
                 inner.pool.reap().await;
                 drop(inner);

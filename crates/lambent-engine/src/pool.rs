@@ -65,11 +65,13 @@ impl Pool {
     /// The function's semaphore, re-created when its concurrency limit changed.
     fn permits(&self, spec: &FunctionSpec) -> Arc<Semaphore> {
         let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(spec.name.clone()).or_insert_with(|| FunctionPool {
-            limit: spec.concurrency,
-            permits: Arc::new(Semaphore::new(spec.concurrency as usize)),
-            idle: Vec::new(),
-        });
+        let entry = map
+            .entry(spec.name.clone())
+            .or_insert_with(|| FunctionPool {
+                limit: spec.concurrency,
+                permits: Arc::new(Semaphore::new(spec.concurrency as usize)),
+                idle: Vec::new(),
+            });
         if entry.limit != spec.concurrency {
             entry.limit = spec.concurrency;
             entry.permits = Arc::new(Semaphore::new(spec.concurrency as usize));
@@ -96,7 +98,9 @@ impl Pool {
             WhenBusy::Throttle => permits.try_acquire_owned().ok(),
         };
         let Some(permit) = permit else {
-            return Err(CheckoutError::Throttled { limit: spec.concurrency });
+            return Err(CheckoutError::Throttled {
+                limit: spec.concurrency,
+            });
         };
         self.policy.on_invocation(&spec.name);
         let (warm, stale) = self.take_idle(&spec.name, version);
@@ -189,7 +193,9 @@ impl Pool {
     pub async fn evict(&self, function: &str) {
         let idle = {
             let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-            map.get_mut(function).map(|p| std::mem::take(&mut p.idle)).unwrap_or_default()
+            map.get_mut(function)
+                .map(|p| std::mem::take(&mut p.idle))
+                .unwrap_or_default()
         };
         for i in idle {
             i.instance.shutdown().await;

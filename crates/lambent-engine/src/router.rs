@@ -72,7 +72,9 @@ mod tests {
             rule("b", json!({"type": [{"prefix": "user"}]}), &["g", "h"]),
             rule("c", json!({"type": ["data_update"]}), &["x"]),
         ]);
-        let e = CloudEvent::builder("1", "/s", "user_action").build().unwrap();
+        let e = CloudEvent::builder("1", "/s", "user_action")
+            .build()
+            .unwrap();
         let got: Vec<_> = router.route(&e).into_iter().map(|t| t.function).collect();
         assert_eq!(got, ["f", "g", "h"]);
         let e = CloudEvent::builder("2", "/s", "other").build().unwrap();

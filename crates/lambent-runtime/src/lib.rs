@@ -19,7 +19,9 @@ pub enum RuntimeError {
         what: &'static str,
         detail: String,
     },
-    #[error("function `{function}`: runtime `provided` needs an executable `bootstrap` at the top of the code")]
+    #[error(
+        "function `{function}`: runtime `provided` needs an executable `bootstrap` at the top of the code"
+    )]
     NoBootstrap { function: String },
     #[error("function `{function}`: cannot start its runtime process: {source}")]
     Spawn {
@@ -63,9 +65,17 @@ pub enum InvokeOutcome {
     /// The handler's result.
     Success(Bytes),
     /// The handler raised or returned an error; `body` is the Lambda error document.
-    FunctionError { error_type: String, message: String, body: Bytes },
+    FunctionError {
+        error_type: String,
+        message: String,
+        body: Bytes,
+    },
     /// The function could not initialise.
-    InitError { error_type: String, message: String, body: Bytes },
+    InitError {
+        error_type: String,
+        message: String,
+        body: Bytes,
+    },
     /// The deadline passed and the instance was killed.
     Timeout { after_ms: u64 },
     /// The instance died mid-invocation (exit or signal).
@@ -87,12 +97,22 @@ impl InvokeOutcome {
     pub fn error(&self) -> Option<(String, String)> {
         match self {
             Self::Success(_) => None,
-            Self::FunctionError { error_type, message, .. } | Self::InitError { error_type, message, .. } => {
-                Some((error_type.clone(), message.clone()))
+            Self::FunctionError {
+                error_type,
+                message,
+                ..
             }
+            | Self::InitError {
+                error_type,
+                message,
+                ..
+            } => Some((error_type.clone(), message.clone())),
             Self::Timeout { after_ms } => Some((
                 "Sandbox.Timedout".into(),
-                format!("Task timed out after {:.2} seconds", *after_ms as f64 / 1000.0),
+                format!(
+                    "Task timed out after {:.2} seconds",
+                    *after_ms as f64 / 1000.0
+                ),
             )),
             Self::Crash { detail } => Some(("Runtime.ExitError".into(), detail.clone())),
         }

@@ -1,4 +1,5 @@
 //! The process runtime against real Python and Node processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind};
@@ -41,6 +42,23 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether a tool the test needs is installed; under LAMBENT_REQUIRE_SERVICES (CI)
+/// a missing one fails the test instead of skipping it.
+fn have(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("LAMBENT_REQUIRE_SERVICES").is_none(),
+            "`{tool}` is required (LAMBENT_REQUIRE_SERVICES is set)"
+        );
+        eprintln!("`{tool}` is not installed: skipping");
+    }
+    found
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -115,7 +133,11 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
     let mut inst = runtime.start(cfg("app.boom", 5)).await.unwrap();
     let r = inst.invoke(request("{}", 5000)).await;
     match &r.outcome {
-        InvokeOutcome::FunctionError { error_type, message, .. } => {
+        InvokeOutcome::FunctionError {
+            error_type,
+            message,
+            ..
+        } => {
             assert_eq!(error_type, "ValueError");
             assert_eq!(message, "bad input");
         }
@@ -127,21 +149,28 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
     for missing in ["app.nope", "nomodule.handler"] {
         let mut inst = runtime.start(cfg(missing, 5)).await.unwrap();
         let r = inst.invoke(request("{}", 5000)).await;
-        assert!(matches!(r.outcome, InvokeOutcome::InitError { .. }), "{missing}: {:?}", r.outcome);
+        assert!(
+            matches!(r.outcome, InvokeOutcome::InitError { .. }),
+            "{missing}: {:?}",
+            r.outcome
+        );
         assert!(!inst.is_usable());
     }
 
     let mut inst = runtime.start(cfg("app.slow", 1)).await.unwrap();
     let r = inst.invoke(request("{}", 1000)).await;
-    assert!(matches!(r.outcome, InvokeOutcome::Timeout { .. }), "{:?}", r.outcome);
+    assert!(
+        matches!(r.outcome, InvokeOutcome::Timeout { .. }),
+        "{:?}",
+        r.outcome
+    );
     assert_eq!(r.logs, "sleeping\n");
     assert!(!inst.is_usable());
 }
 
 #[tokio::test]
 async fn node_handler_runs() {
-    if std::process::Command::new("node").arg("--version").output().is_err() {
-        eprintln!("node is not installed: skipping");
+    if !have("node") {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -164,7 +193,10 @@ async fn node_handler_runs() {
     let InvokeOutcome::Success(body) = r.outcome else {
         panic!("{:?} {}", r.outcome, r.logs)
     };
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), serde_json::json!({"y": 42, "id": true}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({"y": 42, "id": true})
+    );
     assert_eq!(r.logs, "node got 21\n");
 }
 
@@ -183,13 +215,16 @@ while true; do
   curl -sS -X POST -d "{\"echo\": $BODY}" "http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation/$ID/response" >/dev/null
 done
 "#;
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl is not installed: skipping");
+    if !have("curl") {
         return;
     }
     write(code.path(), "bootstrap", script);
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(code.path().join("bootstrap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        code.path().join("bootstrap"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let runtime = ProcessRuntime::new(data.path()).unwrap();
     let mut inst = runtime
         .start(InstanceConfig {
@@ -200,6 +235,9 @@ done
         .await
         .unwrap();
     let r = inst.invoke(request(r#"{"k":1}"#, 5000)).await;
-    assert_eq!(r.outcome, InvokeOutcome::Success(Bytes::from_static(br#"{"echo": {"k":1}}"#)));
+    assert_eq!(
+        r.outcome,
+        InvokeOutcome::Success(Bytes::from_static(br#"{"echo": {"k":1}}"#))
+    );
     assert_eq!(r.logs, "shell saw {\"k\":1}\n");
 }

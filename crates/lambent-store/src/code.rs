@@ -132,14 +132,16 @@ const S_IFMT: u32 = 0o170000;
 const S_IFLNK: u32 = 0o120000;
 
 fn unpack(zip_bytes: &[u8], dest: &Path) -> Result<(), CodeError> {
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).map_err(|e| CodeError::NotAZip(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes))
+        .map_err(|e| CodeError::NotAZip(e.to_string()))?;
     if archive.len() > MAX_ENTRIES {
         return Err(CodeError::TooManyEntries { limit: MAX_ENTRIES });
     }
     let mut budget = MAX_UNPACKED_BYTES;
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| CodeError::NotAZip(e.to_string()))?;
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| CodeError::NotAZip(e.to_string()))?;
         let name = entry.name().to_owned();
         let rel = safe_relative(&name).ok_or_else(|| CodeError::UnsafePath(name.clone()))?;
         let mode = entry.unix_mode();
@@ -200,7 +202,10 @@ mod tests {
     fn unpacks_and_deduplicates_by_content() {
         let dir = tempfile::tempdir().unwrap();
         let store = CodeStore::open(dir.path()).unwrap();
-        let z = zip_of(&[("handler.py", b"def h(e, c): return 1"), ("pkg/mod.py", b"x = 1")]);
+        let z = zip_of(&[
+            ("handler.py", b"def h(e, c): return 1"),
+            ("pkg/mod.py", b"x = 1"),
+        ]);
         let a = store.put_zip(&z).unwrap();
         let b = store.put_zip(&z).unwrap();
         assert_eq!(a, b);
@@ -211,7 +216,11 @@ mod tests {
     fn refuses_zip_slip_absolute_paths_and_symlinks_writing_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = CodeStore::open(dir.path().join("code")).unwrap();
-        for (name, expect) in [("../evil.py", "outside"), ("/tmp/evil-abs.py", "outside"), ("a/../../evil.py", "outside")] {
+        for (name, expect) in [
+            ("../evil.py", "outside"),
+            ("/tmp/evil-abs.py", "outside"),
+            ("a/../../evil.py", "outside"),
+        ] {
             let z = zip_of(&[("ok.py", b"1"), (name, b"pwned")]);
             let err = store.put_zip(&z).unwrap_err();
             assert!(err.to_string().contains(expect), "{name}: {err}");
@@ -220,13 +229,23 @@ mod tests {
         assert!(!Path::new("/tmp/evil-abs.py").exists());
 
         let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        w.add_symlink("link", "/etc/passwd", SimpleFileOptions::default()).unwrap();
+        w.add_symlink("link", "/etc/passwd", SimpleFileOptions::default())
+            .unwrap();
         let z = w.finish().unwrap().into_inner();
         assert!(matches!(store.put_zip(&z), Err(CodeError::Symlink(_))));
 
         // Nothing refused was kept.
-        assert_eq!(fs::read_dir(dir.path().join("code/trees")).unwrap().count(), 0);
-        assert_eq!(fs::read_dir(dir.path().join("code/tmp")).unwrap().count(), 0);
-        assert!(matches!(store.put_zip(b"not a zip"), Err(CodeError::NotAZip(_))));
+        assert_eq!(
+            fs::read_dir(dir.path().join("code/trees")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("code/tmp")).unwrap().count(),
+            0
+        );
+        assert!(matches!(
+            store.put_zip(b"not a zip"),
+            Err(CodeError::NotAZip(_))
+        ));
     }
 }

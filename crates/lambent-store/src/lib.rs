@@ -50,7 +50,11 @@ pub trait Registry: Send + Sync {
     /// Stores a new version of the function: its spec and the digest of its code.
     async fn put_function(&self, spec: FunctionSpec, code: StoredCode) -> Result<FunctionVersion>;
     /// The newest version (`$LATEST`) or a given one.
-    async fn get_function(&self, name: &str, version: Option<u64>) -> Result<Option<FunctionVersion>>;
+    async fn get_function(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<Option<FunctionVersion>>;
     /// The newest version of every function, by name.
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>>;
     /// Removes a function and all its versions; false when there was none.
@@ -76,7 +80,12 @@ pub trait EventLog: Send + Sync {
     /// The attempt failed: make the delivery due again after `delay_ms`.
     async fn nak(&self, delivery: DeliveryId, delay_ms: i64, error: &str) -> Result<()>;
     /// Stop trying: dead-letter the delivery with the reason and the last error.
-    async fn terminate(&self, delivery: DeliveryId, reason: DeadLetterReason, error: &str) -> Result<()>;
+    async fn terminate(
+        &self,
+        delivery: DeliveryId,
+        reason: DeadLetterReason,
+        error: &str,
+    ) -> Result<()>;
     /// Dead letters, newest first, optionally of one function.
     async fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
     /// Makes dead letters due again with fresh attempts; returns how many.

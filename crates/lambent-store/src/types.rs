@@ -118,7 +118,9 @@ pub struct DeadLetter {
 pub enum Redrive {
     Ids(Vec<DeliveryId>),
     /// Every dead letter, or every one of a function.
-    All { function: Option<String> },
+    All {
+        function: Option<String>,
+    },
 }
 
 /// One invocation as recorded.

@@ -33,7 +33,9 @@ impl Node {
             .spawn()
             .expect("start lambent serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let url = line
             .trim()
             .strip_prefix("lambent: control API on ")
@@ -142,7 +144,10 @@ pub fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     for (name, text) in files {
         let path = dir.path().join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     dir
 }
@@ -153,5 +158,8 @@ pub fn event(id: &str, ty: &str, data: Value) -> Value {
 
 /// The repository root (for examples/).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }

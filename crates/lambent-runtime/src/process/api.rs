@@ -29,8 +29,16 @@ pub struct NextInvocation {
 #[derive(Debug)]
 pub enum Reported {
     Response(Bytes),
-    Error { error_type: String, message: String, body: Bytes },
-    InitError { error_type: String, message: String, body: Bytes },
+    Error {
+        error_type: String,
+        message: String,
+        body: Bytes,
+    },
+    InitError {
+        error_type: String,
+        message: String,
+        body: Bytes,
+    },
     /// The process exited (or was killed) with this description.
     Exited(String),
 }
@@ -53,7 +61,10 @@ pub struct Slots {
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES))
@@ -91,7 +102,11 @@ fn complete(shared: &Shared, id: &str, reported: Reported) -> Response {
     match taken {
         Some(tx) => {
             let _ = tx.send(reported);
-            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "OK"}))).into_response()
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({"status": "OK"})),
+            )
+                .into_response()
         }
         None => (
             StatusCode::BAD_REQUEST,
@@ -104,14 +119,21 @@ fn complete(shared: &Shared, id: &str, reported: Reported) -> Response {
     }
 }
 
-async fn response(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn response(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     complete(&shared, &id, Reported::Response(body))
 }
 
 /// The error type: the header if sent, else the body's `errorType` (awslambdaric omits the header).
 fn parse_error(headers: &HeaderMap, body: &Bytes) -> (String, String) {
     let doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let from_body = doc.get("errorType").and_then(|v| v.as_str()).map(str::to_owned);
+    let from_body = doc
+        .get("errorType")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
     let from_header = headers
         .get("lambda-runtime-function-error-type")
         .and_then(|v| v.to_str().ok())
@@ -146,7 +168,11 @@ async fn error(
     )
 }
 
-async fn init_error(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn init_error(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (error_type, message) = parse_error(&headers, &body);
     let reported = Reported::InitError {
         error_type,
@@ -161,5 +187,9 @@ async fn init_error(State(shared): State<Arc<Shared>>, headers: HeaderMap, body:
             None => slots.init_error = Some(reported),
         }
     }
-    (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "OK"}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"status": "OK"})),
+    )
+        .into_response()
 }

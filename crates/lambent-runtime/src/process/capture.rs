@@ -44,7 +44,10 @@ impl Capture {
     /// Returns everything the child wrote since the previous call.
     pub async fn take(&mut self) -> String {
         self.next_barrier += 1;
-        let barrier = format!("\x1eLAMBENT-BARRIER-{}-{}\x1e", self.token, self.next_barrier);
+        let barrier = format!(
+            "\x1eLAMBENT-BARRIER-{}-{}\x1e",
+            self.token, self.next_barrier
+        );
         if self.writer.write_all(barrier.as_bytes()).is_err() {
             return String::new();
         }

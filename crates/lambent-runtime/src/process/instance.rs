@@ -55,7 +55,9 @@ impl ProcessInstance {
             function: name.clone(),
             source,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(spawn_err)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(spawn_err)?;
         let api_addr = listener.local_addr().map_err(spawn_err)?;
         let (next_tx, next_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
@@ -78,15 +80,28 @@ impl ProcessInstance {
         cmd.args(&launch.args)
             .current_dir(&launch.config.code_dir)
             .env_clear()
-            .envs(spec.env.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())))
+            .envs(
+                spec.env
+                    .iter()
+                    .filter(|(k, _)| !RESERVED.contains(&k.as_str())),
+            )
             .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
             .env("_HANDLER", &spec.handler)
             .env("LAMBDA_TASK_ROOT", &launch.config.code_dir)
             .env("LAMBDA_RUNTIME_DIR", &launch.runtime_dir)
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", launch.config.version.to_string())
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
+            .env(
+                "AWS_LAMBDA_FUNCTION_VERSION",
+                launch.config.version.to_string(),
+            )
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.memory_mb.to_string(),
+            )
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", spec.name),
+            )
             .env(
                 "AWS_LAMBDA_LOG_STREAM_NAME",
                 format!(
@@ -171,7 +186,10 @@ impl ProcessInstance {
         let mut h = vec![
             ("lambda-runtime-deadline-ms", req.deadline_ms.to_string()),
             ("lambda-runtime-invoked-function-arn", self.arn.clone()),
-            ("lambda-runtime-trace-id", xray_trace_id(req.trace_id.as_deref())),
+            (
+                "lambda-runtime-trace-id",
+                xray_trace_id(req.trace_id.as_deref()),
+            ),
             ("lambent-attempt", req.attempt.to_string()),
         ];
         if let Some(event_id) = &req.event_id {
@@ -204,7 +222,8 @@ impl ProcessInstance {
         }
         let headers = self.headers(&req);
         let started = now_ms();
-        let budget = std::time::Duration::from_millis(u64::try_from(req.deadline_ms - started).unwrap_or(0));
+        let budget =
+            std::time::Duration::from_millis(u64::try_from(req.deadline_ms - started).unwrap_or(0));
         let next = NextInvocation {
             request_id: req.request_id.clone(),
             payload: Bytes::clone(&req.payload),
@@ -285,7 +304,11 @@ fn xray_trace_id(traceparent: Option<&str>) -> String {
         && span.len() == 16
     {
         let sampled = u8::from_str_radix(flags, 16).map(|f| f & 1).unwrap_or(0);
-        return format!("Root=1-{}-{};Parent={span};Sampled={sampled}", &trace[..8], &trace[8..]);
+        return format!(
+            "Root=1-{}-{};Parent={span};Sampled={sampled}",
+            &trace[..8],
+            &trace[8..]
+        );
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("Root=1-{:08x}-{};Sampled=0", now_ms() / 1000, &id[..24])
@@ -322,8 +345,13 @@ mod tests {
 
     #[test]
     fn traceparent_becomes_an_xray_header() {
-        let h = xray_trace_id(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        assert_eq!(h, "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1");
+        let h = xray_trace_id(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
+        assert_eq!(
+            h,
+            "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1"
+        );
         assert!(xray_trace_id(None).starts_with("Root=1-"));
     }
 }

@@ -41,7 +41,10 @@ impl ProcessRuntime {
             path: path.display().to_string(),
             source: e,
         };
-        for (rel, text) in [("python/bootstrap.py", PYTHON_BOOTSTRAP), ("node/bootstrap.js", NODE_BOOTSTRAP)] {
+        for (rel, text) in [
+            ("python/bootstrap.py", PYTHON_BOOTSTRAP),
+            ("node/bootstrap.js", NODE_BOOTSTRAP),
+        ] {
             let path = runtime_dir.join(rel);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| files(parent, e))?;
@@ -67,7 +70,13 @@ impl ProcessRuntime {
     async fn python(&self, function: &str) -> Result<PathBuf, RuntimeError> {
         let found = self
             .python
-            .get_or_init(|| resolve("LAMBENT_PYTHON", "python3", &["-c", "import sys; print(sys.executable)"]))
+            .get_or_init(|| {
+                resolve(
+                    "LAMBENT_PYTHON",
+                    "python3",
+                    &["-c", "import sys; print(sys.executable)"],
+                )
+            })
             .await;
         found.clone().map_err(|detail| RuntimeError::Interpreter {
             function: function.to_owned(),
@@ -79,7 +88,13 @@ impl ProcessRuntime {
     async fn node(&self, function: &str) -> Result<PathBuf, RuntimeError> {
         let found = self
             .node
-            .get_or_init(|| resolve("LAMBENT_NODE", "node", &["-e", "console.log(process.execPath)"]))
+            .get_or_init(|| {
+                resolve(
+                    "LAMBENT_NODE",
+                    "node",
+                    &["-e", "console.log(process.execPath)"],
+                )
+            })
             .await;
         found.clone().map_err(|detail| RuntimeError::Interpreter {
             function: function.to_owned(),
@@ -89,15 +104,26 @@ impl ProcessRuntime {
     }
 
     /// The program and arguments that run this function's runtime.
-    async fn command_for(&self, config: &InstanceConfig) -> Result<(PathBuf, Vec<PathBuf>), RuntimeError> {
+    async fn command_for(
+        &self,
+        config: &InstanceConfig,
+    ) -> Result<(PathBuf, Vec<PathBuf>), RuntimeError> {
         let name = &config.spec.name;
         Ok(match &config.spec.runtime {
-            RuntimeKind::Python { .. } => (self.python(name).await?, vec![self.runtime_dir.join("python/bootstrap.py")]),
-            RuntimeKind::Node { .. } => (self.node(name).await?, vec![self.runtime_dir.join("node/bootstrap.js")]),
+            RuntimeKind::Python { .. } => (
+                self.python(name).await?,
+                vec![self.runtime_dir.join("python/bootstrap.py")],
+            ),
+            RuntimeKind::Node { .. } => (
+                self.node(name).await?,
+                vec![self.runtime_dir.join("node/bootstrap.js")],
+            ),
             RuntimeKind::Provided { .. } => {
                 let bootstrap = config.code_dir.join("bootstrap");
                 if !bootstrap.is_file() {
-                    return Err(RuntimeError::NoBootstrap { function: name.clone() });
+                    return Err(RuntimeError::NoBootstrap {
+                        function: name.clone(),
+                    });
                 }
                 (bootstrap, Vec::new())
             }

@@ -2,8 +2,8 @@
 
 use super::{SqliteStore, sql};
 use crate::{
-    DeadLetter, Delivery, DeliveryId, Due, EventLog, NewEvent, PayloadMode, PublishOutcome, Redrive, Result,
-    StoreError, StoredEvent,
+    DeadLetter, Delivery, DeliveryId, Due, EventLog, NewEvent, PayloadMode, PublishOutcome,
+    Redrive, Result, StoreError, StoredEvent,
 };
 use async_trait::async_trait;
 use lambent_core::{CloudEvent, DeadLetterReason, now_ms};
@@ -175,7 +175,12 @@ impl EventLog for SqliteStore {
         .await
     }
 
-    async fn terminate(&self, delivery: DeliveryId, reason: DeadLetterReason, error: &str) -> Result<()> {
+    async fn terminate(
+        &self,
+        delivery: DeliveryId,
+        reason: DeadLetterReason,
+        error: &str,
+    ) -> Result<()> {
         let error = clip(error);
         self.write(move |conn| {
             conn.execute(
@@ -287,7 +292,13 @@ impl EventLog for SqliteStore {
                 .query_row(
                     "SELECT seq, received_ms, body FROM events WHERE source = ?1 AND id = ?2",
                     params![source, id],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    },
                 )
                 .optional()
                 .map_err(sql("reading an event"))?;

@@ -16,11 +16,19 @@ mod schema;
 use crate::{Result, StoreError};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes folded into one transaction.
 const MAX_GROUP: usize = 1024;
+
+/// How many transactions the writer committed and how many writes they carried.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub transactions: AtomicU64,
+    pub writes: AtomicU64,
+}
 
 /// A write waiting for the next group transaction.
 trait WriteJob: Send {
@@ -67,6 +75,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// Transactions committed and writes they carried (group-commit statistics).
+    stats: Arc<CommitStats>,
     jobs: mpsc::UnboundedSender<Job>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -95,9 +105,11 @@ impl SqliteStore {
         let writer = open_connection(&path)?;
         schema::migrate(&writer)?;
         let (jobs, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(CommitStats::default());
+        let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("lambent-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, &writer_stats))
             .map_err(|source| StoreError::DataDir {
                 path: dir.display().to_string(),
                 source,
@@ -105,10 +117,19 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                stats,
                 jobs,
                 readers: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Committed transactions and the writes they carried, since open.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        (
+            self.inner.stats.transactions.load(Ordering::Relaxed),
+            self.inner.stats.writes.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `f` in the next group transaction; resolves after that transaction commits.
@@ -153,7 +174,7 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, stats: &CommitStats) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -164,6 +185,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
             }
         }
         let outcome = run_group(&conn, &mut batch);
+        if outcome.is_ok() {
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
         let detail = outcome.as_ref().err().map(ToString::to_string);
         for job in batch.drain(..) {
             job.finish(match &detail {

@@ -14,7 +14,13 @@ fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
 }
 
 fn function_row(row: &Row<'_>) -> rusqlite::Result<(String, u64, String, u64, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 fn decode_function(raw: (String, u64, String, u64, i64)) -> Result<FunctionVersion> {
@@ -28,7 +34,8 @@ fn decode_function(raw: (String, u64, String, u64, i64)) -> Result<FunctionVersi
     })
 }
 
-const SELECT_FUNCTION: &str = "SELECT spec, version, code_sha256, code_size, created_ms FROM function_versions";
+const SELECT_FUNCTION: &str =
+    "SELECT spec, version, code_sha256, code_size, created_ms FROM function_versions";
 
 #[async_trait]
 impl Registry for SqliteStore {
@@ -60,7 +67,11 @@ impl Registry for SqliteStore {
         .await
     }
 
-    async fn get_function(&self, name: &str, version: Option<u64>) -> Result<Option<FunctionVersion>> {
+    async fn get_function(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<Option<FunctionVersion>> {
         let name = name.to_owned();
         self.read(move |conn| {
             let raw = match version {
@@ -133,7 +144,13 @@ impl Registry for SqliteStore {
                 .prepare("SELECT name, pattern, targets FROM rules ORDER BY name")
                 .map_err(sql("listing rules"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
                 .map_err(sql("listing rules"))?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sql("listing rules"))?;
@@ -141,8 +158,10 @@ impl Registry for SqliteStore {
                 .map(|(name, pattern, targets)| {
                     Ok(Rule {
                         name,
-                        pattern: serde_json::from_str(&pattern).map_err(|e| corrupt("rule pattern", e))?,
-                        targets: serde_json::from_str(&targets).map_err(|e| corrupt("rule targets", e))?,
+                        pattern: serde_json::from_str(&pattern)
+                            .map_err(|e| corrupt("rule pattern", e))?,
+                        targets: serde_json::from_str(&targets)
+                            .map_err(|e| corrupt("rule targets", e))?,
                     })
                 })
                 .collect()

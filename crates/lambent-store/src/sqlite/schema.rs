@@ -64,5 +64,6 @@ CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, seq
 "#;
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
-    conn.execute_batch(SCHEMA).map_err(sql("creating the schema"))
+    conn.execute_batch(SCHEMA)
+        .map_err(sql("creating the schema"))
 }
