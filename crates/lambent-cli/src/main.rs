@@ -6,6 +6,11 @@ mod package;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
+
+/// mimalloc: the ingest path allocates per request, and glibc's malloc showed up as
+/// ~15% of a node's CPU under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 #[derive(Parser)]

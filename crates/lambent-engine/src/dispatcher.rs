@@ -76,7 +76,7 @@ async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
         inner: inner.clone(),
     };
     loop {
-        let spec = match inner.stores.registry.get_function(function, None).await {
+        let spec = match inner.latest_function(function).await {
             Ok(f) => f.map(|f| f.spec),
             Err(e) => {
                 tracing::warn!(function, error = %e, "cannot read function; pump stops");
@@ -192,47 +192,62 @@ async fn attempt(engine: &Engine, delivery: Delivery) {
         event_id: Some(delivery.event.id().to_owned()),
         attempt: delivery.attempt,
     };
-    let failure = match engine
+    let (failure, record) = match engine
         .run_invocation(&function, payload, &options, context, WhenBusy::Wait)
         .await
     {
-        Ok(inv) if inv.outcome.is_success() => {
-            settle(events.ack(delivery.id).await);
+        Ok((inv, record)) if inv.outcome.is_success() => {
+            // Record and acknowledge together: both land in the same group commit.
+            let (recorded, acked) = tokio::join!(
+                engine.inner.stores.invocations.record(record),
+                events.ack(delivery.id)
+            );
+            settle(recorded.and(acked));
             return;
         }
-        Ok(inv) => format!(
-            "{}: {}",
-            inv.error_type
-                .unwrap_or_else(|| inv.outcome.as_str().to_owned()),
-            inv.error_message.unwrap_or_default()
+        Ok((inv, record)) => (
+            format!(
+                "{}: {}",
+                inv.error_type
+                    .unwrap_or_else(|| inv.outcome.as_str().to_owned()),
+                inv.error_message.unwrap_or_default()
+            ),
+            Some(record),
         ),
-        Err(e) => e.to_string(),
+        Err(e) => (e.to_string(), None),
     };
-    if delivery.attempt >= retry.max_attempts {
-        let error = format!(
-            "{failure} (attempt {} of {})",
-            delivery.attempt, retry.max_attempts
-        );
-        settle(
-            events
+    let record = async {
+        match record {
+            Some(r) => engine.inner.stores.invocations.record(r).await,
+            None => Ok(()),
+        }
+    };
+    let settled = async {
+        if delivery.attempt >= retry.max_attempts {
+            let error = format!(
+                "{failure} (attempt {} of {})",
+                delivery.attempt, retry.max_attempts
+            );
+            return events
                 .terminate(delivery.id, DeadLetterReason::MaxAttempts, &error)
-                .await,
-        );
-        return;
-    }
-    let delay = retry.backoff(delivery.attempt, rand::random::<f64>());
-    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    if now_ms() + delay_ms - delivery.created_ms > max_age_ms {
-        let error = format!(
-            "{failure} (the next retry would pass max_event_age of {} s)",
-            retry.max_event_age_s
-        );
-        settle(
-            events
+                .await;
+        }
+        let delay = retry.backoff(delivery.attempt, rand::random::<f64>());
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        if now_ms() + delay_ms - delivery.created_ms > max_age_ms {
+            let error = format!(
+                "{failure} (the next retry would pass max_event_age of {} s)",
+                retry.max_event_age_s
+            );
+            return events
                 .terminate(delivery.id, DeadLetterReason::MaxEventAge, &error)
-                .await,
-        );
-        return;
-    }
-    settle(events.nak(delivery.id, delay_ms, &failure).await);
+                .await;
+        }
+        let naked = events.nak(delivery.id, delay_ms, &failure).await;
+        // The dispatcher may be asleep past this retry's due time: let it look again.
+        engine.inner.wake.notify_one();
+        naked
+    };
+    let (recorded, settled) = tokio::join!(record, settled);
+    settle(recorded.and(settled));
 }

@@ -27,8 +27,8 @@ pub struct RuleRequest {
 }
 
 impl Engine {
-    pub(crate) fn check_event_size(&self, index: usize, event: &CloudEvent) -> Result<()> {
-        let size = event.to_json_string().len();
+    pub(crate) fn check_event_size(&self, index: usize, event: &NewEvent) -> Result<()> {
+        let size = event.encoded.len();
         let limit = self.inner.config.max_event_bytes;
         if size > limit {
             return Err(EngineError::TooLarge {
@@ -51,10 +51,11 @@ impl Engine {
         let now = chrono::Utc::now();
         let mut batch = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {
-            self.check_event_size(index, &event)?;
             event.stamp_time_if_missing(now);
             let targets = self.inner.router.route(&event);
-            batch.push(NewEvent { event, targets });
+            let new = NewEvent::new(event, targets);
+            self.check_event_size(index, &new)?;
+            batch.push(new);
         }
         let keys: Vec<(String, String)> = batch
             .iter()

@@ -127,6 +127,7 @@ impl Engine {
             return Ok(p.clone()); // nothing changed: no new version
         }
         let version = self.inner.stores.registry.put_function(spec, code).await?;
+        self.inner.forget_function(&version.spec.name);
         self.inner.pool.evict(&version.spec.name).await;
         // Deliveries waiting for this function may now succeed (a fixed deploy).
         self.inner.wake.notify_one();
@@ -135,9 +136,7 @@ impl Engine {
 
     pub async fn function(&self, name: &str) -> Result<FunctionVersion> {
         self.inner
-            .stores
-            .registry
-            .get_function(name, None)
+            .latest_function(name)
             .await?
             .ok_or_else(|| not_found("function", name))
     }
@@ -147,7 +146,9 @@ impl Engine {
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<()> {
-        if !self.inner.stores.registry.delete_function(name).await? {
+        let deleted = self.inner.stores.registry.delete_function(name).await?;
+        self.inner.forget_function(name);
+        if !deleted {
             return Err(not_found("function", name));
         }
         self.inner.pool.evict(name).await;

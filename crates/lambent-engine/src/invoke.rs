@@ -64,17 +64,20 @@ impl Engine {
             });
         }
         let function = self.function(name).await?;
-        self.run_invocation(
-            &function,
-            payload,
-            &options,
-            AttemptContext {
-                attempt: 1,
-                ..AttemptContext::default()
-            },
-            WhenBusy::Throttle,
-        )
-        .await
+        let (invocation, record) = self
+            .run_invocation(
+                &function,
+                payload,
+                &options,
+                AttemptContext {
+                    attempt: 1,
+                    ..AttemptContext::default()
+                },
+                WhenBusy::Throttle,
+            )
+            .await?;
+        self.inner.stores.invocations.record(record).await?;
+        Ok(invocation)
     }
 
     /// Queues an invocation: durable, retried, dead-lettered like any event delivery;
@@ -101,25 +104,23 @@ impl Engine {
         let event = builder
             .build()
             .map_err(|source| EngineError::Event { index: 0, source })?;
-        self.check_event_size(0, &event)?;
-        let outcome = self
-            .inner
-            .stores
-            .events
-            .publish(vec![NewEvent {
-                event,
-                targets: vec![Target {
-                    function: name.to_owned(),
-                    mode: PayloadMode::Data,
-                }],
-            }])
-            .await?;
+        let new = NewEvent::new(
+            event,
+            vec![Target {
+                function: name.to_owned(),
+                mode: PayloadMode::Data,
+            }],
+        );
+        self.check_event_size(0, &new)?;
+        let outcome = self.inner.stores.events.publish(vec![new]).await?;
         if matches!(outcome.first(), Some(PublishOutcome::Accepted { .. })) {
             self.inner.wake.notify_one();
         }
         Ok(id)
     }
 
+    /// Runs one invocation; returns it and its record, which the caller stores
+    /// (alongside settling its delivery, when it has one).
     pub(crate) async fn run_invocation(
         &self,
         function: &FunctionVersion,
@@ -127,7 +128,7 @@ impl Engine {
         options: &InvokeOptions,
         attempt: AttemptContext,
         when_busy: WhenBusy,
-    ) -> Result<Invocation> {
+    ) -> Result<(Invocation, InvocationRecord)> {
         let spec = &function.spec;
         let request_id = options
             .request_id
@@ -184,27 +185,23 @@ impl Engine {
             }
         };
         let (error_type, error_message) = error.map_or((None, None), |(t, m)| (Some(t), Some(m)));
-        self.inner
-            .stores
-            .invocations
-            .record(InvocationRecord {
-                seq: 0,
-                request_id: request_id.clone(),
-                function: spec.name.clone(),
-                version: function.version,
-                delivery_id: attempt.delivery_id,
-                event_id: attempt.event_id,
-                attempt: attempt.attempt,
-                started_ms,
-                duration_us,
-                cold,
-                outcome: kind,
-                error_type: error_type.clone(),
-                error_message: error_message.clone(),
-                logs: result.logs.clone(),
-            })
-            .await?;
-        Ok(Invocation {
+        let record = InvocationRecord {
+            seq: 0,
+            request_id: request_id.clone(),
+            function: spec.name.clone(),
+            version: function.version,
+            delivery_id: attempt.delivery_id,
+            event_id: attempt.event_id,
+            attempt: attempt.attempt,
+            started_ms,
+            duration_us,
+            cold,
+            outcome: kind,
+            error_type: error_type.clone(),
+            error_message: error_message.clone(),
+            logs: result.logs.clone(),
+        };
+        let invocation = Invocation {
             request_id,
             function: spec.name.clone(),
             version: function.version,
@@ -215,6 +212,7 @@ impl Engine {
             logs: result.logs,
             cold,
             duration_us,
-        })
+        };
+        Ok((invocation, record))
     }
 }

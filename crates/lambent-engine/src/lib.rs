@@ -23,7 +23,7 @@ pub use invoke::{Invocation, InvokeOptions};
 
 use keepalive::KeepAlivePolicy;
 use lambent_runtime::Runtime;
-use lambent_store::Stores;
+use lambent_store::{FunctionVersion, Stores};
 use pool::Pool;
 use router::Router;
 use std::collections::HashMap;
@@ -67,6 +67,38 @@ pub(crate) struct Inner {
     pub wake: Notify,
     /// Per function with a running pump: notified when one of its slots frees up.
     pub pumps: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The newest version of each function read so far; deploy and delete keep it
+    /// current, so the hot path does not read the registry per attempt.
+    pub latest: Mutex<HashMap<String, FunctionVersion>>,
+}
+
+impl Inner {
+    /// The newest version of a function (`$LATEST`), from the cache or the registry.
+    pub async fn latest_function(&self, name: &str) -> Result<Option<FunctionVersion>> {
+        if let Some(f) = self
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(Some(f.clone()));
+        }
+        let found = self.stores.registry.get_function(name, None).await?;
+        if let Some(f) = &found {
+            self.latest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned(), f.clone());
+        }
+        Ok(found)
+    }
+
+    pub fn forget_function(&self, name: &str) {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
 }
 
 impl Engine {
@@ -90,6 +122,7 @@ impl Engine {
                 router: Router::default(),
                 wake: Notify::new(),
                 pumps: Mutex::new(HashMap::new()),
+                latest: Mutex::new(HashMap::new()),
             }),
         };
         engine.reload_rules().await?;

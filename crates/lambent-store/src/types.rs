@@ -58,7 +58,19 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event: CloudEvent,
+    /// The event's JSON text, encoded once (size checks and the append share it).
+    pub encoded: String,
     pub targets: Vec<Target>,
+}
+
+impl NewEvent {
+    pub fn new(event: CloudEvent, targets: Vec<Target>) -> Self {
+        Self {
+            encoded: event.to_json_string(),
+            event,
+            targets,
+        }
+    }
 }
 
 /// The outcome of publishing one event.

@@ -44,7 +44,7 @@ impl EventLog for SqliteStore {
             for item in batch {
                 let e = &item.event;
                 let inserted = insert_event
-                    .execute(params![e.source(), e.id(), e.ty(), e.to_json_string(), now])
+                    .execute(params![e.source(), e.id(), e.ty(), item.encoded, now])
                     .map_err(sql("appending an event"))?;
                 if inserted == 0 {
                     outcomes.push(PublishOutcome::Duplicate);
@@ -82,7 +82,7 @@ impl EventLog for SqliteStore {
                     "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?3, updated_ms = ?2
                      WHERE id IN (SELECT id FROM deliveries
                                   WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
-                                  ORDER BY next_ms, id LIMIT ?4)
+                                  ORDER BY next_ms LIMIT ?4)
                      RETURNING id, event_seq, attempt, created_ms, mode",
                 )
                 .map_err(sql("leasing deliveries"))?;
@@ -123,8 +123,9 @@ impl EventLog for SqliteStore {
             let now = now_ms();
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT DISTINCT function FROM deliveries
-                     WHERE (state = 'pending' AND next_ms <= ?1) OR (state = 'leased' AND lease_until < ?1)",
+                    "SELECT DISTINCT function FROM deliveries WHERE state = 'pending' AND next_ms <= ?1
+                     UNION
+                     SELECT DISTINCT function FROM deliveries WHERE state = 'leased' AND lease_until < ?1",
                 )
                 .map_err(sql("finding due deliveries"))?;
             let functions = stmt

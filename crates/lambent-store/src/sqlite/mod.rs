@@ -187,7 +187,9 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, stats: &C
         let outcome = run_group(&conn, &mut batch);
         if outcome.is_ok() {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
-            stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats
+                .writes
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         let detail = outcome.as_ref().err().map(ToString::to_string);
         for job in batch.drain(..) {

@@ -1,0 +1,203 @@
+//! Warm Python invocation overhead and the end-to-end event rate.
+//!
+//! Same-run baseline: the bare runtime — a warm `ProcessInstance` driven directly
+//! (the Python bootstrap's Runtime API round trip, nothing of the engine). Then the
+//! engine's synchronous invoke of the same no-op handler (pool checkout, invoke,
+//! check-in, durable invocation record): the difference is Lambent's own overhead
+//! on top of the runtime protocol. Then events → rule → Python no-op → delivered,
+//! through the real store and dispatcher.
+//!
+//! Run: `cargo run --release -p lambent-bench --bin invoke`.
+
+use anyhow::Result;
+use bytes::Bytes;
+use lambent_core::{CloudEvent, FunctionSpec, RetryPolicy, RuntimeKind, now_ms};
+use lambent_engine::keepalive::Fixed;
+use lambent_engine::{DeployRequest, Engine, EngineConfig, InvokeOptions, RuleRequest};
+use lambent_runtime::process::ProcessRuntime;
+use lambent_runtime::{InstanceConfig, InvokeRequest, Runtime};
+use lambent_store::{CodeStore, SqliteStore, Stores};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WARM_CALLS: usize = 2_000;
+const E2E_EVENTS: usize = 5_000;
+const NOOP: &str = "def handler(event, context):\n    return None\n";
+
+fn summary(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    (
+        lambent_bench::percentile(&samples, 0.50),
+        lambent_bench::percentile(&samples, 0.99),
+    )
+}
+
+fn zip_noop() -> Result<Vec<u8>> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("app.py", zip::write::SimpleFileOptions::default())?;
+    w.write_all(NOOP.as_bytes())?;
+    Ok(w.finish()?.into_inner())
+}
+
+async fn bare_instance(data: &std::path::Path) -> Result<Box<dyn lambent_runtime::Instance>> {
+    let code = data.join("bare-code");
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(code.join("app.py"), NOOP)?;
+    let runtime = ProcessRuntime::new(&data.join("bare"))?;
+    let spec = FunctionSpec {
+        name: "noop".into(),
+        runtime: RuntimeKind::parse("python3.11")?,
+        handler: "app.handler".into(),
+        memory_mb: 128,
+        timeout_s: 10,
+        env: Default::default(),
+        concurrency: 1,
+        retry: RetryPolicy::default(),
+        description: String::new(),
+    };
+    Ok(runtime
+        .start(InstanceConfig {
+            spec,
+            version: 1,
+            code_dir: code,
+        })
+        .await?)
+}
+
+async fn bare_call(inst: &mut Box<dyn lambent_runtime::Instance>, i: usize) -> Result<Duration> {
+    let start = Instant::now();
+    let r = inst
+        .invoke(InvokeRequest {
+            request_id: format!("r{i}"),
+            payload: Bytes::from_static(b"{}"),
+            deadline_ms: now_ms() + 10_000,
+            trace_id: None,
+            event_id: None,
+            attempt: 1,
+            client_context: None,
+        })
+        .await;
+    anyhow::ensure!(
+        r.outcome.kind().is_success(),
+        "bare invoke failed: {:?}",
+        r.outcome
+    );
+    Ok(start.elapsed())
+}
+
+async fn engine(data: &std::path::Path) -> Result<Engine> {
+    let sqlite = SqliteStore::open(data)?;
+    let stores = Stores {
+        registry: Arc::new(sqlite.clone()),
+        events: Arc::new(sqlite.clone()),
+        invocations: Arc::new(sqlite),
+        code: Arc::new(CodeStore::open(data.join("code"))?),
+    };
+    Ok(Engine::start(
+        EngineConfig::default(),
+        stores,
+        Arc::new(ProcessRuntime::new(data)?),
+        Arc::new(Fixed(Duration::from_secs(600))),
+    )
+    .await?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    println!("machine: {}", lambent_bench::machine());
+    let dir = tempfile::tempdir()?;
+    let mut bare = bare_instance(dir.path()).await?;
+    let engine = engine(&dir.path().join("node")).await?;
+    engine
+        .deploy(DeployRequest {
+            name: "noop".into(),
+            runtime: Some("python3.11".into()),
+            handler: Some("app.handler".into()),
+            concurrency: Some(2),
+            code_zip: Some(zip_noop()?),
+            ..DeployRequest::default()
+        })
+        .await?;
+    // Alternate the two so both see the same machine conditions.
+    let (mut bare_samples, mut engine_samples) = (Vec::new(), Vec::new());
+    for i in 0..WARM_CALLS + 50 {
+        let b = bare_call(&mut bare, i).await?;
+        let start = Instant::now();
+        let inv = engine
+            .invoke("noop", Bytes::from_static(b"{}"), InvokeOptions::default())
+            .await?;
+        anyhow::ensure!(inv.outcome.is_success(), "invoke failed");
+        if i >= 50 {
+            bare_samples.push(b);
+            engine_samples.push(start.elapsed());
+        }
+    }
+    let (bare50, bare99) = summary(bare_samples);
+    let (e50, e99) = summary(engine_samples);
+    println!("baseline  bare runtime round trip (warm)   p50 {bare50:>9.1?}  p99 {bare99:>9.1?}");
+    println!("lambent   engine sync invoke (warm)        p50 {e50:>9.1?}  p99 {e99:>9.1?}");
+    println!(
+        "          => Lambent's own overhead at p50: {:.1?} ({:.2}x the bare round trip)",
+        e50.saturating_sub(bare50),
+        e50.as_secs_f64() / bare50.as_secs_f64()
+    );
+    drop(bare);
+
+    engine
+        .put_rule(RuleRequest {
+            name: "bench".into(),
+            pattern: serde_json::json!({"type": ["bench.e2e"]}),
+            targets: vec!["noop".into()],
+        })
+        .await?;
+    let start = Instant::now();
+    for chunk in (0..E2E_EVENTS).collect::<Vec<_>>().chunks(100) {
+        let events = chunk
+            .iter()
+            .map(|i| CloudEvent::builder(format!("e2e-{i}"), "/bench", "bench.e2e").build())
+            .collect::<Result<Vec<_>, _>>()?;
+        engine.publish(events).await?;
+    }
+    loop {
+        let counts = engine.stores().events.delivery_counts().await?;
+        let delivered = counts
+            .iter()
+            .find(|(s, _)| s == "delivered")
+            .map_or(0, |(_, n)| *n);
+        if delivered as usize >= E2E_EVENTS {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "end-to-end run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = E2E_EVENTS as f64 / start.elapsed().as_secs_f64();
+    let records = engine
+        .invocations(lambent_store::InvocationQuery {
+            function: Some("noop".into()),
+            after_seq: 0,
+            limit: 100_000,
+            tail: false,
+        })
+        .await?;
+    let mut durations: Vec<Duration> = records
+        .iter()
+        .filter(|r| r.delivery_id.is_some())
+        .map(|r| Duration::from_micros(r.duration_us))
+        .collect();
+    durations.sort();
+    println!(
+        "          invocation time inside the pool during that run: p50 {:.1?} p99 {:.1?}",
+        lambent_bench::percentile(&durations, 0.5),
+        lambent_bench::percentile(&durations, 0.99)
+    );
+    let bare_rate = 2.0 / bare50.as_secs_f64();
+    println!(
+        "lambent   end-to-end event -> python no-op -> delivered (concurrency 2): {rate:.0} events/s ({:.2}x the bare runtime's {bare_rate:.0}/s at 2 instances)",
+        rate / bare_rate
+    );
+    Ok(())
+}
