@@ -7,15 +7,15 @@ use lambent_store::{
 };
 
 fn new_event(i: usize) -> NewEvent {
-    NewEvent {
-        event: CloudEvent::builder(format!("e{i}"), "/test", "t")
+    NewEvent::new(
+        CloudEvent::builder(format!("e{i}"), "/test", "t")
             .build()
             .unwrap(),
-        targets: vec![Target {
+        vec![Target {
             function: "f".into(),
             mode: PayloadMode::CloudEvent,
         }],
-    }
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
