@@ -19,6 +19,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts a node with extra `serve` flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -27,6 +32,7 @@ impl Node {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env("LAMBENT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log)

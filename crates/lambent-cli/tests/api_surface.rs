@@ -1,0 +1,227 @@
+//! The rest of the surface on the real binary: asynchronous invokes, the CloudEvents
+//! binary and batch modes, `logs --follow`, `rm`, and scale to zero.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+
+fn deploy_echo(node: &Node, name: &str) -> tempfile::TempDir {
+    let code = code_dir(&[(
+        "app.py",
+        "import json\ndef handler(event, context):\n    print('got', json.dumps(event), 'attempt', context.attempt)\n    return event\n",
+    )]);
+    node.ok(&[
+        "deploy",
+        name,
+        "--runtime",
+        "python3.13",
+        "--handler",
+        "app.handler",
+        "--code",
+        code.path().to_str().unwrap(),
+    ]);
+    code
+}
+
+#[test]
+fn async_invoke_queues_and_delivers_the_payload_as_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let _code = deploy_echo(&node, "echo");
+    let out = node.ok(&["invoke", "echo", "--async", "--data", r#"{"order": 42}"#]);
+    let id = out
+        .trim()
+        .strip_prefix("queued: event ")
+        .expect("event id")
+        .to_owned();
+    let rec = wait_for("the queued invocation", || node.invocations("echo").pop());
+    assert_eq!(rec["outcome"], "success");
+    assert_eq!(rec["event_id"], id.as_str());
+    // The handler got the payload itself, not a CloudEvent around it.
+    assert_eq!(rec["logs"], "got {\"order\": 42} attempt 1\n");
+    let resp = node
+        .http()
+        .post(format!("{}/v1/functions/ghost/invoke?async=true", node.url))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "unknown functions are refused before anything is queued"
+    );
+}
+
+#[test]
+fn binary_and_batch_modes_are_delivered_as_structured_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let _code = deploy_echo(&node, "echo");
+    node.ok(&[
+        "rules",
+        "add",
+        "orders",
+        "--pattern",
+        r#"{"type": [{"prefix": "order."}], "data": {"total": [{"numeric": [">", 100]}]}}"#,
+        "--target",
+        "echo",
+    ]);
+    let resp = node
+        .http()
+        .post(format!("{}/v1/events", node.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "bin-1")
+        .header("ce-source", "/shop")
+        .header("ce-type", "order.created")
+        .header(
+            "ce-traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("content-type", "application/json")
+        .body(r#"{"total": 250}"#)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let batch = json!([
+        {"specversion": "1.0", "id": "b-1", "source": "/shop", "type": "order.paid", "data": {"total": 150}},
+        {"specversion": "1.0", "id": "b-2", "source": "/shop", "type": "order.paid", "data": {"total": 5}},
+        {"specversion": "1.0", "id": "b-3", "source": "/shop", "type": "refund", "data": {"total": 500}}
+    ]);
+    let resp = node
+        .http()
+        .post(format!("{}/v1/events", node.url))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let answer: Value = resp.json().unwrap();
+    let deliveries: Vec<_> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["deliveries"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        deliveries,
+        [1, 0, 0],
+        "only the event matching the pattern is delivered"
+    );
+
+    let recs = wait_for("two deliveries", || {
+        let r = node.invocations("echo");
+        (r.len() == 2).then_some(r)
+    });
+    let bin = recs.iter().find(|r| r["event_id"] == "bin-1").unwrap();
+    let logged: Value = serde_json::from_str(
+        bin["logs"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .strip_prefix("got ")
+            .unwrap()
+            .strip_suffix(" attempt 1")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(logged["type"], "order.created");
+    assert_eq!(logged["data"], json!({"total": 250}));
+    assert_eq!(
+        logged["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    assert_eq!(logged["datacontenttype"], "application/json");
+    assert!(
+        logged["time"].is_string(),
+        "the node stamps a time when the producer did not"
+    );
+    assert!(recs.iter().any(|r| r["event_id"] == "b-1"));
+}
+
+#[test]
+fn logs_follow_prints_new_invocations_as_they_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let _code = deploy_echo(&node, "echo");
+    node.ok(&["invoke", "echo", "--data", r#""first""#]);
+    let mut follower = std::process::Command::new(BIN)
+        .args(["logs", "echo", "--follow"])
+        .env("LAMBENT_URL", &node.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut next_line = |seen: &mut Vec<String>| {
+        let line = lines.next().unwrap().unwrap();
+        seen.push(line.clone());
+        line
+    };
+    while !next_line(&mut seen).contains("got \"first\"") {}
+    node.ok(&["invoke", "echo", "--data", r#""second""#]);
+    while !next_line(&mut seen).contains("got \"second\"") {}
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("--- ")).count(),
+        2,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn rm_removes_a_function_and_events_for_it_are_dead_lettered_as_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let _code = deploy_echo(&node, "echo");
+    node.ok(&[
+        "rules",
+        "add",
+        "r",
+        "--pattern",
+        r#"{"type": ["t"]}"#,
+        "--target",
+        "echo",
+    ]);
+    assert!(node.ok(&["ls"]).contains("echo"));
+    node.ok(&["rm", "echo"]);
+    // The rule stays (as in EventBridge); what it routes to a missing function is
+    // refused permanently and kept as a dead letter, not retried.
+    node.publish(&event("orphan", "t", json!(1)));
+    let dead = wait_for("a rejected dead letter", || node.dead_letters("echo").pop());
+    assert_eq!(dead["reason"], "rejected");
+    assert_eq!(dead["attempts"], 1);
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("function `echo` does not exist")
+    );
+    assert!(!node.ok(&["ls"]).contains("echo"));
+    let out = node.cli(&["rm", "echo"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn idle_instances_are_dropped_after_the_keep_alive_and_the_next_call_is_cold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start_with(&tmp.path().join("data"), &["--keep-alive", "1"]);
+    let _code = deploy_echo(&node, "echo");
+    node.ok(&["invoke", "echo", "--data", "1"]);
+    node.ok(&["invoke", "echo", "--data", "2"]);
+    let recs = node.invocations("echo");
+    assert_eq!(
+        (recs[0]["cold"].clone(), recs[1]["cold"].clone()),
+        (json!(true), json!(false))
+    );
+    // Scale to zero: the warm instance goes away once idle past the keep-alive.
+    wait_for("the idle instance to be dropped", || {
+        let status = node.get("/v1/status");
+        (status["warm_instances"]["echo"] == 0).then_some(())
+    });
+    node.ok(&["invoke", "echo", "--data", "3"]);
+    assert_eq!(node.invocations("echo").pop().unwrap()["cold"], true);
+}
