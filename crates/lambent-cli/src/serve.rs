@@ -43,7 +43,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let data = &args.data_dir;
+    // Absolute, because runtime processes run with their code directory as cwd.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let data = &args
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving the data directory {}", args.data_dir.display()))?;
     let sqlite = SqliteStore::open(data)
         .with_context(|| format!("opening the store in {}", data.display()))?;
     let stores = Stores {

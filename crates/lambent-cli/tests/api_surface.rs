@@ -225,3 +225,12 @@ fn idle_instances_are_dropped_after_the_keep_alive_and_the_next_call_is_cold() {
     node.ok(&["invoke", "echo", "--data", "3"]);
     assert_eq!(node.invocations("echo").pop().unwrap()["cold"], true);
 }
+
+#[test]
+fn a_relative_data_dir_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start_in(Some(tmp.path()), std::path::Path::new("relative-data"), &[]);
+    let _code = deploy_echo(&node, "echo");
+    assert_eq!(node.ok(&["invoke", "echo", "--data", "7"]).trim(), "7");
+    assert!(tmp.path().join("relative-data/lambent.db").is_file());
+}

@@ -24,12 +24,24 @@ impl Node {
 
     /// Starts a node with extra `serve` flags.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Node {
+        Self::start_in(None, data_dir, flags)
+    }
+
+    /// Starts a node from a working directory (to test relative paths).
+    pub fn start_in(cwd: Option<&Path>, data_dir: &Path, flags: &[&str]) -> Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data_dir.with_extension("log"))
+            .open(
+                cwd.unwrap_or(Path::new(""))
+                    .join(data_dir.with_extension("log")),
+            )
             .unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(flags)
