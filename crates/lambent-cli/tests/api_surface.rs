@@ -234,3 +234,67 @@ fn a_relative_data_dir_works() {
     assert_eq!(node.ok(&["invoke", "echo", "--data", "7"]).trim(), "7");
     assert!(tmp.path().join("relative-data/lambent.db").is_file());
 }
+
+#[test]
+fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let started = tmp.path().join("started");
+    let release = tmp.path().join("release");
+    let code = code_dir(&[(
+        "app.py",
+        "import os, time\ndef handler(event, context):\n    open(os.environ['STARTED'], 'w').close()\n    while not os.path.exists(os.environ['RELEASE']):\n        time.sleep(0.01)\n    return 'done'\n",
+    )]);
+    let env1 = format!("STARTED={}", started.display());
+    let env2 = format!("RELEASE={}", release.display());
+    node.ok(&[
+        "deploy",
+        "single",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "app.handler",
+        "--code",
+        code.path().to_str().unwrap(),
+        "--concurrency",
+        "1",
+        "--timeout",
+        "60",
+        "--env",
+        &env1,
+        "--env",
+        &env2,
+    ]);
+    let url = node.url.clone();
+    let first = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(format!("{url}/v1/functions/single/invoke"))
+            .body("{}")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    });
+    wait_for("the first call to be running", || {
+        started.exists().then_some(())
+    });
+    let resp = node
+        .http()
+        .post(format!("{}/v1/functions/single/invoke", node.url))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "throttled");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("concurrency limit of 1")
+    );
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(first.join().unwrap(), "\"done\"");
+    // The throttled call was never run, so never recorded.
+    assert_eq!(node.invocations("single").len(), 1);
+}

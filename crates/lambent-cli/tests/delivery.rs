@@ -231,3 +231,49 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
         .count();
     assert_eq!(sleeping, 1, "only the fresh instance runs");
 }
+
+#[test]
+fn a_delivery_whose_next_retry_would_pass_max_event_age_is_dead_lettered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let code = code_dir(&[(
+        "app.py",
+        "def handler(event, context):\n    raise RuntimeError('down')\n",
+    )]);
+    // The first retry waits at least 1 s (half of the 2 s base, plus jitter), which
+    // is past the 1 s age limit once the first attempt took any time at all.
+    deploy_py(
+        &node,
+        "aging",
+        &code,
+        &[
+            "--max-attempts",
+            "5",
+            "--max-event-age",
+            "1",
+            "--retry-delay-ms",
+            "2000",
+        ],
+    );
+    node.ok(&[
+        "rules",
+        "add",
+        "r",
+        "--pattern",
+        r#"{"type": ["t"]}"#,
+        "--target",
+        "aging",
+    ]);
+    node.publish(&event("old", "t", json!({})));
+    let dead = wait_for("a dead letter", || node.dead_letters("aging").pop());
+    assert_eq!(dead["reason"], "max_event_age");
+    assert_eq!(dead["attempts"], 1);
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("max_event_age of 1 s"),
+        "{dead}"
+    );
+    assert_eq!(node.invocations("aging").len(), 1);
+}

@@ -23,6 +23,8 @@ pub enum SpecError {
     Handler { function: String, runtime: String },
     #[error("function `{function}`: invalid environment variable name `{name}`")]
     EnvName { function: String, name: String },
+    #[error("function `{function}`: environment variable `{name}` is reserved by the runtime")]
+    ReservedEnv { function: String, name: String },
 }
 
 /// How a function's code runs.
@@ -130,6 +132,24 @@ pub struct FunctionSpec {
     pub description: String,
 }
 
+/// Variables the runtime sets itself (LAMBDA-COMPAT.md); a function may not set them,
+/// as in Lambda, which refuses them with "Reserved keys used in this request".
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 pub const DEFAULT_TIMEOUT_S: u32 = 3;
 pub const DEFAULT_CONCURRENCY: u32 = 10;
@@ -187,6 +207,12 @@ impl FunctionSpec {
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !ok {
                 return Err(SpecError::EnvName {
+                    function: self.name.clone(),
+                    name: name.clone(),
+                });
+            }
+            if RESERVED_ENV.contains(&name.as_str()) {
+                return Err(SpecError::ReservedEnv {
                     function: self.name.clone(),
                     name: name.clone(),
                 });
@@ -277,6 +303,10 @@ mod tests {
         let mut s = spec();
         s.env.insert("1BAD".into(), "x".into());
         assert!(s.validate().is_err());
+        let mut s = spec();
+        s.env
+            .insert("AWS_LAMBDA_RUNTIME_API".into(), "evil:1".into());
+        assert!(matches!(s.validate(), Err(SpecError::ReservedEnv { .. })));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::capture::Capture;
 use crate::{Instance, InstanceConfig, InvokeOutcome, InvokeRequest, InvokeResult, RuntimeError};
 use async_trait::async_trait;
 use bytes::Bytes;
+use lambent_core::function::RESERVED_ENV;
 use lambent_core::{RuntimeKind, now_ms};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -22,17 +23,6 @@ pub(super) struct Launch {
     pub instances_dir: PathBuf,
     pub region: String,
 }
-
-/// Variables the function's own environment may not override.
-const RESERVED: &[&str] = &[
-    "AWS_LAMBDA_RUNTIME_API",
-    "_HANDLER",
-    "LAMBDA_TASK_ROOT",
-    "LAMBDA_RUNTIME_DIR",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-];
 
 pub struct ProcessInstance {
     name: String,
@@ -80,10 +70,11 @@ impl ProcessInstance {
         cmd.args(&launch.args)
             .current_dir(&launch.config.code_dir)
             .env_clear()
+            // Refused at deploy; filtered again here so no spec can override them.
             .envs(
                 spec.env
                     .iter()
-                    .filter(|(k, _)| !RESERVED.contains(&k.as_str())),
+                    .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str())),
             )
             .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
             .env("_HANDLER", &spec.handler)
