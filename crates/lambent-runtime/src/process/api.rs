@@ -85,6 +85,11 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     if let Ok(v) = HeaderValue::from_str(&inv.request_id) {
         headers.insert("lambda-runtime-aws-request-id", v);
     }
+    // Lambda labels the event JSON; awslambdaric decodes the body only when it is.
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     (StatusCode::OK, headers, inv.payload).into_response()
 }
 

@@ -1,0 +1,144 @@
+//! Compatibility with a Runtime API client nobody here wrote: AWS's own Python
+//! runtime interface client, `awslambdaric`, run as a `provided` bootstrap.
+//! `scripts/test` installs it into `.venv` and sets LAMBENT_COMPAT_PYTHON.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+fn compat_python() -> Option<String> {
+    match std::env::var("LAMBENT_COMPAT_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var_os("LAMBENT_REQUIRE_SERVICES").is_none(),
+                "LAMBENT_COMPAT_PYTHON (a Python with awslambdaric) is required: run ./scripts/test"
+            );
+            eprintln!("LAMBENT_COMPAT_PYTHON not set (run ./scripts/test): skipping");
+            None
+        }
+    }
+}
+
+#[test]
+fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let code = code_dir(&[
+        (
+            "bootstrap",
+            "#!/bin/sh\nexec \"$COMPAT_PYTHON\" -m awslambdaric \"$HANDLER_SPEC\"\n",
+        ),
+        (
+            "app.py",
+            "def handler(event, context):\n    print('ric got', event)\n    return {'echo': event, 'request_id': context.aws_request_id, 'name': context.function_name,\n            'remaining_ok': context.get_remaining_time_in_millis() > 0, 'mem': context.memory_limit_in_mb}\n\ndef fail(event, context):\n    raise KeyError('missing thing')\n",
+        ),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        code.path().join("bootstrap"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let py = format!("COMPAT_PYTHON={python}");
+    for (name, handler) in [
+        ("ric", "app.handler"),
+        ("ricfail", "app.fail"),
+        ("ricbad", "nomodule.handler"),
+    ] {
+        let spec = format!("HANDLER_SPEC={handler}");
+        node.ok(&[
+            "deploy",
+            name,
+            "--runtime",
+            "provided.al2023",
+            "--code",
+            code.path().to_str().unwrap(),
+            "--env",
+            &py,
+            "--env",
+            &spec,
+            "--timeout",
+            "10",
+            "--max-attempts",
+            "1",
+        ]);
+    }
+
+    let resp = node
+        .http()
+        .post(format!("{}/v1/functions/ric/invoke", node.url))
+        .body(r#"{"hello": "ric"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-lambent-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["echo"], json!({"hello": "ric"}));
+    assert_eq!(body["request_id"], request_id.as_str());
+    assert_eq!(body["name"], "ric");
+    assert_eq!(body["remaining_ok"], true);
+    assert_eq!(body["mem"], "128");
+    let rec = node.invocations("ric").pop().unwrap();
+    assert!(
+        rec["logs"]
+            .as_str()
+            .unwrap()
+            .contains("ric got {'hello': 'ric'}"),
+        "{rec}"
+    );
+
+    // awslambdaric posts errors without the error-type header: the type comes from the body.
+    let resp = node
+        .http()
+        .post(format!("{}/v1/functions/ricfail/invoke", node.url))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(resp.headers()["x-lambent-function-error"], "Unhandled");
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["errorType"], "KeyError", "{body}");
+    assert_eq!(
+        node.invocations("ricfail").pop().unwrap()["outcome"],
+        "function_error"
+    );
+
+    let resp = node
+        .http()
+        .post(format!("{}/v1/functions/ricbad/invoke", node.url))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(resp.headers()["x-lambent-outcome"], "init_error");
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["errorType"], "Runtime.ImportModuleError", "{body}");
+
+    // And as an event listener: the CloudEvent arrives as the event.
+    node.ok(&[
+        "rules",
+        "add",
+        "r",
+        "--pattern",
+        r#"{"type": ["ric.test"]}"#,
+        "--target",
+        "ric",
+    ]);
+    node.publish(&event("ric-1", "ric.test", json!({"k": 1})));
+    let rec = wait_for("the event delivery", || {
+        node.invocations("ric")
+            .into_iter()
+            .find(|r| r["event_id"] == "ric-1")
+    });
+    assert_eq!(rec["outcome"], "success");
+    assert!(
+        rec["logs"].as_str().unwrap().contains("'type': 'ric.test'"),
+        "{rec}"
+    );
+}
