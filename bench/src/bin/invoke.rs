@@ -172,7 +172,7 @@ async fn main() -> Result<()> {
             start.elapsed() < Duration::from_secs(600),
             "end-to-end run did not finish"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rate = E2E_EVENTS as f64 / start.elapsed().as_secs_f64();
     let records = engine

@@ -67,6 +67,9 @@ fn start_pump(inner: &Arc<Inner>, function: String) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&function);
+        // Deliveries published between the pump's last empty pull and its removal
+        // found it still registered: have the dispatcher look once more.
+        inner.wake.notify_one();
     });
 }
 
@@ -127,7 +130,6 @@ async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
                 {
                     n.notify_one();
                 }
-                inner.wake.notify_one();
             });
         }
     }
