@@ -278,12 +278,7 @@ fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
     wait_for("the first call to be running", || {
         started.exists().then_some(())
     });
-    let resp = node
-        .http()
-        .post(format!("{}/v1/functions/single/invoke", node.url))
-        .body("{}")
-        .send()
-        .unwrap();
+    let resp = node.invoke_raw("single", "{}");
     assert_eq!(resp.status(), 429);
     let body: Value = resp.json().unwrap();
     assert_eq!(body["error"]["code"], "throttled");

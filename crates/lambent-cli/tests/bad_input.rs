@@ -301,12 +301,7 @@ fn a_handler_that_does_not_exist_is_an_init_error_not_a_hang() {
             "--code",
             code.path().to_str().unwrap(),
         ]);
-        let resp = node
-            .http()
-            .post(format!("{}/v1/functions/{name}/invoke", node.url))
-            .body("{}")
-            .send()
-            .unwrap();
+        let resp = node.invoke_raw(name, "{}");
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-lambent-outcome"], "init_error");
         let body: Value = resp.json().unwrap();

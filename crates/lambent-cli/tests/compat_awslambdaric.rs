@@ -69,12 +69,7 @@ fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
         ]);
     }
 
-    let resp = node
-        .http()
-        .post(format!("{}/v1/functions/ric/invoke", node.url))
-        .body(r#"{"hello": "ric"}"#)
-        .send()
-        .unwrap();
+    let resp = node.invoke_raw("ric", r#"{"hello": "ric"}"#);
     assert_eq!(resp.status(), 200);
     let request_id = resp.headers()["x-lambent-request-id"]
         .to_str()
@@ -96,12 +91,7 @@ fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
     );
 
     // awslambdaric posts errors without the error-type header: the type comes from the body.
-    let resp = node
-        .http()
-        .post(format!("{}/v1/functions/ricfail/invoke", node.url))
-        .body("{}")
-        .send()
-        .unwrap();
+    let resp = node.invoke_raw("ricfail", "{}");
     assert_eq!(resp.headers()["x-lambent-function-error"], "Unhandled");
     let body: Value = resp.json().unwrap();
     assert_eq!(body["errorType"], "KeyError", "{body}");
@@ -110,12 +100,7 @@ fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
         "function_error"
     );
 
-    let resp = node
-        .http()
-        .post(format!("{}/v1/functions/ricbad/invoke", node.url))
-        .body("{}")
-        .send()
-        .unwrap();
+    let resp = node.invoke_raw("ricbad", "{}");
     assert_eq!(resp.headers()["x-lambent-outcome"], "init_error");
     let body: Value = resp.json().unwrap();
     assert_eq!(body["errorType"], "Runtime.ImportModuleError", "{body}");

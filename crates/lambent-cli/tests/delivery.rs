@@ -194,12 +194,7 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
         "import time\ndef handler(event, context):\n    if event.get('sleep'):\n        print('going to sleep')\n        time.sleep(60)\n    return 'awake'\n",
     )]);
     deploy_py(&node, "sleepy", &code, &["--timeout", "1"]);
-    let resp = node
-        .http()
-        .post(format!("{}/v1/functions/sleepy/invoke", node.url))
-        .body(r#"{"sleep": true}"#)
-        .send()
-        .unwrap();
+    let resp = node.invoke_raw("sleepy", r#"{"sleep": true}"#);
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-lambent-function-error"], "Unhandled");
     assert_eq!(resp.headers()["x-lambent-outcome"], "timeout");

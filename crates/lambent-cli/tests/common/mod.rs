@@ -99,6 +99,15 @@ impl Node {
             .unwrap()
     }
 
+    /// `POST /v1/functions/NAME/invoke` with a raw body; the response as it came.
+    pub fn invoke_raw(&self, name: &str, body: &str) -> reqwest::blocking::Response {
+        self.http()
+            .post(format!("{}/v1/functions/{name}/invoke", self.url))
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+    }
+
     pub fn get(&self, path: &str) -> Value {
         self.http()
             .get(format!("{}{path}", self.url))
