@@ -311,3 +311,29 @@ fn a_handler_that_does_not_exist_is_an_init_error_not_a_hang() {
         assert_eq!(rec["error_type"], error_type);
     }
 }
+
+#[test]
+fn a_provided_function_without_a_bootstrap_fails_clearly_and_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let code = code_dir(&[("main.sh", "echo hi\n")]);
+    node.ok(&[
+        "deploy",
+        "nobootstrap",
+        "--runtime",
+        "provided",
+        "--code",
+        code.path().to_str().unwrap(),
+    ]);
+    let resp = node.invoke_raw("nobootstrap", "{}");
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "runtime_unavailable");
+    assert!(
+        message(&body).contains("needs an executable `bootstrap`"),
+        "{body}"
+    );
+    let rec = node.invocations("nobootstrap").pop().unwrap();
+    assert_eq!(rec["outcome"], "infrastructure");
+    assert!(rec["error_message"].as_str().unwrap().contains("bootstrap"));
+}

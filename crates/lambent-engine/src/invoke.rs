@@ -150,7 +150,29 @@ impl Engine {
                     limit,
                 });
             }
-            Err(CheckoutError::Start(e)) => return Err(e.into()),
+            Err(CheckoutError::Start(e)) => {
+                // Not the function's fault, but still an invocation a user will look for.
+                let record = InvocationRecord {
+                    seq: 0,
+                    request_id,
+                    function: spec.name.clone(),
+                    version: function.version,
+                    delivery_id: attempt.delivery_id,
+                    event_id: attempt.event_id,
+                    attempt: attempt.attempt,
+                    started_ms,
+                    duration_us: u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    cold: true,
+                    outcome: InvocationOutcome::Infrastructure,
+                    error_type: Some("Runtime.StartError".into()),
+                    error_message: Some(e.to_string()),
+                    logs: String::new(),
+                };
+                if let Err(store) = self.inner.stores.invocations.record(record).await {
+                    tracing::warn!(error = %store, "could not record a failed start");
+                }
+                return Err(e.into());
+            }
         };
         let cold = checkout.cold;
         let result = checkout
