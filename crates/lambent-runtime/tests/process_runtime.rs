@@ -169,6 +169,33 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
 }
 
 #[tokio::test]
+async fn a_response_over_6_mib_fails_the_invocation_instead_of_hanging() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "app.py",
+        "def handler(e, c):\n    return 'x' * (7 * 1024 * 1024)\n",
+    );
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let mut inst = runtime
+        .start(InstanceConfig {
+            spec: spec("big", "python3.11", "app.handler", 30),
+            version: 1,
+            code_dir: code.path().to_path_buf(),
+        })
+        .await
+        .unwrap();
+    let r = inst.invoke(request("{}", 30_000)).await;
+    match r.outcome {
+        InvokeOutcome::FunctionError { error_type, .. } => {
+            assert_eq!(error_type, "Function.ResponseSizeTooLarge")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn node_handler_runs() {
     if !have("node") {
         return;

@@ -127,9 +127,29 @@ fn complete(shared: &Shared, id: &str, reported: Reported) -> Response {
 async fn response(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    complete(&shared, &id, Reported::Response(body))
+    match body {
+        Ok(body) => complete(&shared, &id, Reported::Response(body)),
+        // Lambda fails the invocation (it does not hang) when the answer is too big.
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!(
+                "Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+            );
+            let doc = serde_json::json!({"errorType": "Function.ResponseSizeTooLarge", "errorMessage": message});
+            let _ = complete(
+                &shared,
+                &id,
+                Reported::Error {
+                    error_type: "Function.ResponseSizeTooLarge".into(),
+                    message,
+                    body: Bytes::from(doc.to_string()),
+                },
+            );
+            (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(doc)).into_response()
+        }
+        Err(rejection) => (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
+    }
 }
 
 /// The error type: the header if sent, else the body's `errorType` (awslambdaric omits the header).
