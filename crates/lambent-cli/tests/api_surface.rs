@@ -208,8 +208,9 @@ fn rm_removes_a_function_and_events_for_it_are_dead_lettered_as_rejected() {
 #[test]
 fn idle_instances_are_dropped_after_the_keep_alive_and_the_next_call_is_cold() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = Node::start_with(&tmp.path().join("data"), &["--keep-alive", "1"]);
+    let node = Node::start_with(&tmp.path().join("data"), &["--keep-alive", "3"]);
     let _code = deploy_echo(&node, "echo");
+    // Two calls well inside the 3 s keep-alive: the second finds the first's instance.
     node.ok(&["invoke", "echo", "--data", "1"]);
     node.ok(&["invoke", "echo", "--data", "2"]);
     let recs = node.invocations("echo");
