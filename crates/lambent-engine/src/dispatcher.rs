@@ -1,20 +1,20 @@
 //! The dispatcher: finds functions with due deliveries, runs one pump per such
 //! function, and settles each attempt (ack, retry with backoff, or dead-letter).
 //!
-//! A pump leases no more deliveries than its function has free concurrency slots, so
-//! a leased delivery starts at once and its lease (timeout + grace) only runs out if
-//! the node died. Leases of a dead node are released at the next start.
+//! A pump first takes concurrency slots of its function (waiting for the first one),
+//! then leases exactly as many deliveries as slots it holds and hands each attempt its
+//! slot: a leased delivery starts at once, and its lease (timeout + grace) only runs
+//! out if the node died. Leases of a dead node are released at the next start.
 
 use crate::Engine;
 use crate::Inner;
 use crate::invoke::{AttemptContext, InvokeOptions};
-use crate::pool::WhenBusy;
+use crate::pool::Slot;
 use bytes::Bytes;
 use lambent_core::{DeadLetterReason, now_ms};
 use lambent_store::{Delivery, PayloadMode};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Longest the dispatcher sleeps without looking (lease expiry needs a look now and then).
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -50,18 +50,17 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 }
 
 fn start_pump(inner: &Arc<Inner>, function: String) {
-    let slot_freed = {
-        let mut pumps = inner.pumps.lock().unwrap_or_else(|p| p.into_inner());
-        if pumps.contains_key(&function) {
-            return;
-        }
-        let n = Arc::new(Notify::new());
-        pumps.insert(function.clone(), n.clone());
-        n
-    };
+    if !inner
+        .pumps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(function.clone())
+    {
+        return; // this function's pump is already running
+    }
     let inner = inner.clone();
     tokio::spawn(async move {
-        pump(&inner, &function, &slot_freed).await;
+        pump(&inner, &function).await;
         inner
             .pumps
             .lock()
@@ -74,7 +73,7 @@ fn start_pump(inner: &Arc<Inner>, function: String) {
 }
 
 /// Leases and starts deliveries of one function while it has any due.
-async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
+async fn pump(inner: &Arc<Inner>, function: &str) {
     let engine = Engine {
         inner: inner.clone(),
     };
@@ -86,24 +85,28 @@ async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
                 return;
             }
         };
-        let (max, lease) = match &spec {
+        let (slots, lease) = match &spec {
             Some(spec) => {
-                let freed = slot_freed.notified();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
-                let free = inner.pool.available(spec);
-                if free == 0 {
-                    // Wait for a running attempt to finish (or look again shortly).
-                    let _ = tokio::time::timeout(MAX_IDLE, freed).await;
-                    continue;
+                // Wait for one slot, then take every other free one (up to MAX_PULL).
+                let Some(first) = inner.pool.wait_slot(spec).await else {
+                    continue; // the limit changed under us: read the spec again
+                };
+                let mut slots = vec![first];
+                while slots.len() < MAX_PULL {
+                    match inner.pool.try_slot(spec) {
+                        Some(slot) => slots.push(slot),
+                        None => break,
+                    }
                 }
-                (
-                    free.min(MAX_PULL),
-                    spec.timeout() + inner.config.lease_grace,
-                )
+                (slots, spec.timeout() + inner.config.lease_grace)
             }
             // No such function: lease them anyway so they are rejected, not stuck.
-            None => (MAX_PULL, inner.config.lease_grace),
+            None => (Vec::new(), inner.config.lease_grace),
+        };
+        let max = if spec.is_some() {
+            slots.len()
+        } else {
+            MAX_PULL
         };
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let batch = match inner.stores.events.pull(function, max, lease_ms).await {
@@ -116,28 +119,18 @@ async fn pump(inner: &Arc<Inner>, function: &str, slot_freed: &Notify) {
         if batch.is_empty() {
             return;
         }
+        let mut slots = slots.into_iter();
         for delivery in batch {
             let engine = engine.clone();
-            let inner = inner.clone();
-            let function = function.to_owned();
-            tokio::spawn(async move {
-                attempt(&engine, delivery).await;
-                if let Some(n) = inner
-                    .pumps
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&function)
-                {
-                    n.notify_one();
-                }
-            });
+            let slot = slots.next();
+            tokio::spawn(async move { attempt(&engine, delivery, slot).await });
         }
     }
 }
 
 /// Runs one attempt of a delivery and settles it. Store failures here are logged,
 /// not fatal: the lease then runs out and the delivery is attempted again.
-async fn attempt(engine: &Engine, delivery: Delivery) {
+async fn attempt(engine: &Engine, delivery: Delivery, slot: Option<Slot>) {
     let events = &engine.inner.stores.events;
     let settle = |r: lambent_store::Result<()>| {
         if let Err(e) = r {
@@ -180,6 +173,22 @@ async fn attempt(engine: &Engine, delivery: Delivery) {
         );
         return;
     }
+    // The slot was taken for the function as the pump knew it; without one (the
+    // function appeared after the lease) wait for one now.
+    let slot = match slot {
+        Some(slot) => slot,
+        None => match engine.inner.pool.wait_slot(&function.spec).await {
+            Some(slot) => slot,
+            None => {
+                settle(
+                    events
+                        .nak(delivery.id, 0, "concurrency limit changed; retrying")
+                        .await,
+                );
+                return;
+            }
+        },
+    };
     let payload = match delivery.mode {
         PayloadMode::CloudEvent => Bytes::from(delivery.event.to_json_string()),
         PayloadMode::Data => Bytes::from(delivery.event.data_bytes()),
@@ -195,7 +204,7 @@ async fn attempt(engine: &Engine, delivery: Delivery) {
         attempt: delivery.attempt,
     };
     let (failure, record) = match engine
-        .run_invocation(&function, payload, &options, context, WhenBusy::Wait)
+        .run_invocation(&function, payload, &options, context, slot)
         .await
     {
         Ok((inv, record)) if inv.outcome.is_success() => {

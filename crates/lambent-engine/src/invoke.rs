@@ -3,7 +3,7 @@
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
-use crate::pool::{CheckoutError, WhenBusy};
+use crate::pool::Slot;
 use bytes::Bytes;
 use lambent_core::{InvocationOutcome, now_ms};
 use lambent_runtime::{InvokeOutcome, InvokeRequest};
@@ -64,6 +64,12 @@ impl Engine {
             });
         }
         let function = self.function(name).await?;
+        let Some(slot) = self.inner.pool.try_slot(&function.spec) else {
+            return Err(EngineError::Throttled {
+                function: name.to_owned(),
+                limit: function.spec.concurrency,
+            });
+        };
         let (invocation, record) = self
             .run_invocation(
                 &function,
@@ -73,7 +79,7 @@ impl Engine {
                     attempt: 1,
                     ..AttemptContext::default()
                 },
-                WhenBusy::Throttle,
+                slot,
             )
             .await?;
         self.inner.stores.invocations.record(record).await?;
@@ -127,7 +133,7 @@ impl Engine {
         payload: Bytes,
         options: &InvokeOptions,
         attempt: AttemptContext,
-        when_busy: WhenBusy,
+        slot: Slot,
     ) -> Result<(Invocation, InvocationRecord)> {
         let spec = &function.spec;
         let request_id = options
@@ -140,17 +146,11 @@ impl Engine {
         let mut checkout = match self
             .inner
             .pool
-            .checkout(spec, function.version, code_dir, when_busy)
+            .checkout(slot, spec, function.version, code_dir)
             .await
         {
             Ok(c) => c,
-            Err(CheckoutError::Throttled { limit }) => {
-                return Err(EngineError::Throttled {
-                    function: spec.name.clone(),
-                    limit,
-                });
-            }
-            Err(CheckoutError::Start(e)) => {
+            Err(e) => {
                 // Not the function's fault, but still an invocation a user will look for.
                 let record = InvocationRecord {
                     seq: 0,

@@ -26,7 +26,7 @@ use lambent_runtime::Runtime;
 use lambent_store::{FunctionVersion, Stores};
 use pool::Pool;
 use router::Router;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -65,8 +65,8 @@ pub(crate) struct Inner {
     pub router: Router,
     /// Wakes the dispatcher: new deliveries, redrives, finished attempts.
     pub wake: Notify,
-    /// Per function with a running pump: notified when one of its slots frees up.
-    pub pumps: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Functions with a running pump (one per function).
+    pub pumps: Mutex<HashSet<String>>,
     /// The newest version of each function read so far; deploy and delete keep it
     /// current, so the hot path does not read the registry per attempt.
     pub latest: Mutex<HashMap<String, FunctionVersion>>,
@@ -121,7 +121,7 @@ impl Engine {
                 pool: Pool::new(runtime, policy),
                 router: Router::default(),
                 wake: Notify::new(),
-                pumps: Mutex::new(HashMap::new()),
+                pumps: Mutex::new(HashSet::new()),
                 latest: Mutex::new(HashMap::new()),
             }),
         };

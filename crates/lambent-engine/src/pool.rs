@@ -23,24 +23,17 @@ struct FunctionPool {
     idle: Vec<Idle>,
 }
 
-/// An instance checked out of the pool, with its concurrency permit.
+/// One of a function's `concurrency` slots; freed when dropped.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// An instance checked out of the pool, in its slot.
 pub struct Checkout {
     pub instance: Box<dyn Instance>,
     pub version: u64,
     pub cold: bool,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// Whether to wait for a concurrency slot or refuse at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenBusy {
-    Wait,
-    Throttle,
-}
-
-pub enum CheckoutError {
-    Throttled { limit: u32 },
-    Start(RuntimeError),
+    _slot: Slot,
 }
 
 pub struct Pool {
@@ -79,29 +72,33 @@ impl Pool {
         entry.permits.clone()
     }
 
-    /// Free concurrency slots of a function (its limit when it has no pool yet).
-    pub fn available(&self, spec: &FunctionSpec) -> usize {
-        self.permits(spec).available_permits()
+    /// Waits for a concurrency slot of the function (`None` only if its limit was
+    /// replaced by a redeploy meanwhile; ask again).
+    pub async fn wait_slot(&self, spec: &FunctionSpec) -> Option<Slot> {
+        self.permits(spec)
+            .acquire_owned()
+            .await
+            .ok()
+            .map(|p| Slot { _permit: p })
     }
 
-    /// Checks out a warm instance of this version, or starts one (a cold start).
+    /// A free concurrency slot of the function, if there is one now.
+    pub fn try_slot(&self, spec: &FunctionSpec) -> Option<Slot> {
+        self.permits(spec)
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Slot { _permit: p })
+    }
+
+    /// Checks out a warm instance of this version, or starts one (a cold start), in
+    /// a slot the caller holds.
     pub async fn checkout(
         &self,
+        slot: Slot,
         spec: &FunctionSpec,
         version: u64,
         code_dir: PathBuf,
-        when_busy: WhenBusy,
-    ) -> Result<Checkout, CheckoutError> {
-        let permits = self.permits(spec);
-        let permit = match when_busy {
-            WhenBusy::Wait => permits.acquire_owned().await.ok(),
-            WhenBusy::Throttle => permits.try_acquire_owned().ok(),
-        };
-        let Some(permit) = permit else {
-            return Err(CheckoutError::Throttled {
-                limit: spec.concurrency,
-            });
-        };
+    ) -> Result<Checkout, RuntimeError> {
         self.policy.on_invocation(&spec.name);
         let (warm, stale) = self.take_idle(&spec.name, version);
         for old in stale {
@@ -112,7 +109,7 @@ impl Pool {
                 instance,
                 version,
                 cold: false,
-                _permit: permit,
+                _slot: slot,
             });
         }
         let instance = self
@@ -122,13 +119,12 @@ impl Pool {
                 version,
                 code_dir,
             })
-            .await
-            .map_err(CheckoutError::Start)?;
+            .await?;
         Ok(Checkout {
             instance,
             version,
             cold: true,
-            _permit: permit,
+            _slot: slot,
         })
     }
 
