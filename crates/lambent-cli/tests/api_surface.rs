@@ -12,16 +12,7 @@ fn deploy_echo(node: &Node, name: &str) -> tempfile::TempDir {
         "app.py",
         "import json\ndef handler(event, context):\n    print('got', json.dumps(event), 'attempt', context.attempt)\n    return event\n",
     )]);
-    node.ok(&[
-        "deploy",
-        name,
-        "--runtime",
-        "python3.13",
-        "--handler",
-        "app.handler",
-        "--code",
-        code.path().to_str().unwrap(),
-    ]);
+    node.deploy_app(name, "python3.13", code.path(), &[]);
     code
 }
 
@@ -248,24 +239,21 @@ fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
     )]);
     let env1 = format!("STARTED={}", started.display());
     let env2 = format!("RELEASE={}", release.display());
-    node.ok(&[
-        "deploy",
+    node.deploy_app(
         "single",
-        "--runtime",
         "python3.11",
-        "--handler",
-        "app.handler",
-        "--code",
-        code.path().to_str().unwrap(),
-        "--concurrency",
-        "1",
-        "--timeout",
-        "60",
-        "--env",
-        &env1,
-        "--env",
-        &env2,
-    ]);
+        code.path(),
+        &[
+            "--concurrency",
+            "1",
+            "--timeout",
+            "60",
+            "--env",
+            &env1,
+            "--env",
+            &env2,
+        ],
+    );
     let url = node.url.clone();
     let first = std::thread::spawn(move || {
         reqwest::blocking::Client::new()

@@ -40,16 +40,7 @@ fn invalid_events_get_400_naming_the_problem_and_nothing_is_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let code = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
-    node.ok(&[
-        "deploy",
-        "f",
-        "--runtime",
-        "python3.11",
-        "--handler",
-        "app.handler",
-        "--code",
-        code.path().to_str().unwrap(),
-    ]);
+    node.deploy_app("f", "python3.11", code.path(), &[]);
     node.ok(&[
         "rules",
         "add",
@@ -263,16 +254,7 @@ fn a_bad_redeploy_leaves_the_previous_version_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let code = code_dir(&[("app.py", "def handler(e, c):\n    return 'v1'\n")]);
-    node.ok(&[
-        "deploy",
-        "f",
-        "--runtime",
-        "python3.11",
-        "--handler",
-        "app.handler",
-        "--code",
-        code.path().to_str().unwrap(),
-    ]);
+    node.deploy_app("f", "python3.11", code.path(), &[]);
     let out = node.cli(&["deploy", "f", "--runtime", "cobol"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported runtime `cobol`"));

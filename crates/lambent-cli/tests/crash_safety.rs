@@ -43,20 +43,12 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
         let node = Node::start(&data);
         if round == 1 {
             let env = format!("OUT={}", out.display());
-            node.ok(&[
-                "deploy",
+            node.deploy_app(
                 "recorder",
-                "--runtime",
                 "python3.11",
-                "--handler",
-                "app.handler",
-                "--code",
-                code.path().to_str().unwrap(),
-                "--concurrency",
-                "8",
-                "--env",
-                &env,
-            ]);
+                code.path(),
+                &["--concurrency", "8", "--env", &env],
+            );
             node.ok(&[
                 "rules",
                 "add",

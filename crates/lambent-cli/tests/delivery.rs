@@ -6,21 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn deploy_py(node: &Node, name: &str, code: &tempfile::TempDir, extra: &[&str]) {
-    let mut args = vec![
-        "deploy",
-        name,
-        "--runtime",
-        "python3.12",
-        "--handler",
-        "app.handler",
-        "--code",
-        code.path().to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    node.ok(&args);
-}
-
 #[test]
 fn a_handler_failing_twice_then_succeeding_runs_three_times() {
     let tmp = tempfile::tempdir().unwrap();
@@ -29,10 +14,10 @@ fn a_handler_failing_twice_then_succeeding_runs_three_times() {
         "app.py",
         "def handler(event, context):\n    print('attempt', context.attempt)\n    if context.attempt < 3:\n        raise RuntimeError('not yet')\n    return 'ok'\n",
     )]);
-    deploy_py(
-        &node,
+    node.deploy_app(
         "flaky",
-        &code,
+        "python3.12",
+        code.path(),
         &["--max-attempts", "3", "--retry-delay-ms", "50"],
     );
     node.ok(&[
@@ -84,10 +69,10 @@ fn an_always_failing_handler_is_dead_lettered_and_redrive_after_a_fix_delivers_i
         "app.py",
         "import os\ndef handler(event, context):\n    if os.environ.get('FIXED') != '1':\n        raise ValueError('broken for ' + event['id'])\n    print('fixed handled', event['id'])\n",
     )]);
-    deploy_py(
-        &node,
+    node.deploy_app(
         "broken",
-        &code,
+        "python3.12",
+        code.path(),
         &["--max-attempts", "2", "--retry-delay-ms", "20"],
     );
     node.ok(&[
@@ -128,7 +113,7 @@ fn an_always_failing_handler_is_dead_lettered_and_redrive_after_a_fix_delivers_i
     );
 
     // Fix the function (a new version), then redrive the dead letter by id.
-    deploy_py(&node, "broken", &code, &["--env", "FIXED=1"]);
+    node.deploy_app("broken", "python3.12", code.path(), &["--env", "FIXED=1"]);
     let id = dead[0]["delivery_id"].to_string();
     assert!(node.ok(&["dlq", "redrive", &id]).contains("redriven: 1"));
     let ok = wait_for("the redriven delivery to succeed", || {
@@ -150,7 +135,7 @@ fn the_same_source_and_id_is_delivered_once() {
         "app.py",
         "def handler(event, context):\n    print(event['id'])\n",
     )]);
-    deploy_py(&node, "once", &code, &[]);
+    node.deploy_app("once", "python3.12", code.path(), &[]);
     node.ok(&[
         "rules",
         "add",
@@ -193,7 +178,7 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
         "app.py",
         "import time\ndef handler(event, context):\n    if event.get('sleep'):\n        print('going to sleep')\n        time.sleep(60)\n    return 'awake'\n",
     )]);
-    deploy_py(&node, "sleepy", &code, &["--timeout", "1"]);
+    node.deploy_app("sleepy", "python3.12", code.path(), &["--timeout", "1"]);
     let resp = node.invoke_raw("sleepy", r#"{"sleep": true}"#);
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-lambent-function-error"], "Unhandled");
@@ -237,10 +222,10 @@ fn a_delivery_whose_next_retry_would_pass_max_event_age_is_dead_lettered() {
     )]);
     // The first retry waits at least 1 s (half of the 2 s base, plus jitter), which
     // is past the 1 s age limit once the first attempt took any time at all.
-    deploy_py(
-        &node,
+    node.deploy_app(
         "aging",
-        &code,
+        "python3.12",
+        code.path(),
         &[
             "--max-attempts",
             "5",

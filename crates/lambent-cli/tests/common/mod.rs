@@ -99,6 +99,22 @@ impl Node {
             .unwrap()
     }
 
+    /// Deploys `app.handler` from `code` on a Python runtime, with extra deploy flags.
+    pub fn deploy_app(&self, name: &str, runtime: &str, code: &Path, extra: &[&str]) {
+        let mut args = vec![
+            "deploy",
+            name,
+            "--runtime",
+            runtime,
+            "--handler",
+            "app.handler",
+            "--code",
+            code.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+
     /// `POST /v1/functions/NAME/invoke` with a raw body; the response as it came.
     pub fn invoke_raw(&self, name: &str, body: &str) -> reqwest::blocking::Response {
         self.http()
