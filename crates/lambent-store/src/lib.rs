@@ -30,6 +30,10 @@ pub enum StoreError {
     /// A stored row could not be decoded (a bug or a damaged database).
     #[error("corrupt {what} in the store: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// The group transaction a write was part of did not commit (disk full, I/O
+    /// error): the write did not happen and was not acknowledged.
+    #[error("the write was not committed: {0}")]
+    NotCommitted(String),
     /// The store's writer thread has stopped (the node is shutting down).
     #[error("the store is closed")]
     Closed,

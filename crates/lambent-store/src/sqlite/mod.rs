@@ -195,10 +195,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, stats: &C
         for job in batch.drain(..) {
             job.finish(match &detail {
                 None => Ok(()),
-                Some(detail) => Err(StoreError::Corrupt {
-                    what: "group transaction",
-                    detail: detail.clone(),
-                }),
+                Some(detail) => Err(StoreError::NotCommitted(detail.clone())),
             });
         }
     }
