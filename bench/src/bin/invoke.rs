@@ -40,29 +40,31 @@ fn zip_noop() -> Result<Vec<u8>> {
     Ok(w.finish()?.into_inner())
 }
 
-async fn bare_instance(data: &std::path::Path) -> Result<Box<dyn lambent_runtime::Instance>> {
+/// The no-op function's instance configuration, its code written under `data`.
+fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
     let code = data.join("bare-code");
     std::fs::create_dir_all(&code)?;
     std::fs::write(code.join("app.py"), NOOP)?;
+    Ok(InstanceConfig {
+        spec: FunctionSpec {
+            name: "noop".into(),
+            runtime: RuntimeKind::parse("python3.11")?,
+            handler: "app.handler".into(),
+            memory_mb: 128,
+            timeout_s: 10,
+            env: Default::default(),
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            description: String::new(),
+        },
+        version: 1,
+        code_dir: code,
+    })
+}
+
+async fn bare_instance(data: &std::path::Path) -> Result<Box<dyn lambent_runtime::Instance>> {
     let runtime = ProcessRuntime::new(&data.join("bare"))?;
-    let spec = FunctionSpec {
-        name: "noop".into(),
-        runtime: RuntimeKind::parse("python3.11")?,
-        handler: "app.handler".into(),
-        memory_mb: 128,
-        timeout_s: 10,
-        env: Default::default(),
-        concurrency: 1,
-        retry: RetryPolicy::default(),
-        description: String::new(),
-    };
-    Ok(runtime
-        .start(InstanceConfig {
-            spec,
-            version: 1,
-            code_dir: code,
-        })
-        .await?)
+    Ok(runtime.start(noop_config(data)?).await?)
 }
 
 async fn bare_call(inst: &mut Box<dyn lambent_runtime::Instance>, i: usize) -> Result<Duration> {
@@ -103,10 +105,63 @@ async fn engine(data: &std::path::Path) -> Result<Engine> {
     .await?)
 }
 
+const COLD_STARTS: usize = 30;
+
+/// Cold starts: a fresh instance's first invocation, against the same-run baseline of
+/// the bare interpreter starting and exiting (`python -c pass`, resolved past pyenv).
+async fn cold_starts(data: &std::path::Path) -> Result<()> {
+    let python = String::from_utf8(
+        std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()?
+            .stdout,
+    )?
+    .trim()
+    .to_owned();
+    let b50 = interpreter_start(&python, &["-c", "pass"]).await?;
+    let floor50 = interpreter_start(&python, &["-S", "-c", "pass"]).await?;
+    let runtime = ProcessRuntime::new(&data.join("cold"))?;
+    runtime.resolve_interpreters().await;
+    let config = noop_config(&data.join("cold"))?;
+    let mut cold = Vec::new();
+    for i in 0..COLD_STARTS {
+        let start = Instant::now();
+        let mut inst = runtime.start(config.clone()).await?;
+        bare_call(&mut inst, i).await?;
+        cold.push(start.elapsed());
+        inst.shutdown().await;
+    }
+    let (c50, c99) = summary(cold);
+    println!("baseline  python3 -c pass (interpreter start) p50 {b50:>9.1?}");
+    println!("floor     python3 -S -c pass (no site)        p50 {floor50:>9.1?}");
+    println!(
+        "lambent   Python cold start to first answer     p50 {c50:>9.1?}  p99 {c99:>9.1?}  ({:.2}x the bare interpreter, {:.2}x the floor)",
+        c50.as_secs_f64() / b50.as_secs_f64(),
+        c50.as_secs_f64() / floor50.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// p50 of starting the interpreter with `args` and waiting for it to exit.
+async fn interpreter_start(python: &str, args: &[&str]) -> Result<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..COLD_STARTS {
+        let start = Instant::now();
+        let status = tokio::process::Command::new(python)
+            .args(args)
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "python {args:?} failed");
+        samples.push(start.elapsed());
+    }
+    Ok(summary(samples).0)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     println!("machine: {}", lambent_bench::machine());
     let dir = tempfile::tempdir()?;
+    cold_starts(dir.path()).await?;
     let mut bare = bare_instance(dir.path()).await?;
     let engine = engine(&dir.path().join("node")).await?;
     engine

@@ -59,6 +59,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         code: Arc::new(CodeStore::open(data.join("code"))?),
     };
     let runtime = Arc::new(ProcessRuntime::new(data)?);
+    let resolving = runtime.clone();
+    tokio::spawn(async move { resolving.resolve_interpreters().await });
     let config = EngineConfig {
         max_event_bytes: args.max_event_bytes,
         ..EngineConfig::default()

@@ -73,7 +73,7 @@ async fn python_handler_runs_warm_with_context_and_captured_output() {
         code.path(),
         "app.py",
         r#"
-import os
+import os, sys
 calls = 0
 def handler(event, context):
     global calls
@@ -82,7 +82,9 @@ def handler(event, context):
     return {"n": event["n"] + 1, "calls": calls, "greeting": os.environ["GREETING"],
             "name": context.function_name, "remaining_ok": context.get_remaining_time_in_millis() > 0,
             "mem": context.memory_limit_in_mb, "arn": context.invoked_function_arn,
-            "group": context.log_group_name, "version": context.function_version}
+            "group": context.log_group_name, "version": context.function_version,
+            "site_packages": any(p.endswith("site-packages") for p in sys.path),
+            "no_site": sys.flags.no_site}
 "#,
     );
     let runtime = ProcessRuntime::new(data.path()).unwrap();
@@ -108,6 +110,9 @@ def handler(event, context):
         assert_eq!(v["remaining_ok"], true);
         assert_eq!(v["group"], "/aws/lambda/adder");
         assert_eq!(v["version"], "1");
+        // Started without `site` (fast), yet the host's site-packages are importable.
+        assert_eq!(v["no_site"], 1);
+        assert_eq!(v["site_packages"], true);
         assert!(v["arn"].as_str().unwrap().ends_with(":function:adder"));
         assert_eq!(r.logs, format!("got {n} attempt 2 event ev-1\n"));
     }
@@ -144,6 +149,16 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
         other => panic!("{other:?}"),
     }
     assert!(r.logs.contains("Traceback"), "{}", r.logs);
+    let InvokeOutcome::FunctionError { body, .. } = &r.outcome else {
+        unreachable!()
+    };
+    let doc: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let trace = doc["stackTrace"].as_array().unwrap();
+    assert!(
+        trace[0].as_str().unwrap().contains("app.py"),
+        "the trace starts in user code: {doc}"
+    );
+    assert!(!doc.to_string().contains("bootstrap.py"), "{doc}");
     assert!(inst.is_usable(), "a function error keeps the instance");
 
     for missing in ["app.nope", "nomodule.handler"] {

@@ -17,8 +17,7 @@ use tokio::task::JoinHandle;
 /// What the runtime needs to start one process.
 pub(super) struct Launch {
     pub config: InstanceConfig,
-    pub program: PathBuf,
-    pub args: Vec<PathBuf>,
+    pub command: super::Command,
     pub runtime_dir: PathBuf,
     pub instances_dir: PathBuf,
     pub region: String,
@@ -66,8 +65,8 @@ impl ProcessInstance {
         let child_err = child_out.try_clone().map_err(spawn_err)?;
 
         let runtime_id = spec.runtime.declared();
-        let mut cmd = tokio::process::Command::new(&launch.program);
-        cmd.args(&launch.args)
+        let mut cmd = tokio::process::Command::new(&launch.command.program);
+        cmd.args(&launch.command.args)
             .current_dir(&launch.config.code_dir)
             .env_clear()
             // Refused at deploy; filtered again here so no spec can override them.
@@ -113,9 +112,7 @@ impl ProcessInstance {
             .stderr(child_err)
             .process_group(0)
             .kill_on_drop(true);
-        if matches!(spec.runtime, RuntimeKind::Python { .. }) {
-            cmd.env("PYTHONUNBUFFERED", "1");
-        }
+        cmd.envs(launch.command.env.iter().map(|(k, v)| (k, v)));
         let data_limit = data_limit_bytes(&spec.runtime, spec.memory_mb);
         // SAFETY: the closure runs in the forked child before exec and only calls
         // setrlimit(2), which is async-signal-safe; it allocates nothing and touches no

@@ -27,8 +27,8 @@ pub struct ProcessRuntime {
     runtime_dir: PathBuf,
     instances_dir: PathBuf,
     region: String,
-    python: OnceCell<Result<PathBuf, String>>,
-    node: OnceCell<Result<PathBuf, String>>,
+    python: OnceCell<Result<Interpreter, String>>,
+    node: OnceCell<Result<Interpreter, String>>,
 }
 
 impl ProcessRuntime {
@@ -65,17 +65,19 @@ impl ProcessRuntime {
         })
     }
 
-    /// The real interpreter behind `python3` (resolved once: on these machines `python3`
-    /// is a pyenv shim that costs ~80 ms a start). `LAMBENT_PYTHON` overrides it.
-    async fn python(&self, function: &str) -> Result<PathBuf, RuntimeError> {
+    /// The real interpreter behind `python3` and its site-packages (resolved once: on
+    /// these machines `python3` is a pyenv shim that costs ~80 ms a start).
+    /// `LAMBENT_PYTHON` names another interpreter.
+    async fn python(&self, function: &str) -> Result<Interpreter, RuntimeError> {
         let found = self
             .python
-            .get_or_init(|| {
-                resolve(
-                    "LAMBENT_PYTHON",
-                    "python3",
-                    &["-c", "import sys; print(sys.executable)"],
-                )
+            .get_or_init(|| async {
+                let lines = resolve("LAMBENT_PYTHON", "python3", &["-c", PYTHON_PROBE]).await?;
+                let exe = lines.first().ok_or("no interpreter path printed")?;
+                Ok(Interpreter {
+                    exe: PathBuf::from(exe),
+                    site_path: lines.get(1).cloned().unwrap_or_default(),
+                })
             })
             .await;
         found.clone().map_err(|detail| RuntimeError::Interpreter {
@@ -85,15 +87,21 @@ impl ProcessRuntime {
         })
     }
 
-    async fn node(&self, function: &str) -> Result<PathBuf, RuntimeError> {
+    async fn node(&self, function: &str) -> Result<Interpreter, RuntimeError> {
         let found = self
             .node
-            .get_or_init(|| {
-                resolve(
+            .get_or_init(|| async {
+                let lines = resolve(
                     "LAMBENT_NODE",
                     "node",
                     &["-e", "console.log(process.execPath)"],
                 )
+                .await?;
+                let exe = lines.first().ok_or("no interpreter path printed")?;
+                Ok(Interpreter {
+                    exe: PathBuf::from(exe),
+                    site_path: String::new(),
+                })
             })
             .await;
         found.clone().map_err(|detail| RuntimeError::Interpreter {
@@ -103,21 +111,44 @@ impl ProcessRuntime {
         })
     }
 
-    /// The program and arguments that run this function's runtime.
-    async fn command_for(
-        &self,
-        config: &InstanceConfig,
-    ) -> Result<(PathBuf, Vec<PathBuf>), RuntimeError> {
+    /// Resolves the interpreters now, so the first cold start does not pay for it.
+    pub async fn resolve_interpreters(&self) {
+        let _ = self.python("").await;
+        let _ = self.node("").await;
+    }
+
+    /// The program, arguments and extra environment that run this function's runtime.
+    async fn command_for(&self, config: &InstanceConfig) -> Result<Command, RuntimeError> {
         let name = &config.spec.name;
         Ok(match &config.spec.runtime {
-            RuntimeKind::Python { .. } => (
-                self.python(name).await?,
-                vec![self.runtime_dir.join("python/bootstrap.py")],
-            ),
-            RuntimeKind::Node { .. } => (
-                self.node(name).await?,
-                vec![self.runtime_dir.join("node/bootstrap.js")],
-            ),
+            RuntimeKind::Python { .. } => {
+                let python = self.python(name).await?;
+                // `-S` skips site's .pth processing (~35 ms a start here); the host's
+                // site-packages stay importable through PYTHONPATH, after the function's own.
+                let path = match config.spec.env.get("PYTHONPATH") {
+                    Some(own) if !python.site_path.is_empty() => {
+                        format!("{own}:{}", python.site_path)
+                    }
+                    Some(own) => own.clone(),
+                    None => python.site_path.clone(),
+                };
+                Command {
+                    program: python.exe,
+                    args: vec![
+                        "-S".into(),
+                        self.runtime_dir.join("python/bootstrap.py").into(),
+                    ],
+                    env: vec![
+                        ("PYTHONPATH".into(), path),
+                        ("PYTHONUNBUFFERED".into(), "1".into()),
+                    ],
+                }
+            }
+            RuntimeKind::Node { .. } => Command {
+                program: self.node(name).await?.exe,
+                args: vec![self.runtime_dir.join("node/bootstrap.js").into()],
+                env: Vec::new(),
+            },
             RuntimeKind::Provided { .. } => {
                 let bootstrap = config.code_dir.join("bootstrap");
                 if !bootstrap.is_file() {
@@ -125,39 +156,60 @@ impl ProcessRuntime {
                         function: name.clone(),
                     });
                 }
-                (bootstrap, Vec::new())
+                Command {
+                    program: bootstrap,
+                    args: Vec::new(),
+                    env: Vec::new(),
+                }
             }
         })
     }
 }
 
-async fn resolve(env_var: &str, program: &str, args: &[&str]) -> Result<PathBuf, String> {
-    if let Ok(explicit) = std::env::var(env_var) {
-        return Ok(PathBuf::from(explicit));
-    }
-    let out = tokio::process::Command::new(program)
+/// Prints the interpreter's path, then its site-packages directories.
+const PYTHON_PROBE: &str = "import os, site, sys\nprint(sys.executable)\n\
+print(os.pathsep.join(p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)))";
+
+/// A resolved interpreter.
+#[derive(Debug, Clone)]
+struct Interpreter {
+    exe: PathBuf,
+    /// Directories to put on PYTHONPATH (Python only).
+    site_path: String,
+}
+
+/// How to start one runtime process.
+pub(super) struct Command {
+    pub program: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Runs `program` (or the one `env_var` names) and returns its output lines.
+async fn resolve(env_var: &str, program: &str, args: &[&str]) -> Result<Vec<String>, String> {
+    let program = std::env::var(env_var).unwrap_or_else(|_| program.to_owned());
+    let out = tokio::process::Command::new(&program)
         .args(args)
         .output()
         .await
         .map_err(|e| format!("running `{program}`: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || text.is_empty() {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || text.trim().is_empty() {
         return Err(format!(
             "`{program}` failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(PathBuf::from(text))
+    Ok(text.lines().map(str::to_owned).collect())
 }
 
 #[async_trait]
 impl Runtime for ProcessRuntime {
     async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
-        let (program, args) = self.command_for(&config).await?;
+        let command = self.command_for(&config).await?;
         let instance = ProcessInstance::spawn(instance::Launch {
             config,
-            program,
-            args,
+            command,
             runtime_dir: self.runtime_dir.clone(),
             instances_dir: self.instances_dir.clone(),
             region: self.region.clone(),
