@@ -1,10 +1,11 @@
 //! The dispatcher: finds functions with due deliveries, runs one pump per such
 //! function, and settles each attempt (ack, retry with backoff, or dead-letter).
 //!
-//! A pump first takes concurrency slots of its function (waiting for the first one),
-//! then leases exactly as many deliveries as slots it holds and hands each attempt its
-//! slot: a leased delivery starts at once, and its lease (timeout + grace) only runs
-//! out if the node died. Leases of a dead node are released at the next start.
+//! A pump takes concurrency slots of its function (waiting for the first one) and
+//! hands each attempt its slot and a leased delivery; it keeps at most one round of
+//! deliveries leased ahead, so a delivery waits at most one invocation for a slot and
+//! its lease (two timeouts + grace) only runs out if the node died. Leases of a dead
+//! node are released at the next start.
 
 use crate::Engine;
 use crate::Inner;
@@ -13,6 +14,7 @@ use crate::pool::Slot;
 use bytes::Bytes;
 use lambent_core::{DeadLetterReason, now_ms};
 use lambent_store::{Delivery, PayloadMode};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,59 +75,92 @@ fn start_pump(inner: &Arc<Inner>, function: String) {
 }
 
 /// Leases and starts deliveries of one function while it has any due.
+///
+/// The pump keeps up to `concurrency` deliveries leased one round ahead: when a slot
+/// frees up its next delivery is already here, and the lease for the round after is
+/// taken while the attempts run. A delivery so waits at most one invocation for its
+/// slot, so its lease covers two timeouts plus the grace.
 async fn pump(inner: &Arc<Inner>, function: &str) {
     let engine = Engine {
         inner: inner.clone(),
     };
+    let mut ahead: VecDeque<Delivery> = VecDeque::new();
     loop {
         let spec = match inner.latest_function(function).await {
             Ok(f) => f.map(|f| f.spec),
             Err(e) => {
                 tracing::warn!(function, error = %e, "cannot read function; pump stops");
+                // What it holds is released when its leases run out.
                 return;
             }
         };
-        let (slots, lease) = match &spec {
-            Some(spec) => {
-                // Wait for one slot, then take every other free one (up to MAX_PULL).
-                let Some(first) = inner.pool.wait_slot(spec).await else {
-                    continue; // the limit changed under us: read the spec again
-                };
-                let mut slots = vec![first];
-                while slots.len() < MAX_PULL {
-                    match inner.pool.try_slot(spec) {
-                        Some(slot) => slots.push(slot),
-                        None => break,
-                    }
-                }
-                (slots, spec.timeout() + inner.config.lease_grace)
+        let Some(spec) = spec else {
+            // No such function: lease what is due anyway so it is rejected, not stuck.
+            let lease_ms = millis(inner.config.lease_grace);
+            match inner.stores.events.pull(function, MAX_PULL, lease_ms).await {
+                Ok(batch) => ahead.extend(batch),
+                Err(e) => tracing::warn!(function, error = %e, "cannot lease deliveries"),
             }
-            // No such function: lease them anyway so they are rejected, not stuck.
-            None => (Vec::new(), inner.config.lease_grace),
-        };
-        let max = if spec.is_some() {
-            slots.len()
-        } else {
-            MAX_PULL
-        };
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let batch = match inner.stores.events.pull(function, max, lease_ms).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(function, error = %e, "cannot lease deliveries; pump stops");
+            if ahead.is_empty() {
                 return;
             }
+            for delivery in ahead.drain(..) {
+                let engine = engine.clone();
+                tokio::spawn(async move { attempt(&engine, delivery, None).await });
+            }
+            continue;
         };
-        if batch.is_empty() {
+        let lease_ms = millis(spec.timeout() * 2 + inner.config.lease_grace);
+        // Wait for one slot, then take every other free one (up to MAX_PULL).
+        let Some(first) = inner.pool.wait_slot(&spec).await else {
+            continue; // the limit changed under us: read the spec again
+        };
+        let mut slots = vec![first];
+        while slots.len() < MAX_PULL {
+            match inner.pool.try_slot(&spec) {
+                Some(slot) => slots.push(slot),
+                None => break,
+            }
+        }
+        if ahead.len() < slots.len() {
+            match inner
+                .stores
+                .events
+                .pull(function, slots.len() - ahead.len(), lease_ms)
+                .await
+            {
+                Ok(batch) => ahead.extend(batch),
+                Err(e) => tracing::warn!(function, error = %e, "cannot lease deliveries"),
+            }
+        }
+        if ahead.is_empty() {
             return;
         }
-        let mut slots = slots.into_iter();
-        for delivery in batch {
+        for slot in slots {
+            let Some(delivery) = ahead.pop_front() else {
+                break;
+            };
             let engine = engine.clone();
-            let slot = slots.next();
-            tokio::spawn(async move { attempt(&engine, delivery, slot).await });
+            tokio::spawn(async move { attempt(&engine, delivery, Some(slot)).await });
+        }
+        // Lease the next round while this one runs.
+        let target = (spec.concurrency as usize).min(MAX_PULL);
+        if ahead.len() < target {
+            match inner
+                .stores
+                .events
+                .pull(function, target - ahead.len(), lease_ms)
+                .await
+            {
+                Ok(batch) => ahead.extend(batch),
+                Err(e) => tracing::warn!(function, error = %e, "cannot lease deliveries"),
+            }
         }
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Runs one attempt of a delivery and settles it. Store failures here are logged,
@@ -137,13 +172,7 @@ async fn attempt(engine: &Engine, delivery: Delivery, slot: Option<Slot>) {
             tracing::warn!(delivery = delivery.id, error = %e, "could not settle a delivery; its lease will expire");
         }
     };
-    let function = match engine
-        .inner
-        .stores
-        .registry
-        .get_function(&delivery.function, None)
-        .await
-    {
+    let function = match engine.inner.latest_function(&delivery.function).await {
         Ok(Some(f)) => f,
         Ok(None) => {
             let error = format!("function `{}` does not exist", delivery.function);
