@@ -23,7 +23,7 @@ fn data_arg(data: Option<String>) -> Result<Option<Vec<u8>>> {
 
 pub async fn run(client: Client, command: Command) -> Result<()> {
     match command {
-        Command::Serve(_) => unreachable_serve(),
+        Command::Serve(_) => bail!("`serve` runs a node; it is not a client command"),
         Command::Deploy(args) => deploy(&client, args).await,
         Command::Invoke {
             name,
@@ -214,10 +214,6 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn unreachable_serve() -> Result<()> {
-    bail!("serve is handled by main")
 }
 
 fn new_id() -> String {
