@@ -143,10 +143,19 @@ fn logs_follow_prints_new_invocations_as_they_finish() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // A broken --follow must fail the test, not hang it: stop the follower after 60 s.
+    let pid = nix::unistd::Pid::from_raw(follower.id() as i32);
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
     let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     let mut next_line = |seen: &mut Vec<String>| {
-        let line = lines.next().unwrap().unwrap();
+        let line = lines
+            .next()
+            .expect("logs --follow stopped before printing what it should")
+            .unwrap();
         seen.push(line.clone());
         line
     };
