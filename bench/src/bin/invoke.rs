@@ -182,7 +182,7 @@ async fn main() -> Result<()> {
         let inv = engine
             .invoke("noop", Bytes::from_static(b"{}"), InvokeOptions::default())
             .await?;
-        anyhow::ensure!(inv.outcome.is_success(), "invoke failed");
+        anyhow::ensure!(inv.record.outcome.is_success(), "invoke failed");
         if i >= 50 {
             bare_samples.push(b);
             engine_samples.push(start.elapsed());

@@ -141,7 +141,10 @@ pub async fn invoke(
         let id = s.engine.invoke_async(&name, body, options).await?;
         return Ok((StatusCode::ACCEPTED, Json(json!({"event_id": id}))).into_response());
     }
-    let inv = s.engine.invoke(&name, body, options).await?;
+    let lambent_engine::Invocation {
+        record: inv,
+        payload,
+    } = s.engine.invoke(&name, body, options).await?;
     let mut out = HeaderMap::new();
     let mut set = |k: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -161,7 +164,7 @@ pub async fn invoke(
         "x-lambent-log-result",
         base64::engine::general_purpose::STANDARD.encode(tail),
     );
-    Ok((StatusCode::OK, out, inv.payload).into_response())
+    Ok((StatusCode::OK, out, payload).into_response())
 }
 
 pub async fn publish(

@@ -9,7 +9,7 @@
 
 use crate::Engine;
 use crate::Inner;
-use crate::invoke::{AttemptContext, InvokeOptions};
+use crate::invoke::{AttemptContext, Invocation, InvokeOptions};
 use crate::pool::Slot;
 use bytes::Bytes;
 use lambent_core::{DeadLetterReason, now_ms};
@@ -236,7 +236,7 @@ async fn attempt(engine: &Engine, delivery: Delivery, slot: Option<Slot>) {
         .run_invocation(&function, payload, &options, context, slot)
         .await
     {
-        Ok((inv, record)) if inv.outcome.is_success() => {
+        Ok(Invocation { record, .. }) if record.outcome.is_success() => {
             // Record and acknowledge together: both land in the same group commit.
             let (recorded, acked) = tokio::join!(
                 engine.inner.stores.invocations.record(record),
@@ -245,12 +245,14 @@ async fn attempt(engine: &Engine, delivery: Delivery, slot: Option<Slot>) {
             settle(recorded.and(acked));
             return;
         }
-        Ok((inv, record)) => (
+        Ok(Invocation { record, .. }) => (
             format!(
                 "{}: {}",
-                inv.error_type
-                    .unwrap_or_else(|| inv.outcome.as_str().to_owned()),
-                inv.error_message.unwrap_or_default()
+                record
+                    .error_type
+                    .clone()
+                    .unwrap_or_else(|| record.outcome.as_str().to_owned()),
+                record.error_message.clone().unwrap_or_default()
             ),
             Some(record),
         ),

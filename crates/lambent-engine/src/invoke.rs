@@ -10,7 +10,6 @@ use lambent_runtime::{InvokeOutcome, InvokeRequest};
 use lambent_store::{
     DeliveryId, FunctionVersion, InvocationRecord, NewEvent, PayloadMode, PublishOutcome, Target,
 };
-use serde::Serialize;
 use std::time::Instant;
 
 /// Options of one invocation.
@@ -30,21 +29,12 @@ pub(crate) struct AttemptContext {
     pub attempt: u32,
 }
 
-/// A finished invocation.
-#[derive(Debug, Clone, Serialize)]
+/// A finished invocation: its record (what the invocation log keeps) and its answer.
+#[derive(Debug, Clone)]
 pub struct Invocation {
-    pub request_id: String,
-    pub function: String,
-    pub version: u64,
-    pub outcome: InvocationOutcome,
+    pub record: InvocationRecord,
     /// The handler's result, or the Lambda error document on failure.
-    #[serde(skip)]
     pub payload: Bytes,
-    pub error_type: Option<String>,
-    pub error_message: Option<String>,
-    pub logs: String,
-    pub cold: bool,
-    pub duration_us: u64,
 }
 
 impl Engine {
@@ -70,7 +60,7 @@ impl Engine {
                 limit: function.spec.concurrency,
             });
         };
-        let (invocation, record) = self
+        let invocation = self
             .run_invocation(
                 &function,
                 payload,
@@ -82,7 +72,11 @@ impl Engine {
                 slot,
             )
             .await?;
-        self.inner.stores.invocations.record(record).await?;
+        self.inner
+            .stores
+            .invocations
+            .record(invocation.record.clone())
+            .await?;
         Ok(invocation)
     }
 
@@ -125,8 +119,8 @@ impl Engine {
         Ok(id)
     }
 
-    /// Runs one invocation; returns it and its record, which the caller stores
-    /// (alongside settling its delivery, when it has one).
+    /// Runs one invocation; the caller stores its record (alongside settling its
+    /// delivery, when it has one). A failed start is recorded here.
     pub(crate) async fn run_invocation(
         &self,
         function: &FunctionVersion,
@@ -134,7 +128,7 @@ impl Engine {
         options: &InvokeOptions,
         attempt: AttemptContext,
         slot: Slot,
-    ) -> Result<(Invocation, InvocationRecord)> {
+    ) -> Result<Invocation> {
         let spec = &function.spec;
         let request_id = options
             .request_id
@@ -142,6 +136,25 @@ impl Engine {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let started_ms = now_ms();
         let clock = Instant::now();
+        let record = |outcome, cold, error: Option<(String, String)>, logs: String| {
+            let (error_type, error_message) = error.unzip();
+            InvocationRecord {
+                seq: 0,
+                request_id: request_id.clone(),
+                function: spec.name.clone(),
+                version: function.version,
+                delivery_id: attempt.delivery_id,
+                event_id: attempt.event_id.clone(),
+                attempt: attempt.attempt,
+                started_ms,
+                duration_us: u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX),
+                cold,
+                outcome,
+                error_type,
+                error_message,
+                logs,
+            }
+        };
         let code_dir = self.inner.stores.code.tree(&function.code_sha256);
         let mut checkout = match self
             .inner
@@ -152,23 +165,13 @@ impl Engine {
             Ok(c) => c,
             Err(e) => {
                 // Not the function's fault, but still an invocation a user will look for.
-                let record = InvocationRecord {
-                    seq: 0,
-                    request_id,
-                    function: spec.name.clone(),
-                    version: function.version,
-                    delivery_id: attempt.delivery_id,
-                    event_id: attempt.event_id,
-                    attempt: attempt.attempt,
-                    started_ms,
-                    duration_us: u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    cold: true,
-                    outcome: InvocationOutcome::Infrastructure,
-                    error_type: Some("Runtime.StartError".into()),
-                    error_message: Some(e.to_string()),
-                    logs: String::new(),
-                };
-                if let Err(store) = self.inner.stores.invocations.record(record).await {
+                let failed = record(
+                    InvocationOutcome::Infrastructure,
+                    true,
+                    Some(("Runtime.StartError".into(), e.to_string())),
+                    String::new(),
+                );
+                if let Err(store) = self.inner.stores.invocations.record(failed).await {
                     tracing::warn!(error = %store, "could not record a failed start");
                 }
                 return Err(e.into());
@@ -188,7 +191,6 @@ impl Engine {
             })
             .await;
         self.inner.pool.checkin(&spec.name, checkout).await;
-        let duration_us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
         let kind = result.outcome.kind();
         let error = result.outcome.error();
         let payload = match result.outcome {
@@ -206,35 +208,9 @@ impl Engine {
                 )
             }
         };
-        let (error_type, error_message) = error.map_or((None, None), |(t, m)| (Some(t), Some(m)));
-        let record = InvocationRecord {
-            seq: 0,
-            request_id: request_id.clone(),
-            function: spec.name.clone(),
-            version: function.version,
-            delivery_id: attempt.delivery_id,
-            event_id: attempt.event_id,
-            attempt: attempt.attempt,
-            started_ms,
-            duration_us,
-            cold,
-            outcome: kind,
-            error_type: error_type.clone(),
-            error_message: error_message.clone(),
-            logs: result.logs.clone(),
-        };
-        let invocation = Invocation {
-            request_id,
-            function: spec.name.clone(),
-            version: function.version,
-            outcome: kind,
+        Ok(Invocation {
+            record: record(kind, cold, error, result.logs),
             payload,
-            error_type,
-            error_message,
-            logs: result.logs,
-            cold,
-            duration_us,
-        };
-        Ok((invocation, record))
+        })
     }
 }
