@@ -6,7 +6,7 @@ use crate::error::{EngineError, Result};
 use crate::pool::Slot;
 use bytes::Bytes;
 use lambent_core::{InvocationOutcome, now_ms};
-use lambent_runtime::{InvokeOutcome, InvokeRequest};
+use lambent_runtime::{ErrorReport, InvokeOutcome, InvokeRequest};
 use lambent_store::{
     DeliveryId, FunctionVersion, InvocationRecord, NewEvent, PayloadMode, PublishOutcome, Target,
 };
@@ -194,18 +194,16 @@ impl Engine {
         let kind = result.outcome.kind();
         let error = result.outcome.error();
         let payload = match result.outcome {
-            InvokeOutcome::Success(body)
-            | InvokeOutcome::FunctionError { body, .. }
-            | InvokeOutcome::InitError { body, .. } => body,
+            InvokeOutcome::Success(body) => body,
+            InvokeOutcome::FunctionError(report) | InvokeOutcome::InitError(report) => report.body,
             InvokeOutcome::Timeout { .. } | InvokeOutcome::Crash { .. } => {
+                // The shape LocalStack uses for a timeout (LAMBDA-COMPAT.md).
                 let (error_type, message) = error.clone().unwrap_or_default();
-                Bytes::from(
-                    serde_json::json!({
-                        "errorType": error_type,
-                        "errorMessage": format!("RequestId: {request_id} Error: {message}"),
-                    })
-                    .to_string(),
+                ErrorReport::new(
+                    error_type,
+                    format!("RequestId: {request_id} Error: {message}"),
                 )
+                .body
             }
         };
         Ok(Invocation {

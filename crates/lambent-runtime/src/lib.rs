@@ -59,23 +59,39 @@ pub struct InvokeRequest {
     pub client_context: Option<String>,
 }
 
+/// An error a function or its runtime reported: Lambda's error document and the
+/// two fields records and dead letters keep from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorReport {
+    pub error_type: String,
+    pub message: String,
+    /// The error document (`{"errorType", "errorMessage", ...}`) as the caller gets it.
+    pub body: Bytes,
+}
+
+impl ErrorReport {
+    /// A report raised by Lambent itself, with a minimal error document.
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        let (error_type, message) = (error_type.into(), message.into());
+        let body =
+            serde_json::json!({"errorType": error_type, "errorMessage": message}).to_string();
+        Self {
+            error_type,
+            message,
+            body: Bytes::from(body),
+        }
+    }
+}
+
 /// How an invocation ended, as the runtime saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InvokeOutcome {
     /// The handler's result.
     Success(Bytes),
-    /// The handler raised or returned an error; `body` is the Lambda error document.
-    FunctionError {
-        error_type: String,
-        message: String,
-        body: Bytes,
-    },
+    /// The handler raised or returned an error.
+    FunctionError(ErrorReport),
     /// The function could not initialise.
-    InitError {
-        error_type: String,
-        message: String,
-        body: Bytes,
-    },
+    InitError(ErrorReport),
     /// The deadline passed and the instance was killed.
     Timeout { after_ms: u64 },
     /// The instance died mid-invocation (exit or signal).
@@ -86,8 +102,8 @@ impl InvokeOutcome {
     pub fn kind(&self) -> InvocationOutcome {
         match self {
             Self::Success(_) => InvocationOutcome::Success,
-            Self::FunctionError { .. } => InvocationOutcome::FunctionError,
-            Self::InitError { .. } => InvocationOutcome::InitError,
+            Self::FunctionError(_) => InvocationOutcome::FunctionError,
+            Self::InitError(_) => InvocationOutcome::InitError,
             Self::Timeout { .. } => InvocationOutcome::Timeout,
             Self::Crash { .. } => InvocationOutcome::Crash,
         }
@@ -97,16 +113,9 @@ impl InvokeOutcome {
     pub fn error(&self) -> Option<(String, String)> {
         match self {
             Self::Success(_) => None,
-            Self::FunctionError {
-                error_type,
-                message,
-                ..
+            Self::FunctionError(e) | Self::InitError(e) => {
+                Some((e.error_type.clone(), e.message.clone()))
             }
-            | Self::InitError {
-                error_type,
-                message,
-                ..
-            } => Some((error_type.clone(), message.clone())),
             Self::Timeout { after_ms } => Some((
                 "Sandbox.Timedout".into(),
                 format!(

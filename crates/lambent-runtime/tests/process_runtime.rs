@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind};
 use lambent_runtime::process::ProcessRuntime;
-use lambent_runtime::{InstanceConfig, InvokeOutcome, InvokeRequest, Runtime};
+use lambent_runtime::{ErrorReport, InstanceConfig, InvokeOutcome, InvokeRequest, Runtime};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -138,18 +138,14 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
     let mut inst = runtime.start(cfg("app.boom", 5)).await.unwrap();
     let r = inst.invoke(request("{}", 5000)).await;
     match &r.outcome {
-        InvokeOutcome::FunctionError {
-            error_type,
-            message,
-            ..
-        } => {
-            assert_eq!(error_type, "ValueError");
-            assert_eq!(message, "bad input");
+        InvokeOutcome::FunctionError(e) => {
+            assert_eq!(e.error_type, "ValueError");
+            assert_eq!(e.message, "bad input");
         }
         other => panic!("{other:?}"),
     }
     assert!(r.logs.contains("Traceback"), "{}", r.logs);
-    let InvokeOutcome::FunctionError { body, .. } = &r.outcome else {
+    let InvokeOutcome::FunctionError(ErrorReport { body, .. }) = &r.outcome else {
         unreachable!()
     };
     let doc: serde_json::Value = serde_json::from_slice(body).unwrap();
@@ -165,7 +161,7 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
         let mut inst = runtime.start(cfg(missing, 5)).await.unwrap();
         let r = inst.invoke(request("{}", 5000)).await;
         assert!(
-            matches!(r.outcome, InvokeOutcome::InitError { .. }),
+            matches!(r.outcome, InvokeOutcome::InitError(_)),
             "{missing}: {:?}",
             r.outcome
         );
@@ -203,7 +199,7 @@ async fn a_response_over_6_mib_fails_the_invocation_instead_of_hanging() {
         .unwrap();
     let r = inst.invoke(request("{}", 30_000)).await;
     match r.outcome {
-        InvokeOutcome::FunctionError { error_type, .. } => {
+        InvokeOutcome::FunctionError(ErrorReport { error_type, .. }) => {
             assert_eq!(error_type, "Function.ResponseSizeTooLarge")
         }
         other => panic!("{other:?}"),

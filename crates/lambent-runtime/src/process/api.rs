@@ -5,6 +5,7 @@
 //! request ids get 400, a response past 6 MiB gets 413, the error type is read from
 //! the body when the header is absent.
 
+use crate::ErrorReport;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -29,16 +30,8 @@ pub struct NextInvocation {
 #[derive(Debug)]
 pub enum Reported {
     Response(Bytes),
-    Error {
-        error_type: String,
-        message: String,
-        body: Bytes,
-    },
-    InitError {
-        error_type: String,
-        message: String,
-        body: Bytes,
-    },
+    Error(ErrorReport),
+    InitError(ErrorReport),
     /// The process exited (or was killed) with this description.
     Exited(String),
 }
@@ -133,46 +126,44 @@ async fn response(
         Ok(body) => complete(&shared, &id, Reported::Response(body)),
         // Lambda fails the invocation (it does not hang) when the answer is too big.
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let message = format!(
-                "Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+            let report = ErrorReport::new(
+                "Function.ResponseSizeTooLarge",
+                format!(
+                    "Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+                ),
             );
-            let doc = serde_json::json!({"errorType": "Function.ResponseSizeTooLarge", "errorMessage": message});
-            let _ = complete(
-                &shared,
-                &id,
-                Reported::Error {
-                    error_type: "Function.ResponseSizeTooLarge".into(),
-                    message,
-                    body: Bytes::from(doc.to_string()),
-                },
-            );
-            (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(doc)).into_response()
+            let answer = report.body.clone();
+            let _ = complete(&shared, &id, Reported::Error(report));
+            (StatusCode::PAYLOAD_TOO_LARGE, answer).into_response()
         }
         Err(rejection) => (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
     }
 }
 
-/// The error type: the header if sent, else the body's `errorType` (awslambdaric omits the header).
-fn parse_error(headers: &HeaderMap, body: &Bytes) -> (String, String) {
-    let doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let from_body = doc
-        .get("errorType")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+/// The report of a posted error document. The type is the body's `errorType`, else the
+/// error-type header (awslambdaric sends only the body), else `Unhandled`.
+fn error_report(headers: &HeaderMap, body: Bytes) -> ErrorReport {
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let from_header = headers
         .get("lambda-runtime-function-error-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let error_type = from_body
+        .and_then(|v| v.to_str().ok());
+    let error_type = doc
+        .get("errorType")
+        .and_then(|v| v.as_str())
         .filter(|t| !t.is_empty())
         .or(from_header)
-        .unwrap_or_else(|| "Unhandled".into());
+        .unwrap_or("Unhandled")
+        .to_owned();
     let message = doc
         .get("errorMessage")
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
-    (error_type, message)
+    ErrorReport {
+        error_type,
+        message,
+        body,
+    }
 }
 
 async fn error(
@@ -181,16 +172,7 @@ async fn error(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (error_type, message) = parse_error(&headers, &body);
-    complete(
-        &shared,
-        &id,
-        Reported::Error {
-            error_type,
-            message,
-            body,
-        },
-    )
+    complete(&shared, &id, Reported::Error(error_report(&headers, body)))
 }
 
 async fn init_error(
@@ -198,12 +180,7 @@ async fn init_error(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (error_type, message) = parse_error(&headers, &body);
-    let reported = Reported::InitError {
-        error_type,
-        message,
-        body,
-    };
+    let reported = Reported::InitError(error_report(&headers, body));
     if let Ok(mut slots) = shared.state.lock() {
         match slots.inflight.take() {
             Some((_, tx)) => {

@@ -245,26 +245,10 @@ impl ProcessInstance {
     fn outcome(&mut self, reported: Reported) -> InvokeOutcome {
         match reported {
             Reported::Response(body) => InvokeOutcome::Success(body),
-            Reported::Error {
-                error_type,
-                message,
-                body,
-            } => InvokeOutcome::FunctionError {
-                error_type,
-                message,
-                body,
-            },
-            Reported::InitError {
-                error_type,
-                message,
-                body,
-            } => {
+            Reported::Error(report) => InvokeOutcome::FunctionError(report),
+            Reported::InitError(report) => {
                 self.kill();
-                InvokeOutcome::InitError {
-                    error_type,
-                    message,
-                    body,
-                }
+                InvokeOutcome::InitError(report)
             }
             Reported::Exited(detail) => {
                 self.kill();
