@@ -8,7 +8,7 @@ pub mod pattern;
 
 pub use event::{CloudEvent, EventError};
 pub use function::{FunctionSpec, RetryPolicy, RuntimeKind, SpecError};
-pub use outcome::{DeadLetterReason, DeliveryState, InvocationOutcome};
+pub use outcome::{DeadLetterReason, InvocationOutcome};
 pub use pattern::{Pattern, PatternError};
 
 /// Milliseconds since the Unix epoch: the time unit of every stored timestamp.

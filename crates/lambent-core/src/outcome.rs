@@ -1,4 +1,4 @@
-//! The closed sets of outcomes: of one invocation, and of one delivery attempt.
+//! The closed sets of outcomes: of one invocation, and of a dead-lettered delivery.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,46 +48,6 @@ impl InvocationOutcome {
 
     pub fn is_success(self) -> bool {
         self == Self::Success
-    }
-}
-
-/// The state of a delivery (one event for one target function).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
-    /// Waiting for its next attempt (`next_at`).
-    Pending,
-    /// Held by a dispatcher until its lease expires.
-    Leased,
-    /// Handled successfully.
-    Delivered,
-    /// Refused permanently (e.g. its function does not exist).
-    Rejected,
-    /// Out of attempts or too old; kept for inspection and redrive.
-    DeadLettered,
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Leased => "leased",
-            Self::Delivered => "delivered",
-            Self::Rejected => "rejected",
-            Self::DeadLettered => "dead_lettered",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Pending,
-            Self::Leased,
-            Self::Delivered,
-            Self::Rejected,
-            Self::DeadLettered,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
     }
 }
 

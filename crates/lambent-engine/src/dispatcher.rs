@@ -165,7 +165,7 @@ fn millis(d: Duration) -> i64 {
 
 /// Runs one attempt of a delivery and settles it. Store failures here are logged,
 /// not fatal: the lease then runs out and the delivery is attempted again.
-async fn attempt(engine: &Engine, delivery: Delivery, slot: Option<Slot>) {
+async fn attempt(engine: &Engine, mut delivery: Delivery, slot: Option<Slot>) {
     let events = &engine.inner.stores.events;
     let settle = |r: lambent_store::Result<()>| {
         if let Err(e) = r {
@@ -219,7 +219,7 @@ async fn attempt(engine: &Engine, delivery: Delivery, slot: Option<Slot>) {
         },
     };
     let payload = match delivery.mode {
-        PayloadMode::CloudEvent => Bytes::from(delivery.event.to_json_string()),
+        PayloadMode::CloudEvent => Bytes::from(std::mem::take(&mut delivery.encoded)),
         PayloadMode::Data => Bytes::from(delivery.event.data_bytes()),
     };
     let options = InvokeOptions {

@@ -133,10 +133,9 @@ impl Engine {
                 let Some(inner) = reaper.upgrade() else {
                     return;
                 };
-                let interval = inner.pool.reap_interval();
                 inner.pool.reap().await;
                 drop(inner);
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(pool::REAP_INTERVAL).await;
             }
         });
         Ok(engine)

@@ -36,6 +36,9 @@ pub struct Checkout {
     _slot: Slot,
 }
 
+/// How often idle instances are checked against the keep-alive policy.
+pub const REAP_INTERVAL: Duration = Duration::from_millis(500);
+
 pub struct Pool {
     runtime: Arc<dyn Runtime>,
     policy: Arc<dyn KeepAlivePolicy>,
@@ -204,10 +207,5 @@ impl Pool {
         let mut v: Vec<_> = map.iter().map(|(k, p)| (k.clone(), p.idle.len())).collect();
         v.sort();
         v
-    }
-
-    /// How often the reaper should look, given the policy's shortest keep-alive.
-    pub fn reap_interval(&self) -> Duration {
-        Duration::from_millis(500)
     }
 }

@@ -102,6 +102,8 @@ pub struct Delivery {
     pub created_ms: EpochMs,
     pub mode: PayloadMode,
     pub event: CloudEvent,
+    /// The event's JSON text as stored (what a `CloudEvent`-mode target receives).
+    pub encoded: String,
 }
 
 /// Which deliveries are due.

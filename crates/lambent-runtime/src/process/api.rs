@@ -195,3 +195,34 @@ async fn init_error(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(error_type: Option<&'static str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(t) = error_type {
+            h.insert(
+                "lambda-runtime-function-error-type",
+                HeaderValue::from_static(t),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn error_type_comes_from_the_body_then_the_header_then_unhandled() {
+        let body = Bytes::from_static(br#"{"errorType": "KeyError", "errorMessage": "k"}"#);
+        let r = error_report(&headers(Some("Unhandled")), body.clone());
+        assert_eq!(
+            (r.error_type.as_str(), r.message.as_str()),
+            ("KeyError", "k")
+        );
+        assert_eq!(r.body, body, "the document is passed on as posted");
+        let r = error_report(&headers(Some("Runtime.Custom")), Bytes::from_static(b"{}"));
+        assert_eq!(r.error_type, "Runtime.Custom");
+        let r = error_report(&headers(None), Bytes::from_static(b"not json"));
+        assert_eq!(r.error_type, "Unhandled");
+    }
+}

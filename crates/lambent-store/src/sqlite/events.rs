@@ -110,6 +110,7 @@ impl EventLog for SqliteStore {
                     created_ms,
                     mode: PayloadMode::from_i64(mode),
                     event,
+                    encoded: body,
                 });
             }
             out.sort_by_key(|d| d.id);
