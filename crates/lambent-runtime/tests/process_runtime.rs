@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind};
 use lambent_runtime::process::ProcessRuntime;
-use lambent_runtime::{ErrorReport, InstanceConfig, InvokeOutcome, InvokeRequest, Runtime};
+use lambent_runtime::{
+    ErrorReport, Instance, InstanceConfig, InvokeOutcome, InvokeRequest, Runtime,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -20,6 +22,18 @@ fn spec(name: &str, runtime: &str, handler: &str, timeout_s: u32) -> FunctionSpe
         retry: RetryPolicy::default(),
         description: String::new(),
     }
+}
+
+/// Starts an instance of version 1 of `spec` running `code`.
+async fn start(runtime: &ProcessRuntime, spec: FunctionSpec, code: &Path) -> Box<dyn Instance> {
+    runtime
+        .start(InstanceConfig {
+            spec,
+            version: 1,
+            code_dir: code.to_path_buf(),
+        })
+        .await
+        .unwrap()
 }
 
 fn request(payload: &str, timeout_ms: i64) -> InvokeRequest {
@@ -88,14 +102,12 @@ def handler(event, context):
 "#,
     );
     let runtime = ProcessRuntime::new(data.path()).unwrap();
-    let mut inst = runtime
-        .start(InstanceConfig {
-            spec: spec("adder", "python3.8", "app.handler", 5),
-            version: 1,
-            code_dir: code.path().to_path_buf(),
-        })
-        .await
-        .unwrap();
+    let mut inst = start(
+        &runtime,
+        spec("adder", "python3.8", "app.handler", 5),
+        code.path(),
+    )
+    .await;
     for n in 1..=2 {
         let r = inst.invoke(request(&format!("{{\"n\": {n}}}"), 5000)).await;
         let InvokeOutcome::Success(body) = r.outcome else {
@@ -189,14 +201,12 @@ async fn a_response_over_6_mib_fails_the_invocation_instead_of_hanging() {
         "def handler(e, c):\n    return 'x' * (7 * 1024 * 1024)\n",
     );
     let runtime = ProcessRuntime::new(data.path()).unwrap();
-    let mut inst = runtime
-        .start(InstanceConfig {
-            spec: spec("big", "python3.11", "app.handler", 30),
-            version: 1,
-            code_dir: code.path().to_path_buf(),
-        })
-        .await
-        .unwrap();
+    let mut inst = start(
+        &runtime,
+        spec("big", "python3.11", "app.handler", 30),
+        code.path(),
+    )
+    .await;
     let r = inst.invoke(request("{}", 30_000)).await;
     match r.outcome {
         InvokeOutcome::FunctionError(ErrorReport { error_type, .. }) => {
@@ -219,14 +229,12 @@ async fn node_handler_runs() {
         "exports.handler = async (event, context) => { console.log('node got', event.x); return { y: event.x * 2, id: context.awsRequestId.length > 0 }; };\n",
     );
     let runtime = ProcessRuntime::new(data.path()).unwrap();
-    let mut inst = runtime
-        .start(InstanceConfig {
-            spec: spec("n", "nodejs20.x", "index.handler", 5),
-            version: 1,
-            code_dir: code.path().to_path_buf(),
-        })
-        .await
-        .unwrap();
+    let mut inst = start(
+        &runtime,
+        spec("n", "nodejs20.x", "index.handler", 5),
+        code.path(),
+    )
+    .await;
     let r = inst.invoke(request(r#"{"x": 21}"#, 5000)).await;
     let InvokeOutcome::Success(body) = r.outcome else {
         panic!("{:?} {}", r.outcome, r.logs)
@@ -264,14 +272,7 @@ done
     )
     .unwrap();
     let runtime = ProcessRuntime::new(data.path()).unwrap();
-    let mut inst = runtime
-        .start(InstanceConfig {
-            spec: spec("p", "provided.al2023", "", 5),
-            version: 1,
-            code_dir: code.path().to_path_buf(),
-        })
-        .await
-        .unwrap();
+    let mut inst = start(&runtime, spec("p", "provided.al2023", "", 5), code.path()).await;
     let r = inst.invoke(request(r#"{"k":1}"#, 5000)).await;
     assert_eq!(
         r.outcome,
