@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds a client should wait before retrying (overload).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -19,6 +21,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -27,6 +30,16 @@ impl ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "too_large",
             message: format!("request body is over the limit of {limit} bytes"),
+            retry_after: None,
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -35,6 +48,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -55,6 +69,9 @@ impl From<EngineError> for ApiError {
             | EngineError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             EngineError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             EngineError::Runtime(_) => (StatusCode::BAD_GATEWAY, "runtime_unavailable"),
+            EngineError::Store(lambent_store::StoreError::Overloaded { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
             EngineError::Code(lambent_store::CodeError::Io { .. })
             | EngineError::Store(_)
             | EngineError::Internal(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -62,6 +79,7 @@ impl From<EngineError> for ApiError {
         Self {
             status,
             code,
+            retry_after: (code == "overloaded").then_some(1),
             message: e.to_string(),
         }
     }
@@ -70,7 +88,13 @@ impl From<EngineError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

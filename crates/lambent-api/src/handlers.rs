@@ -14,8 +14,12 @@ use lambent_store::{InvocationQuery, Redrive, ms_to_rfc3339};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub async fn healthz() -> &'static str {
-    "ok"
+/// `ok`, or 503 naming what stopped (the store's writer, the dispatcher).
+pub async fn healthz(State(s): State<ApiState>) -> Result<&'static str, ApiError> {
+    s.engine
+        .health()
+        .map(|()| "ok")
+        .map_err(ApiError::unavailable)
 }
 
 pub async fn fallback() -> ApiError {

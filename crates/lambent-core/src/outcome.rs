@@ -59,6 +59,11 @@ pub enum DeadLetterReason {
     MaxEventAge,
     /// A permanent refusal (no such function, payload over a limit).
     Rejected,
+    /// Leased `max_attempts` times without a settle: each attempt was interrupted
+    /// (the node crashed or was killed during it), so the event may be what brings it down.
+    Interrupted,
+    /// The stored event could not be decoded (a damaged row): it cannot be run.
+    Undecodable,
 }
 
 impl DeadLetterReason {
@@ -67,12 +72,20 @@ impl DeadLetterReason {
             Self::MaxAttempts => "max_attempts",
             Self::MaxEventAge => "max_event_age",
             Self::Rejected => "rejected",
+            Self::Interrupted => "interrupted",
+            Self::Undecodable => "undecodable",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::MaxAttempts, Self::MaxEventAge, Self::Rejected]
-            .into_iter()
-            .find(|o| o.as_str() == s)
+        [
+            Self::MaxAttempts,
+            Self::MaxEventAge,
+            Self::Rejected,
+            Self::Interrupted,
+            Self::Undecodable,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
     }
 }

@@ -4,16 +4,18 @@
 //! A pump takes concurrency slots of its function (waiting for the first one) and
 //! hands each attempt its slot and a leased delivery; it keeps at most one round of
 //! deliveries leased ahead, so a delivery waits at most one invocation for a slot and
-//! its lease (two timeouts + grace) only runs out if the node died. Leases of a dead
-//! node are released at the next start.
+//! its lease (two timeouts + grace) only runs out if the node died. Every report to
+//! the store carries the lease's token, so a report from an attempt whose lease ran
+//! out is refused (`LeaseLost`) instead of undoing a later attempt's settle. A store
+//! that fails (disk full) is retried with backoff, never in a loop.
 
 use crate::Engine;
 use crate::Inner;
 use crate::invoke::{AttemptContext, Invocation, InvokeOptions};
 use crate::pool::Slot;
 use bytes::Bytes;
-use lambent_core::{DeadLetterReason, now_ms};
-use lambent_store::{Delivery, PayloadMode};
+use lambent_core::{DeadLetterReason, FunctionSpec, now_ms};
+use lambent_store::{Fetch, Lease, PayloadMode, StoreError};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +24,35 @@ use std::time::Duration;
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// Most deliveries leased in one pull.
 const MAX_PULL: usize = 64;
+/// First and longest wait after a store error (a full disk, a locked file).
+const ERROR_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Waits longer after each consecutive store error; resets on success.
+#[derive(Debug)]
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self(Duration::ZERO)
+    }
+
+    pub async fn failed(&mut self) {
+        self.0 = (self.0 * 2).clamp(ERROR_BACKOFF_MIN, ERROR_BACKOFF_MAX);
+        tokio::time::sleep(self.0).await;
+    }
+
+    pub fn succeeded(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+}
 
 pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut backoff = Backoff::new();
     loop {
         let wait = match inner.stores.events.due().await {
             Ok(due) => {
+                backoff.succeeded();
                 for function in due.functions {
                     start_pump(&inner, function);
                 }
@@ -37,7 +63,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "dispatcher could not read due deliveries");
-                MAX_IDLE
+                backoff.failed().await;
+                Duration::ZERO
             }
         };
         // Stop when the engine is gone (only the dispatcher holds a reference).
@@ -62,16 +89,63 @@ fn start_pump(inner: &Arc<Inner>, function: String) {
     }
     let inner = inner.clone();
     tokio::spawn(async move {
+        let _registered = PumpRegistration {
+            inner: inner.clone(),
+            function: function.clone(),
+        };
         pump(&inner, &function).await;
-        inner
+    });
+}
+
+/// Unregisters a pump however it ends (also by a panic), so its function is never
+/// left without one.
+struct PumpRegistration {
+    inner: Arc<Inner>,
+    function: String,
+}
+
+impl Drop for PumpRegistration {
+    fn drop(&mut self) {
+        self.inner
             .pumps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&function);
+            .remove(&self.function);
         // Deliveries published between the pump's last empty pull and its removal
         // found it still registered: have the dispatcher look once more.
-        inner.wake.notify_one();
-    });
+        self.inner.wake.notify_one();
+    }
+}
+
+/// Leases up to `max` deliveries of `function`; on a store error waits (with
+/// growing backoff) before the pump looks again.
+async fn lease(
+    inner: &Arc<Inner>,
+    function: &str,
+    max: usize,
+    lease_ms: i64,
+    max_attempts: u32,
+    backoff: &mut Backoff,
+) -> Vec<Lease> {
+    let fetch = Fetch {
+        max,
+        lease_ms,
+        max_attempts,
+    };
+    match inner.stores.events.fetch(function, fetch).await {
+        Ok(batch) => {
+            backoff.succeeded();
+            batch
+                .into_iter()
+                .map(|d| Lease::new(inner.stores.events.clone(), d))
+                .collect()
+        }
+        Err(e) => {
+            tracing::warn!(function, error = %e, "cannot lease deliveries; backing off");
+            backoff.failed().await;
+            Vec::new()
+        }
+    }
 }
 
 /// Leases and starts deliveries of one function while it has any due.
@@ -84,37 +158,45 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
     let engine = Engine {
         inner: inner.clone(),
     };
-    let mut ahead: VecDeque<Delivery> = VecDeque::new();
+    let mut ahead: VecDeque<Lease> = VecDeque::new();
+    let mut backoff = Backoff::new();
+    // A store error ends the pump only once nothing is leased ahead; until then the
+    // error is retried after a backoff (never in a tight loop).
+    let mut failing = false;
     loop {
         let spec = match inner.latest_function(function).await {
             Ok(f) => f.map(|f| f.spec),
             Err(e) => {
-                tracing::warn!(function, error = %e, "cannot read function; pump stops");
-                // What it holds is released when its leases run out.
-                return;
+                tracing::warn!(function, error = %e, "cannot read function; backing off");
+                backoff.failed().await;
+                if ahead.is_empty() {
+                    return;
+                }
+                continue;
             }
         };
         let Some(spec) = spec else {
             // No such function: lease what is due anyway so it is rejected, not stuck.
             let lease_ms = millis(inner.config.lease_grace);
-            match inner.stores.events.pull(function, MAX_PULL, lease_ms).await {
-                Ok(batch) => ahead.extend(batch),
-                Err(e) => tracing::warn!(function, error = %e, "cannot lease deliveries"),
-            }
+            let batch = lease(inner, function, MAX_PULL, lease_ms, u32::MAX, &mut backoff).await;
+            failing = batch.is_empty() && backoff.0 > Duration::ZERO;
+            ahead.extend(batch);
             if ahead.is_empty() {
+                if failing {
+                    continue; // backed off already; look again
+                }
                 return;
             }
-            for delivery in ahead.drain(..) {
+            for lease in ahead.drain(..) {
                 let engine = engine.clone();
-                tokio::spawn(async move { attempt(&engine, delivery, None).await });
+                tokio::spawn(async move { attempt(&engine, lease, None).await });
             }
             continue;
         };
-        let lease_ms = millis(spec.timeout() * 2 + inner.config.lease_grace);
+        let lease_ms = lease_ms(inner, &spec);
+        let max_attempts = spec.retry.max_attempts;
         // Wait for one slot, then take every other free one (up to MAX_PULL).
-        let Some(first) = inner.pool.wait_slot(&spec).await else {
-            continue; // the limit changed under us: read the spec again
-        };
+        let first = inner.pool.wait_slot(&spec).await;
         let mut slots = vec![first];
         while slots.len() < MAX_PULL {
             match inner.pool.try_slot(&spec) {
@@ -123,82 +205,91 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
             }
         }
         if ahead.len() < slots.len() {
-            match inner
-                .stores
-                .events
-                .pull(function, slots.len() - ahead.len(), lease_ms)
-                .await
-            {
-                Ok(batch) => ahead.extend(batch),
-                Err(e) => tracing::warn!(function, error = %e, "cannot lease deliveries"),
-            }
+            let want = slots.len() - ahead.len();
+            let batch = lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await;
+            failing = batch.is_empty() && backoff.0 > Duration::ZERO;
+            ahead.extend(batch);
         }
         if ahead.is_empty() {
+            if failing {
+                continue; // backed off already; look again
+            }
             return;
         }
         for slot in slots {
-            let Some(delivery) = ahead.pop_front() else {
+            let Some(lease) = ahead.pop_front() else {
                 break;
             };
             let engine = engine.clone();
-            tokio::spawn(async move { attempt(&engine, delivery, Some(slot)).await });
+            tokio::spawn(async move { attempt(&engine, lease, Some(slot)).await });
         }
         // Lease the next round while this one runs.
         let target = (spec.concurrency as usize).min(MAX_PULL);
         if ahead.len() < target {
-            match inner
-                .stores
-                .events
-                .pull(function, target - ahead.len(), lease_ms)
-                .await
-            {
-                Ok(batch) => ahead.extend(batch),
-                Err(e) => tracing::warn!(function, error = %e, "cannot lease deliveries"),
-            }
+            let want = target - ahead.len();
+            ahead.extend(lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await);
         }
     }
+}
+
+/// How long a delivery of this function is leased: it may wait one invocation for
+/// its slot, then run one.
+fn lease_ms(inner: &Inner, spec: &FunctionSpec) -> i64 {
+    millis(spec.timeout() * 2 + inner.config.lease_grace)
 }
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Logs a settle that did not land: a lost lease means a later attempt owns the
+/// delivery now (expected after a long stall); anything else lets the lease run out.
+fn settled(delivery: i64, result: lambent_store::Result<()>) {
+    match result {
+        Ok(()) => {}
+        Err(e @ StoreError::LeaseLost { .. }) => {
+            tracing::info!(delivery, error = %e, "report of a superseded attempt ignored");
+        }
+        Err(e) => {
+            tracing::warn!(delivery, error = %e, "could not settle a delivery; its lease will expire");
+        }
+    }
+}
+
 /// Runs one attempt of a delivery and settles it. Store failures here are logged,
 /// not fatal: the lease then runs out and the delivery is attempted again.
-async fn attempt(engine: &Engine, mut delivery: Delivery, slot: Option<Slot>) {
-    let events = &engine.inner.stores.events;
-    let settle = |r: lambent_store::Result<()>| {
-        if let Err(e) = r {
-            tracing::warn!(delivery = delivery.id, error = %e, "could not settle a delivery; its lease will expire");
-        }
-    };
-    let function = match engine.inner.latest_function(&delivery.function).await {
+async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
+    let id = lease.delivery().id;
+    let function = match engine
+        .inner
+        .latest_function(&lease.delivery().function)
+        .await
+    {
         Ok(Some(f)) => f,
         Ok(None) => {
-            let error = format!("function `{}` does not exist", delivery.function);
-            settle(
-                events
-                    .terminate(delivery.id, DeadLetterReason::Rejected, &error)
-                    .await,
+            let error = format!("function `{}` does not exist", lease.delivery().function);
+            settled(
+                id,
+                lease.terminate(DeadLetterReason::Rejected, &error).await,
             );
             return;
         }
         Err(e) => {
-            tracing::warn!(delivery = delivery.id, error = %e, "cannot read the delivery's function");
-            return;
+            tracing::warn!(delivery = id, error = %e, "cannot read the delivery's function");
+            return; // the dropped lease is handed back
         }
     };
     let retry = function.spec.retry;
+    let (created_ms, attempt_no) = (lease.delivery().created_ms, lease.delivery().attempt);
     let max_age_ms = i64::try_from(retry.max_event_age_s.saturating_mul(1000)).unwrap_or(i64::MAX);
-    if now_ms() - delivery.created_ms > max_age_ms {
+    if now_ms() - created_ms > max_age_ms {
         let error = format!(
-            "event older than max_event_age of {} s before attempt {}",
-            retry.max_event_age_s, delivery.attempt
+            "event older than max_event_age of {} s before attempt {attempt_no}",
+            retry.max_event_age_s
         );
-        settle(
-            events
-                .terminate(delivery.id, DeadLetterReason::MaxEventAge, &error)
-                .await,
+        settled(
+            id,
+            lease.terminate(DeadLetterReason::MaxEventAge, &error).await,
         );
         return;
     }
@@ -206,18 +297,9 @@ async fn attempt(engine: &Engine, mut delivery: Delivery, slot: Option<Slot>) {
     // function appeared after the lease) wait for one now.
     let slot = match slot {
         Some(slot) => slot,
-        None => match engine.inner.pool.wait_slot(&function.spec).await {
-            Some(slot) => slot,
-            None => {
-                settle(
-                    events
-                        .nak(delivery.id, 0, "concurrency limit changed; retrying")
-                        .await,
-                );
-                return;
-            }
-        },
+        None => engine.inner.pool.wait_slot(&function.spec).await,
     };
+    let delivery = lease.delivery_mut();
     let payload = match delivery.mode {
         PayloadMode::CloudEvent => Bytes::from(std::mem::take(&mut delivery.encoded)),
         PayloadMode::Data => Bytes::from(delivery.event.data_bytes()),
@@ -228,9 +310,9 @@ async fn attempt(engine: &Engine, mut delivery: Delivery, slot: Option<Slot>) {
         client_context: None,
     };
     let context = AttemptContext {
-        delivery_id: Some(delivery.id),
+        delivery_id: Some(id),
         event_id: Some(delivery.event.id().to_owned()),
-        attempt: delivery.attempt,
+        attempt: attempt_no,
     };
     let (failure, record) = match engine
         .run_invocation(&function, payload, &options, context, slot)
@@ -238,11 +320,9 @@ async fn attempt(engine: &Engine, mut delivery: Delivery, slot: Option<Slot>) {
     {
         Ok(Invocation { record, .. }) if record.outcome.is_success() => {
             // Record and acknowledge together: both land in the same group commit.
-            let (recorded, acked) = tokio::join!(
-                engine.inner.stores.invocations.record(record),
-                events.ack(delivery.id)
-            );
-            settle(recorded.and(acked));
+            let (recorded, acked) =
+                tokio::join!(engine.inner.stores.invocations.record(record), lease.ack());
+            settled(id, recorded.and(acked));
             return;
         }
         Ok(Invocation { record, .. }) => (
@@ -264,32 +344,25 @@ async fn attempt(engine: &Engine, mut delivery: Delivery, slot: Option<Slot>) {
             None => Ok(()),
         }
     };
-    let settled = async {
-        if delivery.attempt >= retry.max_attempts {
-            let error = format!(
-                "{failure} (attempt {} of {})",
-                delivery.attempt, retry.max_attempts
-            );
-            return events
-                .terminate(delivery.id, DeadLetterReason::MaxAttempts, &error)
-                .await;
+    let settle = async {
+        if attempt_no >= retry.max_attempts {
+            let error = format!("{failure} (attempt {attempt_no} of {})", retry.max_attempts);
+            return lease.terminate(DeadLetterReason::MaxAttempts, &error).await;
         }
-        let delay = retry.backoff(delivery.attempt, rand::random::<f64>());
+        let delay = retry.backoff(attempt_no, rand::random::<f64>());
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        if now_ms() + delay_ms - delivery.created_ms > max_age_ms {
+        if now_ms() + delay_ms - created_ms > max_age_ms {
             let error = format!(
                 "{failure} (the next retry would pass max_event_age of {} s)",
                 retry.max_event_age_s
             );
-            return events
-                .terminate(delivery.id, DeadLetterReason::MaxEventAge, &error)
-                .await;
+            return lease.terminate(DeadLetterReason::MaxEventAge, &error).await;
         }
-        let naked = events.nak(delivery.id, delay_ms, &failure).await;
+        let naked = lease.nak(delay_ms, &failure).await;
         // The dispatcher may be asleep past this retry's due time: let it look again.
         engine.inner.wake.notify_one();
         naked
     };
-    let (recorded, settled) = tokio::join!(record, settled);
-    settle(recorded.and(settled));
+    let (recorded, result) = tokio::join!(record, settle);
+    settled(id, recorded.and(result));
 }

@@ -79,6 +79,8 @@ impl Engine {
             .collect())
     }
 
+    /// Rebuilds the router from the registry. Callers that changed rules hold
+    /// `rules_lock`, so rebuilds never interleave.
     pub(crate) async fn reload_rules(&self) -> Result<()> {
         let rules = self.inner.stores.registry.list_rules().await?;
         let compiled = rules
@@ -118,6 +120,7 @@ impl Engine {
             pattern: request.pattern,
             targets: request.targets,
         };
+        let _serial = self.inner.rules_lock.lock().await;
         self.inner.stores.registry.put_rule(rule.clone()).await?;
         self.reload_rules().await?;
         Ok(rule)
@@ -128,6 +131,7 @@ impl Engine {
     }
 
     pub async fn delete_rule(&self, name: &str) -> Result<()> {
+        let _serial = self.inner.rules_lock.lock().await;
         if !self.inner.stores.registry.delete_rule(name).await? {
             return Err(not_found("rule", name));
         }

@@ -69,35 +69,48 @@ pub(crate) struct Inner {
     pub pumps: Mutex<HashSet<String>>,
     /// The newest version of each function read so far; deploy and delete keep it
     /// current, so the hot path does not read the registry per attempt.
-    pub latest: Mutex<HashMap<String, FunctionVersion>>,
+    pub latest: Mutex<FunctionCache>,
+    /// Rule changes one at a time: each rebuilds the router from the registry, and two
+    /// interleaved rebuilds could install the older rule set last.
+    pub rules_lock: tokio::sync::Mutex<()>,
+    /// The node's long-running tasks, watched by `health`.
+    pub tasks: Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
+}
+
+/// The function cache. Its generation grows with every deploy and delete; a registry
+/// read is cached only if no change happened while it was in flight, so a read that
+/// raced a deploy can never put the version it saw back.
+#[derive(Default)]
+pub(crate) struct FunctionCache {
+    generation: u64,
+    entries: HashMap<String, FunctionVersion>,
 }
 
 impl Inner {
     /// The newest version of a function (`$LATEST`), from the cache or the registry.
     pub async fn latest_function(&self, name: &str) -> Result<Option<FunctionVersion>> {
-        if let Some(f) = self
-            .latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(Some(f.clone()));
-        }
+        let generation = {
+            let cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = cache.entries.get(name) {
+                return Ok(Some(f.clone()));
+            }
+            cache.generation
+        };
         let found = self.stores.registry.get_function(name, None).await?;
         if let Some(f) = &found {
-            self.latest
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.to_owned(), f.clone());
+            let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.generation == generation {
+                cache.entries.insert(name.to_owned(), f.clone());
+            }
         }
         Ok(found)
     }
 
+    /// Called after the registry changed a function (deploy, delete).
     pub fn forget_function(&self, name: &str) {
-        self.latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        cache.generation += 1;
+        cache.entries.remove(name);
     }
 }
 
@@ -110,10 +123,6 @@ impl Engine {
         runtime: Arc<dyn Runtime>,
         policy: Arc<dyn KeepAlivePolicy>,
     ) -> Result<Self> {
-        let released = stores.events.release_all_leases().await?;
-        if released > 0 {
-            tracing::info!(released, "released deliveries leased by a previous run");
-        }
         let engine = Self {
             inner: Arc::new(Inner {
                 config,
@@ -122,13 +131,15 @@ impl Engine {
                 router: Router::default(),
                 wake: Notify::new(),
                 pumps: Mutex::new(HashSet::new()),
-                latest: Mutex::new(HashMap::new()),
+                latest: Mutex::new(FunctionCache::default()),
+                rules_lock: tokio::sync::Mutex::new(()),
+                tasks: Mutex::new(Vec::new()),
             }),
         };
         engine.reload_rules().await?;
-        tokio::spawn(dispatcher::run(engine.inner.clone()));
+        let dispatcher = tokio::spawn(dispatcher::run(engine.inner.clone()));
         let reaper = Arc::downgrade(&engine.inner);
-        tokio::spawn(async move {
+        let reaper = tokio::spawn(async move {
             loop {
                 let Some(inner) = reaper.upgrade() else {
                     return;
@@ -138,7 +149,22 @@ impl Engine {
                 tokio::time::sleep(pool::REAP_INTERVAL).await;
             }
         });
+        *engine.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
+            vec![("dispatcher", dispatcher), ("instance reaper", reaper)];
         Ok(engine)
+    }
+
+    /// Whether the node can do its work: its store takes writes and its background
+    /// tasks run. The error says what stopped.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        self.inner.stores.events.health()?;
+        let tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, task) in tasks.iter() {
+            if task.is_finished() {
+                return Err(format!("the {name} task stopped"));
+            }
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &EngineConfig {

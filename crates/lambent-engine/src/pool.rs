@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 struct Idle {
     version: u64,
@@ -18,14 +18,58 @@ struct Idle {
 }
 
 struct FunctionPool {
-    limit: u32,
-    permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
     idle: Vec<Idle>,
+}
+
+/// A function's concurrency: its limit and how many slots are taken. One per
+/// function for the node's life, so a redeploy that changes the limit still counts
+/// the invocations of the old version that are running.
+struct Slots {
+    count: Mutex<SlotCount>,
+    freed: Notify,
+}
+
+#[derive(Clone, Copy)]
+struct SlotCount {
+    limit: u32,
+    busy: u32,
+}
+
+impl Slots {
+    fn set_limit(&self, limit: u32) {
+        let mut c = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        if c.limit != limit {
+            c.limit = limit;
+            drop(c);
+            self.freed.notify_waiters();
+        }
+    }
+
+    fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let mut c = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        if c.busy >= c.limit {
+            return None;
+        }
+        c.busy += 1;
+        Some(Slot {
+            slots: self.clone(),
+        })
+    }
 }
 
 /// One of a function's `concurrency` slots; freed when dropped.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    slots: Arc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.slots.count.lock().unwrap_or_else(|p| p.into_inner());
+        c.busy = c.busy.saturating_sub(1);
+        drop(c);
+        self.slots.freed.notify_waiters();
+    }
 }
 
 /// An instance checked out of the pool, in its slot.
@@ -58,39 +102,50 @@ impl Pool {
         &self.policy
     }
 
-    /// The function's semaphore, re-created when its concurrency limit changed.
-    fn permits(&self, spec: &FunctionSpec) -> Arc<Semaphore> {
+    /// The function's slots, with its limit as `spec` states it now.
+    fn slots(&self, spec: &FunctionSpec) -> Arc<Slots> {
         let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map
             .entry(spec.name.clone())
             .or_insert_with(|| FunctionPool {
-                limit: spec.concurrency,
-                permits: Arc::new(Semaphore::new(spec.concurrency as usize)),
+                slots: Arc::new(Slots {
+                    count: Mutex::new(SlotCount {
+                        limit: spec.concurrency,
+                        busy: 0,
+                    }),
+                    freed: Notify::new(),
+                }),
                 idle: Vec::new(),
             });
-        if entry.limit != spec.concurrency {
-            entry.limit = spec.concurrency;
-            entry.permits = Arc::new(Semaphore::new(spec.concurrency as usize));
-        }
-        entry.permits.clone()
+        entry.slots.set_limit(spec.concurrency);
+        entry.slots.clone()
     }
 
-    /// Waits for a concurrency slot of the function (`None` only if its limit was
-    /// replaced by a redeploy meanwhile; ask again).
-    pub async fn wait_slot(&self, spec: &FunctionSpec) -> Option<Slot> {
-        self.permits(spec)
-            .acquire_owned()
-            .await
-            .ok()
-            .map(|p| Slot { _permit: p })
+    /// Waits for a concurrency slot of the function.
+    pub async fn wait_slot(&self, spec: &FunctionSpec) -> Slot {
+        let slots = self.slots(spec);
+        loop {
+            let freed = slots.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = slots.try_take() {
+                return slot;
+            }
+            freed.await;
+        }
     }
 
     /// A free concurrency slot of the function, if there is one now.
     pub fn try_slot(&self, spec: &FunctionSpec) -> Option<Slot> {
-        self.permits(spec)
-            .try_acquire_owned()
-            .ok()
-            .map(|p| Slot { _permit: p })
+        self.slots(spec).try_take()
+    }
+
+    /// Slots of a function in use now.
+    pub fn busy(&self, function: &str) -> u32 {
+        let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(function)
+            .map(|p| p.slots.count.lock().unwrap_or_else(|p| p.into_inner()).busy)
+            .unwrap_or(0)
     }
 
     /// Checks out a warm instance of this version, or starts one (a cold start), in
@@ -207,5 +262,82 @@ impl Pool {
         let mut v: Vec<_> = map.iter().map(|(k, p)| (k.clone(), p.idle.len())).collect();
         v.sort();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keepalive::Fixed;
+    use lambent_core::{FunctionSpec, RuntimeKind};
+    use lambent_runtime::{Instance, InstanceConfig};
+
+    struct NoRuntime;
+
+    #[async_trait::async_trait]
+    impl Runtime for NoRuntime {
+        async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
+            Err(RuntimeError::NoBootstrap {
+                function: config.spec.name,
+            })
+        }
+    }
+
+    fn spec(concurrency: u32) -> FunctionSpec {
+        FunctionSpec {
+            name: "f".into(),
+            runtime: RuntimeKind::parse("provided").unwrap_or_else(|e| panic!("{e}")),
+            handler: String::new(),
+            memory_mb: 128,
+            timeout_s: 3,
+            env: Default::default(),
+            concurrency,
+            retry: Default::default(),
+            description: String::new(),
+        }
+    }
+
+    /// Finding 5: a redeploy that changes `concurrency` still counts the invocations
+    /// that hold slots of the old limit.
+    #[test]
+    fn the_concurrency_limit_holds_across_a_limit_change() {
+        let pool = Pool::new(Arc::new(NoRuntime), Arc::new(Fixed(Duration::from_secs(1))));
+        let held = [pool.try_slot(&spec(2)), pool.try_slot(&spec(2))];
+        assert!(held.iter().all(Option::is_some));
+        assert!(pool.try_slot(&spec(2)).is_none());
+        // Raised to 3: one more, not three more.
+        let third = pool.try_slot(&spec(3));
+        assert!(third.is_some());
+        assert!(
+            pool.try_slot(&spec(3)).is_none(),
+            "old slots were not counted"
+        );
+        // Lowered to 1 while 3 run: none until only... fewer than one runs.
+        drop(third);
+        assert!(pool.try_slot(&spec(1)).is_none());
+        drop(held);
+        assert_eq!(pool.busy("f"), 0);
+        let one = pool.try_slot(&spec(1));
+        assert!(one.is_some());
+        assert!(pool.try_slot(&spec(1)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_the_slot_freed_by_a_raised_limit() {
+        let pool = Arc::new(Pool::new(
+            Arc::new(NoRuntime),
+            Arc::new(Fixed(Duration::from_secs(1))),
+        ));
+        let _held = pool.try_slot(&spec(1));
+        let waiter = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.wait_slot(&spec(1)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(
+            pool.try_slot(&spec(2)).is_some(),
+            "raised limit gives a slot"
+        );
     }
 }

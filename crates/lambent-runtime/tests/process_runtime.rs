@@ -280,3 +280,143 @@ done
     );
     assert_eq!(r.logs, "shell saw {\"k\":1}\n");
 }
+
+/// Finding 9: an error document over 6 MiB fails the invocation at once.
+#[tokio::test]
+async fn an_error_document_over_6_mib_fails_the_invocation_instead_of_hanging() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "app.py",
+        "def handler(e, c):\n    raise ValueError('x' * (7 * 1024 * 1024))\n",
+    );
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let mut inst = start(
+        &runtime,
+        spec("bigerr", "python3.11", "app.handler", 60),
+        code.path(),
+    )
+    .await;
+    let r = inst.invoke(request("{}", 60_000)).await;
+    match r.outcome {
+        InvokeOutcome::FunctionError(ErrorReport { error_type, .. }) => {
+            assert_eq!(error_type, "Function.ResponseSizeTooLarge")
+        }
+        other => panic!("expected a function error, got {other:?}"),
+    }
+}
+
+/// Finding 8: a function that prints what it could guess of a barrier (from its log
+/// stream name) cannot shift the logs of later invocations.
+#[tokio::test]
+async fn a_forged_log_barrier_does_not_shift_later_logs() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "app.py",
+        r#"import os, sys
+def handler(e, c):
+    guesses = [os.environ['AWS_LAMBDA_LOG_STREAM_NAME'].split(']')[-1][:12],
+               os.path.basename(os.environ['TMPDIR'])[:12], c.aws_request_id[:12]]
+    if e.get('forge'):
+        for token in guesses:
+            for n in range(1, 8):
+                sys.stdout.write('\x1eLAMBENT-BARRIER-%s-%d\x1e' % (token, n))
+        sys.stdout.flush()
+    print('call', e['n'])
+    return e['n']
+"#,
+    );
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let mut inst = start(
+        &runtime,
+        spec("forger", "python3.11", "app.handler", 30),
+        code.path(),
+    )
+    .await;
+    let first = inst
+        .invoke(request(r#"{"n": 1, "forge": true}"#, 30_000))
+        .await;
+    assert!(first.logs.ends_with("call 1\n"), "{:?}", first.logs);
+    for n in 2..5 {
+        let r = inst
+            .invoke(request(&format!(r#"{{"n": {n}}}"#), 30_000))
+            .await;
+        assert_eq!(r.logs, format!("call {n}\n"));
+    }
+}
+
+/// Finding 19: a versioned runtime runs that version when the host has it, and says
+/// which interpreter it used when it must fall back.
+#[tokio::test]
+async fn a_versioned_python_runtime_runs_that_version_or_says_what_it_ran() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "app.py",
+        "import sys\ndef handler(e, c):\n    return '%d.%d' % sys.version_info[:2]\n",
+    );
+    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    // Whichever Python 3 minor versions this host has (pyenv or the system's).
+    let host: Vec<String> = (8..=14)
+        .map(|minor| format!("3.{minor}"))
+        .filter(|v| {
+            std::process::Command::new(format!("python{v}"))
+                .arg("-c")
+                .arg("pass")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+                || glob_pyenv(v)
+        })
+        .collect();
+    assert!(!host.is_empty(), "no Python 3 found");
+    for version in &host {
+        let mut inst = start(
+            &runtime,
+            spec("versioned", &format!("python{version}"), "app.handler", 30),
+            code.path(),
+        )
+        .await;
+        let r = inst.invoke(request("{}", 30_000)).await;
+        match r.outcome {
+            InvokeOutcome::Success(body) => assert_eq!(body, format!("\"{version}\"")),
+            other => panic!("python{version}: {other:?}"),
+        }
+        assert!(!r.logs.contains("not installed"), "{}", r.logs);
+    }
+    let mut inst = start(
+        &runtime,
+        spec("future", "python3.99", "app.handler", 30),
+        code.path(),
+    )
+    .await;
+    let r = inst.invoke(request("{}", 30_000)).await;
+    assert!(
+        matches!(r.outcome, InvokeOutcome::Success(_)),
+        "{:?}",
+        r.outcome
+    );
+    assert!(
+        r.logs
+            .starts_with("lambent: python3.99 is not installed on this host; running "),
+        "{}",
+        r.logs
+    );
+}
+
+fn glob_pyenv(version: &str) -> bool {
+    let root = std::env::var("PYENV_ROOT")
+        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
+    std::fs::read_dir(format!("{root}/versions"))
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(&format!("{version}."))
+            })
+        })
+        .unwrap_or(false)
+}

@@ -3,19 +3,26 @@
 //!
 //! The traits are shaped after a log with consumers, so that a NATS JetStream
 //! implementation can follow: `publish` carries a message id and is de-duplicated on
-//! it; `pull` hands out deliveries under a lease; a delivery is then `ack`ed, `nak`ed
-//! with a delay (a retry), or `terminate`d (dead-lettered).
+//! it; `fetch` hands out deliveries under a fenced lease; a delivery is then `ack`ed,
+//! `nak`ed with a delay (a retry), or `terminate`d (dead-lettered). [`EventLog`]
+//! states the contract; [`conformance`] is the one suite every implementation runs.
 
+pub mod clock;
 pub mod code;
+pub mod conformance;
+mod lease;
 pub mod sqlite;
 mod types;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use code::{CodeError, CodeStore, StoredCode};
-pub use sqlite::SqliteStore;
+pub use lease::Lease;
+pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 
 use async_trait::async_trait;
-use lambent_core::{DeadLetterReason, EpochMs, FunctionSpec};
+pub use lambent_core::DeadLetterReason;
+use lambent_core::{EpochMs, FunctionSpec};
 
 /// A storage failure. Each variant says what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +41,32 @@ pub enum StoreError {
     /// error): the write did not happen and was not acknowledged.
     #[error("the write was not committed: {0}")]
     NotCommitted(String),
-    /// The store's writer thread has stopped (the node is shutting down).
+    /// The store's writer thread has stopped (the node is shutting down, or the
+    /// writer failed: see `health`).
     #[error("the store is closed")]
     Closed,
+    /// The lease is not the delivery's current one any more (it ran out and the
+    /// delivery was leased again, or it was settled): the report is refused.
+    #[error("lease {token} of delivery {delivery} was lost (it expired or the delivery moved on)")]
+    LeaseLost {
+        delivery: DeliveryId,
+        token: LeaseToken,
+    },
+    /// Too many writes are queued: the caller should retry later.
+    #[error("the store is overloaded ({queued} writes queued); retry later")]
+    Overloaded { queued: usize },
+    /// Another node holds the data directory.
+    #[error(
+        "data directory {path} is in use by another lambent node ({holder}); stop it first, or use another --data-dir"
+    )]
+    Locked { path: String, holder: String },
+    /// The database is damaged or missing; the node must not start on it.
+    #[error("{path}: {problem}. {recovery}")]
+    Damaged {
+        path: String,
+        problem: String,
+        recovery: &'static str,
+    },
     /// Opening or preparing the data directory failed.
     #[error("cannot use data directory {path}: {source}")]
     DataDir {
@@ -70,37 +100,50 @@ pub trait Registry: Send + Sync {
 }
 
 /// The durable event log and the deliveries it fans out to.
+///
+/// The delivery contract (what every implementation keeps; `conformance` checks it):
+/// - `publish` returns only once its events and their deliveries are durable;
+///   `(source, id)` is de-duplicated for as long as the event is kept.
+/// - `fetch` leases due deliveries of one function. Each lease carries a fencing
+///   token; leasing counts the attempt. `ack`, `nak`, `terminate` and `extend` take
+///   the lease and fail with [`StoreError::LeaseLost`] when it is no longer the
+///   current, unexpired lease of that delivery: a late report of an attempt whose lease
+///   ran out never changes what a later attempt decided.
+/// - A lease that runs out makes its delivery due again, its attempt charged. A
+///   delivery leased `max_attempts` times without a settle is dead-lettered with reason
+///   `interrupted` at the next fetch (so an event that crashes the node ends in the DLQ).
+/// - A stored event that cannot be decoded is dead-lettered with reason `undecodable`
+///   at fetch, never handed out and never retried in a loop.
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends events, de-duplicated on `(source, id)`, each with its deliveries.
     /// Returns only after the batch is durable; one outcome per input, in order.
     async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<PublishOutcome>>;
-    /// Leases up to `max` due deliveries of `function` for `lease_ms`, counting an attempt each.
-    async fn pull(&self, function: &str, max: usize, lease_ms: i64) -> Result<Vec<Delivery>>;
+    /// Leases up to `fetch.max` due deliveries of `function`, oldest due first.
+    async fn fetch(&self, function: &str, fetch: Fetch) -> Result<Vec<Delivery>>;
     /// The functions that have deliveries due now, and the earliest future due time.
     async fn due(&self) -> Result<Due>;
     /// The delivery succeeded.
-    async fn ack(&self, delivery: DeliveryId) -> Result<()>;
+    async fn ack(&self, lease: LeaseRef) -> Result<()>;
     /// The attempt failed: make the delivery due again after `delay_ms`.
-    async fn nak(&self, delivery: DeliveryId, delay_ms: i64, error: &str) -> Result<()>;
+    async fn nak(&self, lease: LeaseRef, delay_ms: i64, error: &str) -> Result<()>;
     /// Stop trying: dead-letter the delivery with the reason and the last error.
-    async fn terminate(
-        &self,
-        delivery: DeliveryId,
-        reason: DeadLetterReason,
-        error: &str,
-    ) -> Result<()>;
+    async fn terminate(&self, lease: LeaseRef, reason: DeadLetterReason, error: &str)
+    -> Result<()>;
+    /// The attempt is still running: the lease now ends `lease_ms` from now.
+    async fn extend(&self, lease: LeaseRef, lease_ms: i64) -> Result<()>;
     /// Dead letters, newest first, optionally of one function.
     async fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
     /// Makes dead letters due again with fresh attempts; returns how many.
     async fn redrive(&self, which: Redrive) -> Result<usize>;
-    /// Releases every lease (at start-up, when no dispatcher can hold one): the
-    /// interrupted attempts are not charged.
-    async fn release_all_leases(&self) -> Result<usize>;
     /// Looks an event up by its `(source, id)`.
     async fn get_event(&self, source: &str, id: &str) -> Result<Option<StoredEvent>>;
     /// Counts of deliveries by state (for status and metrics).
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>>;
+    /// Why the log cannot take writes any more, if it cannot (for `/healthz`).
+    fn health(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The record of every invocation, with its captured output.

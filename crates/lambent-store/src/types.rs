@@ -4,6 +4,28 @@ use lambent_core::{CloudEvent, DeadLetterReason, EpochMs, FunctionSpec, Invocati
 use serde::{Deserialize, Serialize};
 
 pub type DeliveryId = i64;
+/// Which lease of a delivery: it grows with every lease and is never reused, so a
+/// report carrying an old token is recognised (a fencing token).
+pub type LeaseToken = i64;
+
+/// A lease on one delivery, as reports to the store name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseRef {
+    pub delivery: DeliveryId,
+    pub token: LeaseToken,
+}
+
+/// What to lease in one `fetch`.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    /// Most deliveries to lease.
+    pub max: usize,
+    /// How long each lease lasts.
+    pub lease_ms: i64,
+    /// The function's attempt limit: a delivery already leased this often without
+    /// a settle is dead-lettered (`interrupted`) instead of being leased again.
+    pub max_attempts: u32,
+}
 
 /// One immutable version of a function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +117,8 @@ pub struct StoredEvent {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub id: DeliveryId,
+    /// This lease's fencing token.
+    pub token: LeaseToken,
     pub function: String,
     /// This attempt's number, from 1.
     pub attempt: u32,
@@ -104,6 +128,15 @@ pub struct Delivery {
     pub event: CloudEvent,
     /// The event's JSON text as stored (what a `CloudEvent`-mode target receives).
     pub encoded: String,
+}
+
+impl Delivery {
+    pub fn lease(&self) -> LeaseRef {
+        LeaseRef {
+            delivery: self.id,
+            token: self.token,
+        }
+    }
 }
 
 /// Which deliveries are due.

@@ -2,9 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lambent_core::{CloudEvent, DeadLetterReason};
+use lambent_store::sqlite::SqliteOptions;
 use lambent_store::{
-    EventLog, NewEvent, PayloadMode, PublishOutcome, Redrive, SqliteStore, Target,
+    EventLog, Fetch, Lease, ManualClock, NewEvent, PayloadMode, PublishOutcome, Redrive,
+    SqliteStore, StoreError, Target,
 };
+use std::sync::Arc;
 
 fn new_event(i: usize) -> NewEvent {
     NewEvent::new(
@@ -73,6 +76,14 @@ async fn duplicates_are_refused_inside_a_batch_and_across_batches() {
     );
 }
 
+fn fetch(max: usize) -> Fetch {
+    Fetch {
+        max,
+        lease_ms: 60_000,
+        max_attempts: 3,
+    }
+}
+
 #[tokio::test]
 async fn leases_acks_naks_dead_letters_and_redrive() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,20 +93,20 @@ async fn leases_acks_naks_dead_letters_and_redrive() {
         .await
         .unwrap();
 
-    let leased = store.pull("f", 10, 60_000).await.unwrap();
+    let leased = store.fetch("f", fetch(10)).await.unwrap();
     assert_eq!(leased.len(), 3);
     assert!(leased.iter().all(|d| d.attempt == 1));
     // Leased deliveries are not handed out twice.
-    assert!(store.pull("f", 10, 60_000).await.unwrap().is_empty());
+    assert!(store.fetch("f", fetch(10)).await.unwrap().is_empty());
 
-    store.ack(leased[0].id).await.unwrap();
-    store.nak(leased[1].id, 0, "boom").await.unwrap();
+    store.ack(leased[0].lease()).await.unwrap();
+    store.nak(leased[1].lease(), 0, "boom").await.unwrap();
     store
-        .terminate(leased[2].id, DeadLetterReason::MaxAttempts, "gave up")
+        .terminate(leased[2].lease(), DeadLetterReason::MaxAttempts, "gave up")
         .await
         .unwrap();
 
-    let again = store.pull("f", 10, 60_000).await.unwrap();
+    let again = store.fetch("f", fetch(10)).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempt), (leased[1].id, 2));
 
@@ -112,21 +123,181 @@ async fn leases_acks_naks_dead_letters_and_redrive() {
             .unwrap(),
         1
     );
-    let redriven = store.pull("f", 10, 60_000).await.unwrap();
+    let redriven = store.fetch("f", fetch(10)).await.unwrap();
     assert_eq!((redriven[0].id, redriven[0].attempt), (leased[2].id, 1));
+}
 
-    // A lease that ran out makes the delivery due again.
-    let expired = store.pull("f", 10, -1).await.unwrap();
-    assert!(expired.is_empty(), "the earlier leases are still held");
-    store.release_all_leases().await.unwrap();
-    let released = store.pull("f", 10, 60_000).await.unwrap();
-    assert_eq!(
-        released.len(),
-        2,
-        "both held leases were released at restart"
+/// Finding 1: a late report of an attempt whose lease ran out must not undo what a
+/// later attempt settled.
+#[tokio::test]
+async fn a_late_nak_from_an_expired_lease_cannot_reopen_an_acked_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = SqliteStore::open_with(
+        dir.path(),
+        SqliteOptions {
+            clock: Arc::new(clock.clone()),
+        },
+    )
+    .unwrap();
+    store.publish(vec![new_event(1)]).await.unwrap();
+    let first = store
+        .fetch(
+            "f",
+            Fetch {
+                lease_ms: 1_000,
+                ..fetch(1)
+            },
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    clock.advance(2_000); // attempt 1's lease runs out
+    let second = store.fetch("f", fetch(1)).await.unwrap().remove(0);
+    assert_eq!((second.id, second.attempt), (first.id, 2));
+    store.ack(second.lease()).await.unwrap();
+    let late = store.nak(first.lease(), 0, "attempt 1 failed late").await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { delivery, .. }) if delivery == first.id),
+        "{late:?}"
     );
+    assert!(store.fetch("f", fetch(10)).await.unwrap().is_empty());
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!(counts, vec![("delivered".to_owned(), 1)]);
+}
+
+/// Finding 2: one undecodable stored event is dead-lettered; the others still flow.
+#[tokio::test]
+async fn an_undecodable_event_is_dead_lettered_and_the_rest_are_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store
+        .publish((0..3).map(new_event).collect())
+        .await
+        .unwrap();
+    let raw = rusqlite::Connection::open(dir.path().join("lambent.db")).unwrap();
+    raw.execute("UPDATE events SET body = '{not json' WHERE id = 'e1'", [])
+        .unwrap();
+    let leased = store.fetch("f", fetch(10)).await.unwrap();
+    let ids: Vec<&str> = leased.iter().map(|d| d.event.id()).collect();
+    assert_eq!(ids, ["e0", "e2"]);
+    let dead = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
     assert_eq!(
-        released[0].attempt, 2,
-        "the interrupted attempt was not charged"
+        (dead[0].event_id.as_str(), dead[0].reason),
+        ("e1", DeadLetterReason::Undecodable)
     );
+    assert!(store.fetch("f", fetch(10)).await.unwrap().is_empty());
+}
+
+/// Finding 7: an attempt interrupted by a crash is charged; a delivery interrupted
+/// `max_attempts` times is dead-lettered as `interrupted` instead of retried for ever.
+#[tokio::test]
+async fn attempts_interrupted_by_restarts_are_charged_and_end_in_the_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    SqliteStore::open(dir.path())
+        .unwrap()
+        .publish(vec![new_event(1)])
+        .await
+        .unwrap();
+    for attempt in 1..=3 {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let leased = store.fetch("f", fetch(1)).await.unwrap();
+        assert_eq!(leased.len(), 1);
+        assert_eq!(leased[0].attempt, attempt);
+        drop(store); // the node dies mid-attempt
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert!(store.fetch("f", fetch(1)).await.unwrap().is_empty());
+    let dead = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].reason, dead[0].attempts),
+        (DeadLetterReason::Interrupted, 3)
+    );
+}
+
+/// Finding 6: one node per data directory.
+#[tokio::test]
+async fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path()).unwrap();
+    let second = SqliteStore::open(dir.path());
+    let Err(StoreError::Locked { holder, .. }) = second else {
+        panic!("second open was not refused");
+    };
+    assert!(
+        holder.contains(&format!("pid {}", std::process::id())),
+        "{holder}"
+    );
+    drop(first);
+    SqliteStore::open(dir.path()).unwrap();
+}
+
+/// Finding 14: a truncated, vanished or damaged database stops the node.
+#[tokio::test]
+async fn a_damaged_or_missing_database_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store
+        .publish((0..200).map(new_event).collect())
+        .await
+        .unwrap();
+    drop(store);
+    let db = dir.path().join("lambent.db");
+    // Checkpoint the WAL into the file so its pages can be damaged.
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    drop(raw);
+    let pristine = std::fs::read(&db).unwrap();
+
+    let mut damaged = pristine.clone();
+    let page = 4096;
+    for byte in &mut damaged[2 * page..4 * page] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&db, &damaged).unwrap();
+    let err = SqliteStore::open(dir.path())
+        .err()
+        .expect("damaged db opened");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    assert!(err.to_string().contains("lambent.db"), "{err}");
+
+    std::fs::write(&db, b"").unwrap();
+    let err = SqliteStore::open(dir.path())
+        .err()
+        .expect("empty db opened");
+    assert!(err.to_string().contains("empty"), "{err}");
+
+    std::fs::remove_file(&db).unwrap();
+    let err = SqliteStore::open(dir.path())
+        .err()
+        .expect("missing db opened");
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    std::fs::write(&db, &pristine).unwrap();
+    SqliteStore::open(dir.path()).unwrap();
+}
+
+/// A lease dropped without a settle (a cancelled or panicked attempt) is handed back
+/// at once, its attempt charged.
+#[tokio::test]
+async fn a_lease_dropped_unsettled_is_handed_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.publish(vec![new_event(1)]).await.unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(store.clone());
+    let leased = store.fetch("f", fetch(1)).await.unwrap().remove(0);
+    drop(Lease::new(log, leased));
+    let mut again = Vec::new();
+    for _ in 0..100 {
+        again = store.fetch("f", fetch(1)).await.unwrap();
+        if !again.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(again.len(), 1, "the dropped lease was not handed back");
+    assert_eq!(again[0].attempt, 2);
 }

@@ -166,21 +166,55 @@ fn error_report(headers: &HeaderMap, body: Bytes) -> ErrorReport {
     }
 }
 
+/// The report for an error document the API refused to read (too big, broken).
+fn unreadable_error(rejection: &axum::extract::rejection::BytesRejection) -> ErrorReport {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ErrorReport::new(
+            "Function.ResponseSizeTooLarge",
+            format!(
+                "The error document exceeded the maximum allowed size ({MAX_RESPONSE_BYTES} bytes)."
+            ),
+        )
+    } else {
+        ErrorReport::new(
+            "Runtime.InvalidErrorDocument",
+            format!(
+                "The error document could not be read: {}",
+                rejection.body_text()
+            ),
+        )
+    }
+}
+
 async fn error(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    complete(&shared, &id, Reported::Error(error_report(&headers, body)))
+    match body {
+        Ok(body) => complete(&shared, &id, Reported::Error(error_report(&headers, body))),
+        // The invocation fails now (it must not hang to its deadline); the runtime is
+        // told why.
+        Err(rejection) => {
+            let report = unreadable_error(&rejection);
+            let answer = report.body.clone();
+            let _ = complete(&shared, &id, Reported::Error(report));
+            (rejection.status(), answer).into_response()
+        }
+    }
 }
 
 async fn init_error(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let reported = Reported::InitError(error_report(&headers, body));
+    let report = match body {
+        Ok(body) => error_report(&headers, body),
+        Err(rejection) => unreadable_error(&rejection),
+    };
+    let reported = Reported::InitError(report);
     if let Ok(mut slots) = shared.state.lock() {
         match slots.inflight.take() {
             Some((_, tx)) => {

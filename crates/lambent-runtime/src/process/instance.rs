@@ -26,7 +26,10 @@ pub(super) struct Launch {
 pub struct ProcessInstance {
     name: String,
     arn: String,
-    pgid: Option<i32>,
+    /// The process group, while it can be signalled safely: until the leader is
+    /// reaped (a zombie leader keeps its group id from being reused). The watcher
+    /// kills the group when the leader exits, then reaps it and clears this.
+    group: Arc<Mutex<Option<Pid>>>,
     next: mpsc::Sender<NextInvocation>,
     shared: Arc<Shared>,
     capture: Capture,
@@ -61,7 +64,10 @@ impl ProcessInstance {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let scratch = launch.instances_dir.join(&id);
         std::fs::create_dir_all(&scratch).map_err(spawn_err)?;
-        let (capture, child_out) = Capture::new(&id[..12]).map_err(spawn_err)?;
+        let (mut capture, child_out) = Capture::new().map_err(spawn_err)?;
+        if let Some(note) = &launch.command.note {
+            capture.note(note);
+        }
         let child_err = child_out.try_clone().map_err(spawn_err)?;
 
         let runtime_id = spec.runtime.declared();
@@ -114,24 +120,50 @@ impl ProcessInstance {
             .kill_on_drop(true);
         cmd.envs(launch.command.env.iter().map(|(k, v)| (k, v)));
         let data_limit = data_limit_bytes(&spec.runtime, spec.memory_mb);
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // setrlimit(2), which is async-signal-safe; it allocates nothing and touches no
-        // state shared with the parent.
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // system calls (setrlimit(2), prctl(2)), which are async-signal-safe; it
+        // allocates nothing and touches no state shared with the parent.
         unsafe {
             cmd.pre_exec(move || {
                 use nix::sys::resource::{Resource, setrlimit};
                 setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024)?;
                 setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
                 setrlimit(Resource::RLIMIT_DATA, data_limit, data_limit)?;
+                // Die with the node, even by kill -9. (The signal follows the thread that
+                // forked: instances are spawned from the runtime's worker threads, which
+                // live as long as the node.)
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 Ok(())
             });
         }
         let mut child = cmd.spawn().map_err(spawn_err)?;
-        let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+        let leader = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .map(Pid::from_raw);
+        // A pidfd tells when the leader exits without reaping it, so the group can be
+        // killed while its id is still reserved.
+        let exited = leader.and_then(|pid| {
+            let pid = rustix::process::Pid::from_raw(pid.as_raw())?;
+            let fd =
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()?;
+            // SAFETY: `fd` is an open pidfd owned by the AsyncFd for its whole life; an
+            // OwnedFd's `as_raw_fd` always returns that same descriptor.
+            unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok()
+        });
+        let group = Arc::new(Mutex::new(leader));
 
         let watch_shared = shared.clone();
+        let watch_group = group.clone();
         let watcher = tokio::spawn(async move {
-            let detail = match child.wait().await {
+            if let Some(exited) = &exited {
+                let _ = exited.readable().await;
+                // The leader is a zombie now: take down what it left in its group.
+                kill_group(&watch_group, false);
+            }
+            let status = child.wait().await;
+            kill_group(&watch_group, true);
+            let detail = match status {
                 Ok(status) => format!("runtime process exited: {status}"),
                 Err(e) => format!("runtime process lost: {e}"),
             };
@@ -152,7 +184,7 @@ impl ProcessInstance {
                 launch.region, spec.name
             ),
             name: spec.name.clone(),
-            pgid,
+            group,
             next: next_tx,
             shared,
             capture,
@@ -165,9 +197,7 @@ impl ProcessInstance {
 
     fn kill(&mut self) {
         self.usable = false;
-        if let Some(pgid) = self.pgid.take() {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
+        kill_group(&self.group, false);
     }
 
     fn headers(&self, req: &InvokeRequest) -> Vec<(&'static str, String)> {
@@ -229,6 +259,12 @@ impl ProcessInstance {
         }
         tokio::select! {
             reported = rx => match reported {
+                // The node's clock decides: an answer after the deadline is a timeout,
+                // however late the timer fired under load.
+                Ok(_) if now_ms() > req.deadline_ms => {
+                    self.kill();
+                    InvokeOutcome::Timeout { after_ms: u64::try_from(now_ms() - started).unwrap_or(0) }
+                }
                 Ok(r) => self.outcome(r),
                 Err(_) => InvokeOutcome::Crash { detail: "runtime process vanished".into() },
             },
@@ -255,6 +291,20 @@ impl ProcessInstance {
                 InvokeOutcome::Crash { detail }
             }
         }
+    }
+}
+
+/// SIGKILLs the instance's process group if its leader is not reaped yet (so the
+/// group id cannot belong to anyone else); `reaped` records that it now is.
+fn kill_group(group: &Mutex<Option<Pid>>, reaped: bool) {
+    let mut group = group.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(pgid) = *group
+        && !reaped
+    {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    if reaped {
+        *group = None;
     }
 }
 

@@ -16,7 +16,9 @@ pub use instance::ProcessInstance;
 use crate::{Instance, InstanceConfig, Runtime, RuntimeError};
 use async_trait::async_trait;
 use lambent_core::RuntimeKind;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../../runtimes/python/bootstrap.py");
@@ -27,7 +29,8 @@ pub struct ProcessRuntime {
     runtime_dir: PathBuf,
     instances_dir: PathBuf,
     region: String,
-    python: OnceCell<Result<Interpreter, String>>,
+    /// Resolved Python interpreters by declared runtime (`python3.12`), each once.
+    pythons: std::sync::Mutex<HashMap<String, Arc<Resolved>>>,
     node: OnceCell<Result<Interpreter, String>>,
 }
 
@@ -60,25 +63,25 @@ impl ProcessRuntime {
             runtime_dir,
             instances_dir,
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-            python: OnceCell::new(),
+            pythons: std::sync::Mutex::new(HashMap::new()),
             node: OnceCell::new(),
         })
     }
 
-    /// The real interpreter behind `python3` and its site-packages (resolved once: on
-    /// these machines `python3` is a pyenv shim that costs ~80 ms a start).
-    /// `LAMBENT_PYTHON` names another interpreter.
-    async fn python(&self, function: &str) -> Result<Interpreter, RuntimeError> {
-        let found = self
-            .python
-            .get_or_init(|| async {
-                let lines = resolve("LAMBENT_PYTHON", "python3", &["-c", PYTHON_PROBE]).await?;
-                let exe = lines.first().ok_or("no interpreter path printed")?;
-                Ok(Interpreter {
-                    exe: PathBuf::from(exe),
-                    site_path: lines.get(1).cloned().unwrap_or_default(),
-                })
-            })
+    /// The interpreter for a declared Python runtime and its site-packages, resolved
+    /// once per version: `python3.12` runs a Python 3.12 when the host has one (on
+    /// PATH, or installed by pyenv), else the host's `python3`, and the instance's log
+    /// says so. `LAMBENT_PYTHON` names one interpreter for every version.
+    async fn python(&self, declared: &str, function: &str) -> Result<Interpreter, RuntimeError> {
+        let cell = self
+            .pythons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(declared.to_owned())
+            .or_default()
+            .clone();
+        let found = cell
+            .get_or_init(|| async { resolve_python(declared).await })
             .await;
         found.clone().map_err(|detail| RuntimeError::Interpreter {
             function: function.to_owned(),
@@ -101,6 +104,7 @@ impl ProcessRuntime {
                 Ok(Interpreter {
                     exe: PathBuf::from(exe),
                     site_path: String::new(),
+                    note: None,
                 })
             })
             .await;
@@ -113,7 +117,7 @@ impl ProcessRuntime {
 
     /// Resolves the interpreters now, so the first cold start does not pay for it.
     pub async fn resolve_interpreters(&self) {
-        let _ = self.python("").await;
+        let _ = self.python("python3", "").await;
         let _ = self.node("").await;
     }
 
@@ -121,8 +125,8 @@ impl ProcessRuntime {
     async fn command_for(&self, config: &InstanceConfig) -> Result<Command, RuntimeError> {
         let name = &config.spec.name;
         Ok(match &config.spec.runtime {
-            RuntimeKind::Python { .. } => {
-                let python = self.python(name).await?;
+            RuntimeKind::Python { declared } => {
+                let python = self.python(declared, name).await?;
                 // `-S` skips site's .pth processing (~35 ms a start here); the host's
                 // site-packages stay importable through PYTHONPATH, after the function's own.
                 let path = match config.spec.env.get("PYTHONPATH") {
@@ -142,12 +146,14 @@ impl ProcessRuntime {
                         ("PYTHONPATH".into(), path),
                         ("PYTHONUNBUFFERED".into(), "1".into()),
                     ],
+                    note: python.note,
                 }
             }
             RuntimeKind::Node { .. } => Command {
                 program: self.node(name).await?.exe,
                 args: vec![self.runtime_dir.join("node/bootstrap.js").into()],
                 env: Vec::new(),
+                note: None,
             },
             RuntimeKind::Provided { .. } => {
                 let bootstrap = config.code_dir.join("bootstrap");
@@ -160,15 +166,20 @@ impl ProcessRuntime {
                     program: bootstrap,
                     args: Vec::new(),
                     env: Vec::new(),
+                    note: None,
                 }
             }
         })
     }
 }
 
-/// Prints the interpreter's path, then its site-packages directories.
+/// Prints the interpreter's path, its site-packages directories and its version.
 const PYTHON_PROBE: &str = "import os, site, sys\nprint(sys.executable)\n\
-print(os.pathsep.join(p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)))";
+print(os.pathsep.join(p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)))\n\
+print('%d.%d.%d' % sys.version_info[:3])";
+
+/// An interpreter resolved once (or why it could not be).
+type Resolved = OnceCell<Result<Interpreter, String>>;
 
 /// A resolved interpreter.
 #[derive(Debug, Clone)]
@@ -176,6 +187,71 @@ struct Interpreter {
     exe: PathBuf,
     /// Directories to put on PYTHONPATH (Python only).
     site_path: String,
+    /// What the instance's log should say about the choice (a fallback).
+    note: Option<String>,
+}
+
+/// Finds the interpreter for `declared` (`python3` or `python3.X`); see `python`.
+async fn resolve_python(declared: &str) -> Result<Interpreter, String> {
+    let probe = |lines: Vec<String>| -> Result<(Interpreter, String), String> {
+        let exe = lines.first().ok_or("no interpreter path printed")?;
+        Ok((
+            Interpreter {
+                exe: PathBuf::from(exe),
+                site_path: lines.get(1).cloned().unwrap_or_default(),
+                note: None,
+            },
+            lines.get(2).cloned().unwrap_or_default(),
+        ))
+    };
+    let args = ["-c", PYTHON_PROBE];
+    if std::env::var_os("LAMBENT_PYTHON").is_some() || declared == "python3" {
+        return probe(resolve("LAMBENT_PYTHON", "python3", &args).await?).map(|(i, _)| i);
+    }
+    let wanted = declared.trim_start_matches("python");
+    for candidate in python_candidates(declared) {
+        if let Ok(lines) = run_probe(&candidate, &args).await
+            && let Ok((found, version)) = probe(lines)
+            && (version == wanted || version.starts_with(&format!("{wanted}.")))
+        {
+            return Ok(found);
+        }
+    }
+    let (mut fallback, version) = probe(resolve("LAMBENT_PYTHON", "python3", &args).await?)?;
+    let note = format!(
+        "lambent: {declared} is not installed on this host; running {} (Python {version}) instead",
+        fallback.exe.display()
+    );
+    tracing::warn!("{note}");
+    fallback.note = Some(note);
+    Ok(fallback)
+}
+
+/// Where a `python3.X` may be: on PATH, in pyenv's versions, in the usual prefixes.
+fn python_candidates(declared: &str) -> Vec<String> {
+    let mut out = vec![declared.to_owned()];
+    let version = declared.trim_start_matches("python");
+    let pyenv = std::env::var("PYENV_ROOT").ok().or_else(|| {
+        std::env::var("HOME")
+            .ok()
+            .map(|home| format!("{home}/.pyenv"))
+    });
+    if let Some(root) = pyenv
+        && let Ok(entries) = std::fs::read_dir(format!("{root}/versions"))
+    {
+        let mut found: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name == version || name.starts_with(&format!("{version}.")))
+            .map(|name| format!("{root}/versions/{name}/bin/{declared}"))
+            .collect();
+        found.sort();
+        found.reverse(); // the newest patch release first
+        out.extend(found);
+    }
+    out.push(format!("/usr/local/bin/{declared}"));
+    out.push(format!("/usr/bin/{declared}"));
+    out
 }
 
 /// How to start one runtime process.
@@ -183,12 +259,20 @@ pub(super) struct Command {
     pub program: PathBuf,
     pub args: Vec<std::ffi::OsString>,
     pub env: Vec<(String, String)>,
+    /// A line for the instance's log (e.g. that the runtime fell back to another
+    /// interpreter version).
+    pub note: Option<String>,
 }
 
 /// Runs `program` (or the one `env_var` names) and returns its output lines.
 async fn resolve(env_var: &str, program: &str, args: &[&str]) -> Result<Vec<String>, String> {
     let program = std::env::var(env_var).unwrap_or_else(|_| program.to_owned());
-    let out = tokio::process::Command::new(&program)
+    run_probe(&program, args).await
+}
+
+/// Runs `program` and returns its output lines.
+async fn run_probe(program: &str, args: &[&str]) -> Result<Vec<String>, String> {
+    let out = tokio::process::Command::new(program)
         .args(args)
         .output()
         .await

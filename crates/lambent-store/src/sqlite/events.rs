@@ -2,11 +2,11 @@
 
 use super::{SqliteStore, sql};
 use crate::{
-    DeadLetter, Delivery, DeliveryId, Due, EventLog, NewEvent, PayloadMode, PublishOutcome,
+    DeadLetter, Delivery, Due, EventLog, Fetch, LeaseRef, NewEvent, PayloadMode, PublishOutcome,
     Redrive, Result, StoreError, StoredEvent,
 };
 use async_trait::async_trait;
-use lambent_core::{CloudEvent, DeadLetterReason, now_ms};
+use lambent_core::{CloudEvent, DeadLetterReason};
 use rusqlite::{OptionalExtension, params};
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
@@ -23,11 +23,27 @@ fn clip(error: &str) -> String {
     error.chars().take(MAX_ERROR_CHARS).collect()
 }
 
+impl SqliteStore {
+    /// Runs a settle of `lease`; no row changed means the lease was lost.
+    async fn settle<F>(&self, lease: LeaseRef, update: F) -> Result<()>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<usize> + Send + 'static,
+    {
+        match self.write(update).await? {
+            0 => Err(StoreError::LeaseLost {
+                delivery: lease.delivery,
+                token: lease.token,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl EventLog for SqliteStore {
     async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
-        self.write(move |conn| {
-            let now = now_ms();
+        let now = self.now();
+        self.write_or_refuse(move |conn| {
             let mut insert_event = conn
                 .prepare_cached(
                     "INSERT INTO events (source, id, type, body, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -66,29 +82,42 @@ impl EventLog for SqliteStore {
         .await
     }
 
-    async fn pull(&self, function: &str, max: usize, lease_ms: i64) -> Result<Vec<Delivery>> {
+    async fn fetch(&self, function: &str, fetch: Fetch) -> Result<Vec<Delivery>> {
         let function = function.to_owned();
+        let now = self.now();
         self.write(move |conn| {
-            let now = now_ms();
-            // A lease that ran out belongs to an attempt that never reported: make it due.
+            // A lease that ran out belongs to an attempt that never reported: make it
+            // due again; the attempt stays charged.
             conn.execute(
-                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2
+                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2, interrupted = 1
                  WHERE state = 'leased' AND function = ?1 AND lease_until < ?2",
                 params![function, now],
             )
             .map_err(sql("expiring leases"))?;
+            // Leased as often as allowed without a settle: the event may be what kills
+            // the node; stop trying.
+            conn.execute(
+                "UPDATE deliveries SET state = 'dead_lettered', updated_ms = ?2,
+                    reason = CASE interrupted WHEN 1 THEN 'interrupted' ELSE 'max_attempts' END,
+                    last_error = COALESCE(last_error || ' ', '') ||
+                        '(attempt ' || attempt || ' of ' || ?3 || ' was interrupted before it reported)'
+                 WHERE state = 'pending' AND function = ?1 AND attempt >= ?3",
+                params![function, now, fetch.max_attempts],
+            )
+            .map_err(sql("dead-lettering interrupted deliveries"))?;
             let mut stmt = conn
                 .prepare_cached(
-                    "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?3, updated_ms = ?2
+                    "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_token = lease_token + 1,
+                        lease_until = ?3, updated_ms = ?2
                      WHERE id IN (SELECT id FROM deliveries
                                   WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
-                                  ORDER BY next_ms LIMIT ?4)
-                     RETURNING id, event_seq, attempt, created_ms, mode",
+                                  ORDER BY next_ms, id LIMIT ?4)
+                     RETURNING id, lease_token, event_seq, attempt, created_ms, mode",
                 )
                 .map_err(sql("leasing deliveries"))?;
             let leased = stmt
-                .query_map(params![function, now, now + lease_ms, max as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+                .query_map(params![function, now, now + fetch.lease_ms, fetch.max as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, u32>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))
                 })
                 .map_err(sql("leasing deliveries"))?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -97,21 +126,40 @@ impl EventLog for SqliteStore {
                 .prepare_cached("SELECT body FROM events WHERE seq = ?1")
                 .map_err(sql("reading an event"))?;
             let mut out = Vec::with_capacity(leased.len());
-            for (id, seq, attempt, created_ms, mode) in leased {
-                let body: String = body_stmt
+            for (id, token, seq, attempt, created_ms, mode) in leased {
+                let body: Option<String> = body_stmt
                     .query_row([seq], |r| r.get(0))
+                    .optional()
                     .map_err(sql("reading an event"))?;
-                let json = serde_json::from_str(&body).map_err(|e| corrupt("event", e))?;
-                let event = CloudEvent::from_json(json).map_err(|e| corrupt("event", e))?;
-                out.push(Delivery {
-                    id,
-                    function: function.clone(),
-                    attempt,
-                    created_ms,
-                    mode: PayloadMode::from_i64(mode),
-                    event,
-                    encoded: body,
-                });
+                let decoded = body
+                    .ok_or_else(|| format!("event {seq} is missing"))
+                    .and_then(|body| {
+                        let json = serde_json::from_str(&body).map_err(|e| format!("event {seq}: {e}"))?;
+                        let event = CloudEvent::from_json(json).map_err(|e| format!("event {seq}: {e}"))?;
+                        Ok((event, body))
+                    });
+                match decoded {
+                    Ok((event, encoded)) => out.push(Delivery {
+                        id,
+                        token,
+                        function: function.clone(),
+                        attempt,
+                        created_ms,
+                        mode: PayloadMode::from_i64(mode),
+                        event,
+                        encoded,
+                    }),
+                    Err(detail) => {
+                        // One damaged row must not stop every other delivery of the function.
+                        tracing::error!(delivery = id, %detail, "undecodable event dead-lettered");
+                        conn.execute(
+                            "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?2,
+                                reason = 'undecodable', last_error = ?3 WHERE id = ?1",
+                            params![id, now, clip(&format!("the stored event cannot be decoded: {detail}"))],
+                        )
+                        .map_err(sql("dead-lettering an undecodable delivery"))?;
+                    }
+                }
             }
             out.sort_by_key(|d| d.id);
             Ok(out)
@@ -120,8 +168,8 @@ impl EventLog for SqliteStore {
     }
 
     async fn due(&self) -> Result<Due> {
-        self.read(|conn| {
-            let now = now_ms();
+        let now = self.now();
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT DISTINCT function FROM deliveries WHERE state = 'pending' AND next_ms <= ?1
@@ -149,49 +197,63 @@ impl EventLog for SqliteStore {
         .await
     }
 
-    async fn ack(&self, delivery: DeliveryId) -> Result<()> {
-        self.write(move |conn| {
+    async fn ack(&self, lease: LeaseRef) -> Result<()> {
+        let now = self.now();
+        self.settle(lease, move |conn| {
             conn.execute(
-                "UPDATE deliveries SET state = 'delivered', lease_until = NULL, updated_ms = ?2, last_error = NULL
-                 WHERE id = ?1 AND state = 'leased'",
-                params![delivery, now_ms()],
+                "UPDATE deliveries SET state = 'delivered', lease_until = NULL, updated_ms = ?3, last_error = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                params![lease.delivery, lease.token, now],
             )
-            .map_err(sql("acknowledging a delivery"))?;
-            Ok(())
+            .map_err(sql("acknowledging a delivery"))
         })
         .await
     }
 
-    async fn nak(&self, delivery: DeliveryId, delay_ms: i64, error: &str) -> Result<()> {
+    async fn nak(&self, lease: LeaseRef, delay_ms: i64, error: &str) -> Result<()> {
         let error = clip(error);
-        self.write(move |conn| {
-            let now = now_ms();
+        let now = self.now();
+        self.settle(lease, move |conn| {
             conn.execute(
-                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2, updated_ms = ?3, last_error = ?4
-                 WHERE id = ?1 AND state = 'leased'",
-                params![delivery, now + delay_ms.max(0), now, error],
+                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?4, updated_ms = ?3,
+                    last_error = ?5, interrupted = 0
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                params![lease.delivery, lease.token, now, now + delay_ms.max(0), error],
             )
-            .map_err(sql("scheduling a retry"))?;
-            Ok(())
+            .map_err(sql("scheduling a retry"))
         })
         .await
     }
 
     async fn terminate(
         &self,
-        delivery: DeliveryId,
+        lease: LeaseRef,
         reason: DeadLetterReason,
         error: &str,
     ) -> Result<()> {
         let error = clip(error);
-        self.write(move |conn| {
+        let now = self.now();
+        self.settle(lease, move |conn| {
             conn.execute(
-                "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?2, last_error = ?3, reason = ?4
-                 WHERE id = ?1 AND state IN ('leased', 'pending')",
-                params![delivery, now_ms(), error, reason.as_str()],
+                "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?3,
+                    last_error = ?4, reason = ?5
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                params![lease.delivery, lease.token, now, error, reason.as_str()],
             )
-            .map_err(sql("dead-lettering a delivery"))?;
-            Ok(())
+            .map_err(sql("dead-lettering a delivery"))
+        })
+        .await
+    }
+
+    async fn extend(&self, lease: LeaseRef, lease_ms: i64) -> Result<()> {
+        let now = self.now();
+        self.settle(lease, move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET lease_until = ?4, updated_ms = ?3
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                params![lease.delivery, lease.token, now, now + lease_ms],
+            )
+            .map_err(sql("extending a lease"))
         })
         .await
     }
@@ -247,11 +309,11 @@ impl EventLog for SqliteStore {
     }
 
     async fn redrive(&self, which: Redrive) -> Result<usize> {
+        let now = self.now();
         self.write(move |conn| {
-            let now = now_ms();
             // A redriven delivery starts over: fresh attempts, and its age counts from now.
             const RESET: &str = "UPDATE deliveries SET state = 'pending', attempt = 0, next_ms = ?1, created_ms = ?1,
-                                 updated_ms = ?1, reason = NULL, lease_until = NULL";
+                                 updated_ms = ?1, reason = NULL, lease_until = NULL, interrupted = 0";
             let n = match which {
                 Redrive::Ids(ids) => {
                     let mut stmt = conn
@@ -271,18 +333,6 @@ impl EventLog for SqliteStore {
                     .map_err(sql("redriving"))?,
             };
             Ok(n)
-        })
-        .await
-    }
-
-    async fn release_all_leases(&self) -> Result<usize> {
-        self.write(|conn| {
-            conn.execute(
-                "UPDATE deliveries SET state = 'pending', attempt = MAX(attempt - 1, 0), lease_until = NULL, next_ms = ?1
-                 WHERE state = 'leased'",
-                [now_ms()],
-            )
-            .map_err(sql("releasing leases"))
         })
         .await
     }
@@ -314,6 +364,10 @@ impl EventLog for SqliteStore {
             .transpose()
         })
         .await
+    }
+
+    fn health(&self) -> std::result::Result<(), String> {
+        self.failure().map_or(Ok(()), Err)
     }
 
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {

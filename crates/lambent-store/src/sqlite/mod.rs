@@ -7,13 +7,20 @@
 //! - A writer's caller is answered only after the transaction's COMMIT returned, so
 //!   an acknowledged write survives a crash and, with `synchronous=FULL`, a power loss.
 //! - Reads use separate connections and never block the writer (WAL).
+//! - One node per data directory: `open` takes an exclusive lock on `DIR/lock` and
+//!   holds it for the store's life, so leases it finds held at open belong to a dead
+//!   process and are released (their attempts stay charged).
+//! - A damaged database, or a missing or empty one where a store was created before,
+//!   is refused at open, never silently replaced by an empty node.
+//! - The writer queue is bounded: ingest past it is refused (`Overloaded`), other
+//!   writes wait for room. A panic inside a write stops the writer; `health` says why.
 
 mod events;
 mod invocations;
 mod registry;
 mod schema;
 
-use crate::{Result, StoreError};
+use crate::{Clock, Result, StoreError, SystemClock};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +29,27 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most writes folded into one transaction.
 const MAX_GROUP: usize = 1024;
+/// Most writes waiting for the writer; ingest past this is refused with `Overloaded`.
+pub const WRITE_QUEUE: usize = 16 * 1024;
+/// Written next to the database once it is created: a data directory that has it
+/// but no database (or an empty one) lost its database.
+const MARKER: &str = "lambent-store";
+const RECOVERY: &str = "Restore lambent.db from a backup (with its -wal file, if any), or move the data \
+     directory aside to start an empty node; `sqlite3 lambent.db .recover` may salvage what is readable";
+
+/// How to open the store.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
 
 /// How many transactions the writer committed and how many writes they carried.
 #[derive(Debug, Default)]
@@ -75,10 +103,15 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    clock: Arc<dyn Clock>,
     /// Transactions committed and writes they carried (group-commit statistics).
     stats: Arc<CommitStats>,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// Why the writer stopped, once it has.
+    failure: Arc<Mutex<Option<String>>>,
+    /// The data directory's lock, held while the store lives.
+    _lock: std::fs::File,
 }
 
 pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -97,31 +130,68 @@ fn open_connection(path: &Path) -> Result<Connection> {
 impl SqliteStore {
     /// Opens (creating if needed) `lambent.db` in `dir` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+        Self::open_with(dir, SqliteOptions::default())
+    }
+
+    pub fn open_with(dir: &Path, options: SqliteOptions) -> Result<Self> {
+        let data_dir = |source| StoreError::DataDir {
             path: dir.display().to_string(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(data_dir)?;
+        let lock = lock_data_dir(dir)?;
         let path = dir.join("lambent.db");
+        check_database(dir, &path)?;
         let writer = open_connection(&path)?;
+        quick_check(&writer, &path)?;
         schema::migrate(&writer)?;
-        let (jobs, rx) = mpsc::unbounded_channel();
+        std::fs::write(dir.join(MARKER), "lambent store: lambent.db lives here\n")
+            .map_err(data_dir)?;
+        // We hold the directory's lock: leases still held belong to a dead process.
+        // Their attempts stay charged (an event that crashes the node must not be
+        // retried for ever); `fetch` dead-letters one past its attempt limit.
+        let released = writer
+            .execute(
+                "UPDATE deliveries SET state = 'pending', lease_until = NULL, interrupted = 1, next_ms = ?1
+                 WHERE state = 'leased'",
+                [options.clock.now_ms()],
+            )
+            .map_err(sql("releasing leases of a previous run"))?;
+        if released > 0 {
+            tracing::info!(released, "released deliveries leased by a previous run");
+        }
+        let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
         let stats = Arc::new(CommitStats::default());
-        let writer_stats = stats.clone();
+        let failure = Arc::new(Mutex::new(None));
+        let (writer_stats, writer_failure) = (stats.clone(), failure.clone());
         std::thread::Builder::new()
             .name("lambent-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx, &writer_stats))
-            .map_err(|source| StoreError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            .spawn(move || writer_loop(writer, rx, &writer_stats, &writer_failure))
+            .map_err(data_dir)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                clock: options.clock,
                 stats,
                 jobs,
                 readers: Mutex::new(Vec::new()),
+                failure,
+                _lock: lock,
             }),
         })
+    }
+
+    pub(crate) fn now(&self) -> lambent_core::EpochMs {
+        self.inner.clock.now_ms()
+    }
+
+    /// Why the writer stopped, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Committed transactions and the writes they carried, since open.
@@ -133,18 +203,35 @@ impl SqliteStore {
     }
 
     /// Runs `f` in the next group transaction; resolves after that transaction commits.
+    /// Waits for room in the writer queue.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(TypedJob {
-            work: Some(f),
-            result: None,
-            reply,
-        });
-        self.inner.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        let (job, rx) = job(f);
+        self.inner
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Like `write`, but refused with `Overloaded` when the writer queue is full
+    /// (ingest: shed load at the edge instead of queueing it in memory).
+    pub(crate) async fn write_or_refuse<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (job, rx) = job(f);
+        self.inner.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded {
+                queued: WRITE_QUEUE,
+            },
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -174,7 +261,111 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, stats: &CommitStats) {
+type Reply<T> = oneshot::Receiver<Result<T>>;
+
+fn job<T, F>(f: F) -> (Job, Reply<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    let job: Job = Box::new(TypedJob {
+        work: Some(f),
+        result: None,
+        reply,
+    });
+    (job, rx)
+}
+
+/// Takes the data directory's lock, or says who holds it.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("lock");
+    let io = |source| StoreError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(StoreError::Locked {
+                path: dir.display().to_string(),
+                holder: if holder.is_empty() {
+                    "holder unknown".into()
+                } else {
+                    holder.to_owned()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "pid {}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+/// A data directory that held a store must still have a non-empty database.
+fn check_database(dir: &Path, path: &Path) -> Result<()> {
+    if !dir.join(MARKER).exists() {
+        return Ok(());
+    }
+    let problem = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "the database is missing, but this data directory held one"
+        }
+        Ok(m) if m.len() == 0 => {
+            "the database is empty (0 bytes), but this data directory held one"
+        }
+        _ => return Ok(()),
+    };
+    Err(StoreError::Damaged {
+        path: path.display().to_string(),
+        problem: problem.into(),
+        recovery: RECOVERY,
+    })
+}
+
+/// `PRAGMA quick_check`: refuses a database whose pages are damaged.
+fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
+    let damaged = |problem: String| StoreError::Damaged {
+        path: path.display().to_string(),
+        problem,
+        recovery: RECOVERY,
+    };
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check")
+        .map_err(|e| damaged(format!("the database cannot be read: {e}")))?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| damaged(format!("the database cannot be read: {e}")))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        return Ok(());
+    }
+    let detail: Vec<String> = rows.into_iter().take(3).collect();
+    Err(damaged(format!(
+        "the database is damaged (integrity check: {})",
+        detail.join("; ")
+    )))
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    stats: &CommitStats,
+    failure: &Mutex<Option<String>>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -184,7 +375,29 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, stats: &C
                 Err(_) => break,
             }
         }
-        let outcome = run_group(&conn, &mut batch);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_group(&conn, &mut batch)
+        }));
+        let outcome = match ran {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                // A bug in a write: nothing of this group is committed, and the writer
+                // stops rather than guess at the connection's state.
+                let _ = conn.execute_batch("ROLLBACK");
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let why = format!("the store's writer stopped after a panic in a write: {what}");
+                tracing::error!("{why}");
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                for job in batch.drain(..) {
+                    job.finish(Err(StoreError::NotCommitted(why.clone())));
+                }
+                return;
+            }
+        };
         if outcome.is_ok() {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
             stats
@@ -225,4 +438,73 @@ fn run_group(conn: &Connection, batch: &mut [Job]) -> Result<()> {
         return Err(sql("committing a transaction")(e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::EventLog;
+
+    /// Finding 11: a panic in a write stops the writer visibly instead of silently.
+    #[tokio::test]
+    async fn a_panic_in_a_write_stops_the_writer_and_health_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert!(store.health().is_ok());
+        let failed = store
+            .write(|_conn| -> Result<()> { panic!("a bug in a write") })
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::NotCommitted(_))),
+            "{failed:?}"
+        );
+        let why = store.health().unwrap_err();
+        assert!(why.contains("a bug in a write"), "{why}");
+        let later = store.write(|_conn| Ok(())).await;
+        assert!(matches!(later, Err(StoreError::Closed)), "{later:?}");
+    }
+
+    /// Finding 11: overload is refused (503 upstream), not queued without bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingest_past_a_full_writer_queue_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        // Hold the writer inside one write while the queue fills.
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_conn| {
+                        let _ = entered_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || entered_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..WRITE_QUEUE {
+            let (job, rx) = job(|_conn| Ok(()));
+            store.inner.jobs.try_send(job).ok().unwrap();
+            queued.push(rx);
+        }
+        let refused = store.write_or_refuse(|_conn| Ok(())).await;
+        assert!(
+            matches!(refused, Err(StoreError::Overloaded { .. })),
+            "{refused:?}"
+        );
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for rx in queued {
+            rx.await.unwrap().unwrap();
+        }
+        store.write_or_refuse(|_conn| Ok(())).await.unwrap();
+    }
 }

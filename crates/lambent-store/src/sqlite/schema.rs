@@ -40,7 +40,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_ms  INTEGER NOT NULL,
     updated_ms  INTEGER NOT NULL,
     last_error  TEXT,
-    reason      TEXT
+    reason      TEXT,
+    -- Fencing token of the current (or last) lease; grows with every lease.
+    lease_token INTEGER NOT NULL DEFAULT 0,
+    -- 1 when the last lease ran out (or its node died) without a settle.
+    interrupted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, function, next_ms);
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (state, updated_ms);
@@ -64,7 +68,27 @@ CREATE TABLE IF NOT EXISTS invocations (
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, seq);
 "#;
 
+/// Columns added after the first release, for databases created before them.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("deliveries", "lease_token", "INTEGER NOT NULL DEFAULT 0"),
+    ("deliveries", "interrupted", "INTEGER NOT NULL DEFAULT 0"),
+];
+
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)
-        .map_err(sql("creating the schema"))
+        .map_err(sql("creating the schema"))?;
+    for (table, column, decl) in ADDED_COLUMNS {
+        let exists: bool = conn
+            .query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )
+            .map_err(sql("reading the schema"))?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                .map_err(sql("migrating the schema"))?;
+        }
+    }
+    Ok(())
 }

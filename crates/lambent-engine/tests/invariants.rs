@@ -1,0 +1,270 @@
+//! Engine invariants under races, with a fake runtime and registries that stall on
+//! cue (no sleep decides an outcome).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use lambent_core::{CloudEvent, DeadLetterReason, FunctionSpec};
+use lambent_engine::keepalive::Fixed;
+use lambent_engine::{DeployRequest, Engine, EngineConfig, RuleRequest};
+use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
+use lambent_store::{
+    CodeStore, DeadLetter, Delivery, Due, EventLog, Fetch, FunctionVersion, LeaseRef, NewEvent,
+    PublishOutcome, Redrive, Registry, Result, Rule, SqliteStore, StoreError, StoredCode,
+    StoredEvent, Stores,
+};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A runtime that never starts anything (these tests do not invoke).
+struct NoRuntime;
+
+#[async_trait]
+impl Runtime for NoRuntime {
+    async fn start(
+        &self,
+        config: InstanceConfig,
+    ) -> std::result::Result<Box<dyn Instance>, RuntimeError> {
+        Err(RuntimeError::NoBootstrap {
+            function: config.spec.name,
+        })
+    }
+}
+
+/// The SQLite registry, whose first armed read stalls *after* reading until released.
+struct GatedRegistry {
+    inner: SqliteStore,
+    gate_get: AtomicBool,
+    gate_list: AtomicBool,
+    entered: Notify,
+    release: Notify,
+    /// Woken (never stored) when a rule-set rebuild has read the registry.
+    rebuilt: Notify,
+}
+
+#[async_trait]
+impl Registry for GatedRegistry {
+    async fn put_function(&self, spec: FunctionSpec, code: StoredCode) -> Result<FunctionVersion> {
+        self.inner.put_function(spec, code).await
+    }
+    async fn get_function(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<Option<FunctionVersion>> {
+        let found = self.inner.get_function(name, version).await;
+        if self.gate_get.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        found
+    }
+    async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
+        self.inner.list_functions().await
+    }
+    async fn delete_function(&self, name: &str) -> Result<bool> {
+        self.inner.delete_function(name).await
+    }
+    async fn put_rule(&self, rule: Rule) -> Result<()> {
+        self.inner.put_rule(rule).await
+    }
+    async fn list_rules(&self) -> Result<Vec<Rule>> {
+        let found = self.inner.list_rules().await;
+        if self.gate_list.swap(false, Ordering::SeqCst) {
+            // Stall until the next rebuild has read, or (when rebuilds are serialised
+            // and none can start meanwhile) a while.
+            self.entered.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(300), self.rebuilt.notified()).await;
+        } else {
+            self.rebuilt.notify_waiters();
+        }
+        found
+    }
+    async fn delete_rule(&self, name: &str) -> Result<bool> {
+        self.inner.delete_rule(name).await
+    }
+}
+
+fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(name, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(body).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+struct Node {
+    engine: Engine,
+    registry: Arc<GatedRegistry>,
+    _dir: tempfile::TempDir,
+}
+
+async fn node_with(events: Option<Arc<dyn EventLog>>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let registry = Arc::new(GatedRegistry {
+        inner: sqlite.clone(),
+        gate_get: AtomicBool::new(false),
+        gate_list: AtomicBool::new(false),
+        entered: Notify::new(),
+        release: Notify::new(),
+        rebuilt: Notify::new(),
+    });
+    let stores = Stores {
+        registry: registry.clone(),
+        events: events.unwrap_or_else(|| Arc::new(sqlite.clone())),
+        invocations: Arc::new(sqlite.clone()),
+        code: Arc::new(CodeStore::open(dir.path().join("code")).unwrap()),
+    };
+    let engine = Engine::start(
+        EngineConfig::default(),
+        stores,
+        Arc::new(NoRuntime),
+        Arc::new(Fixed(Duration::from_secs(60))),
+    )
+    .await
+    .unwrap();
+    Node {
+        engine,
+        registry,
+        _dir: dir,
+    }
+}
+
+fn deploy(name: &str, memory_mb: u32) -> DeployRequest {
+    DeployRequest {
+        name: name.into(),
+        runtime: Some("provided".into()),
+        memory_mb: Some(memory_mb),
+        code_zip: Some(zip_of("bootstrap", b"#!/bin/sh\n")),
+        ..DeployRequest::default()
+    }
+}
+
+/// Finding 3: a registry read that raced a deploy must not put the old version back
+/// into the function cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_a_deploy_cannot_cache_the_old_version() {
+    let node = node_with(None).await;
+    node.engine.deploy(deploy("f", 128)).await.unwrap();
+    // The cache is empty after a deploy: the next read goes to the registry and stalls
+    // there holding version 1.
+    node.registry.gate_get.store(true, Ordering::SeqCst);
+    let reader = {
+        let engine = node.engine.clone();
+        tokio::spawn(async move { engine.function("f").await.unwrap().version })
+    };
+    node.registry.entered.notified().await;
+    let v2 = node.engine.deploy(deploy("f", 256)).await.unwrap();
+    assert_eq!(v2.version, 2);
+    node.registry.release.notify_one();
+    assert_eq!(reader.await.unwrap(), 1, "the racing read saw version 1");
+    let now = node.engine.function("f").await.unwrap();
+    assert_eq!(now.version, 2, "the node runs version 2 after its deploy");
+}
+
+/// Finding 4: two rule changes at once must both be in the router afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rule_changes_keep_every_rule() {
+    let node = node_with(None).await;
+    node.engine.deploy(deploy("f", 128)).await.unwrap();
+    node.engine.deploy(deploy("g", 128)).await.unwrap();
+    let rule = |name: &str, ty: &str, target: &str| RuleRequest {
+        name: name.into(),
+        pattern: serde_json::json!({"type": [ty]}),
+        targets: vec![target.into()],
+    };
+    // Rule a's rebuild reads [a] and stalls; rule b is added meanwhile.
+    node.registry.gate_list.store(true, Ordering::SeqCst);
+    let a = {
+        let engine = node.engine.clone();
+        let r = rule("a", "ta", "f");
+        tokio::spawn(async move { engine.put_rule(r).await.unwrap() })
+    };
+    node.registry.entered.notified().await;
+    node.engine.put_rule(rule("b", "tb", "g")).await.unwrap();
+    a.await.unwrap();
+    for (ty, id) in [("ta", "1"), ("tb", "2")] {
+        let e = CloudEvent::builder(id, "/t", ty).build().unwrap();
+        let out = node.engine.publish(vec![e]).await.unwrap();
+        assert!(
+            matches!(
+                out[0].outcome,
+                PublishOutcome::Accepted { deliveries: 1, .. }
+            ),
+            "an event of type {ty} reached no function: {:?}",
+            out[0].outcome
+        );
+    }
+}
+
+/// An event log whose writes fail (a full disk) and that always has work due.
+#[derive(Default)]
+struct FailingLog {
+    fetches: AtomicUsize,
+    reached: Notify,
+}
+
+const FETCHES: usize = 30;
+
+#[async_trait]
+impl EventLog for FailingLog {
+    async fn publish(&self, _: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
+        Err(StoreError::NotCommitted("disk full".into()))
+    }
+    async fn fetch(&self, _: &str, _: Fetch) -> Result<Vec<Delivery>> {
+        if self.fetches.fetch_add(1, Ordering::SeqCst) + 1 == FETCHES {
+            self.reached.notify_one();
+        }
+        Err(StoreError::NotCommitted("disk full".into()))
+    }
+    async fn due(&self) -> Result<Due> {
+        Ok(Due {
+            functions: vec!["f".into()],
+            next_ms: None,
+        })
+    }
+    async fn ack(&self, _: LeaseRef) -> Result<()> {
+        Ok(())
+    }
+    async fn nak(&self, _: LeaseRef, _: i64, _: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn terminate(&self, _: LeaseRef, _: DeadLetterReason, _: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn extend(&self, _: LeaseRef, _: i64) -> Result<()> {
+        Ok(())
+    }
+    async fn dead_letters(&self, _: Option<&str>, _: usize) -> Result<Vec<DeadLetter>> {
+        Ok(Vec::new())
+    }
+    async fn redrive(&self, _: Redrive) -> Result<usize> {
+        Ok(0)
+    }
+    async fn get_event(&self, _: &str, _: &str) -> Result<Option<StoredEvent>> {
+        Ok(None)
+    }
+    async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Finding 16: while the store fails, the dispatcher backs off instead of spinning.
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_is_retried_with_backoff_not_in_a_loop() {
+    let log = Arc::new(FailingLog::default());
+    let node = node_with(Some(log.clone())).await;
+    let start = tokio::time::Instant::now();
+    log.reached.notified().await;
+    let took = start.elapsed();
+    // Backoff doubles from 50 ms to 5 s: 30 failed fetches take well over a minute
+    // of (virtual) time; a loop takes none.
+    assert!(
+        took >= Duration::from_secs(60),
+        "{FETCHES} fetches in {took:?}"
+    );
+    drop(node);
+}

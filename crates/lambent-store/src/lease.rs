@@ -1,0 +1,72 @@
+//! A leased delivery as its holder sees it: settled once, and nak'ed when dropped
+//! unsettled (a panicking or cancelled attempt hands its delivery back at once
+//! instead of holding it until the lease runs out).
+
+use crate::{DeadLetterReason, Delivery, EventLog, Result};
+use std::sync::Arc;
+
+pub struct Lease {
+    log: Arc<dyn EventLog>,
+    delivery: Delivery,
+    settled: bool,
+}
+
+impl Lease {
+    pub fn new(log: Arc<dyn EventLog>, delivery: Delivery) -> Self {
+        Self {
+            log,
+            delivery,
+            settled: false,
+        }
+    }
+
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
+
+    pub fn delivery_mut(&mut self) -> &mut Delivery {
+        &mut self.delivery
+    }
+
+    pub async fn ack(mut self) -> Result<()> {
+        self.settled = true;
+        self.log.ack(self.delivery.lease()).await
+    }
+
+    pub async fn nak(mut self, delay_ms: i64, error: &str) -> Result<()> {
+        self.settled = true;
+        self.log.nak(self.delivery.lease(), delay_ms, error).await
+    }
+
+    pub async fn terminate(mut self, reason: DeadLetterReason, error: &str) -> Result<()> {
+        self.settled = true;
+        self.log
+            .terminate(self.delivery.lease(), reason, error)
+            .await
+    }
+
+    /// The attempt is still running: push the lease's end out to `lease_ms` from now.
+    pub async fn extend(&self, lease_ms: i64) -> Result<()> {
+        self.log.extend(self.delivery.lease(), lease_ms).await
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime left: the lease runs out instead
+        };
+        let (log, lease) = (self.log.clone(), self.delivery.lease());
+        runtime.spawn(async move {
+            if let Err(e) = log
+                .nak(lease, 0, "the attempt ended without reporting")
+                .await
+            {
+                tracing::debug!(delivery = lease.delivery, error = %e, "could not hand back a dropped lease");
+            }
+        });
+    }
+}
