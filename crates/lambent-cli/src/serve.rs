@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Largest event accepted, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     max_event_bytes: usize,
+    /// On SIGTERM or Ctrl-C: how long running attempts may take to finish (seconds).
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -74,9 +77,31 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // The first line on stdout is the address: scripts and tests read it.
     println!("lambent: control API on http://{addr}");
     tracing::info!(%addr, data_dir = %data.display(), "node started");
-    axum::serve(listener, lambent_api::router(engine))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    // On a stop signal: the listener stops taking connections (requests in flight
+    // finish) while the engine stops starting attempts and lets running ones settle.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let server = {
+        let stopping = stopping.clone();
+        axum::serve(listener, lambent_api::router(engine.clone()))
+            .with_graceful_shutdown(async move { stopping.notified().await })
+    };
+    let server = tokio::spawn(async move { server.await });
+    shutdown().await;
+    tracing::info!("stopping: no new work; draining running attempts");
+    stopping.notify_one();
+    let unfinished = engine.drain(Duration::from_secs(args.shutdown_grace)).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "attempts still running after the grace period; they run again after restart"
+        );
+    }
+    // Requests still open after the grace (a long synchronous invoke) are cut.
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_grace), server).await {
+        Ok(served) => served??,
+        Err(_) => tracing::warn!("requests still open after the grace period were cut"),
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

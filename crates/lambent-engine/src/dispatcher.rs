@@ -18,6 +18,7 @@ use lambent_core::{DeadLetterReason, FunctionSpec, now_ms};
 use lambent_store::{Fetch, Lease, PayloadMode, StoreError};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Longest the dispatcher sleeps without looking (lease expiry needs a look now and then).
@@ -50,6 +51,9 @@ impl Backoff {
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut backoff = Backoff::new();
     loop {
+        if inner.draining.load(Ordering::SeqCst) {
+            return;
+        }
         let wait = match inner.stores.events.due().await {
             Ok(due) => {
                 backoff.succeeded();
@@ -164,6 +168,14 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
     // error is retried after a backoff (never in a tight loop).
     let mut failing = false;
     loop {
+        if inner.draining.load(Ordering::SeqCst) {
+            // Stopping: what was leased ahead never started; hand it back uncharged.
+            for lease in ahead.drain(..) {
+                let id = lease.delivery().id;
+                settled(id, lease.release().await);
+            }
+            return;
+        }
         let spec = match inner.latest_function(function).await {
             Ok(f) => f.map(|f| f.spec),
             Err(e) => {
@@ -188,8 +200,7 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
                 return;
             }
             for lease in ahead.drain(..) {
-                let engine = engine.clone();
-                tokio::spawn(async move { attempt(&engine, lease, None).await });
+                spawn_attempt(&engine, lease, None);
             }
             continue;
         };
@@ -220,8 +231,7 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
             let Some(lease) = ahead.pop_front() else {
                 break;
             };
-            let engine = engine.clone();
-            tokio::spawn(async move { attempt(&engine, lease, Some(slot)).await });
+            spawn_attempt(&engine, lease, Some(slot));
         }
         // Lease the next round while this one runs.
         let target = (spec.concurrency as usize).min(MAX_PULL);
@@ -230,6 +240,24 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
             ahead.extend(lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await);
         }
     }
+}
+
+/// Starts one attempt, counted while it runs (a draining node waits for it).
+fn spawn_attempt(engine: &Engine, lease: Lease, slot: Option<Slot>) {
+    struct Running(Arc<Inner>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.attempts.fetch_sub(1, Ordering::SeqCst);
+            self.0.attempt_done.notify_waiters();
+        }
+    }
+    engine.inner.attempts.fetch_add(1, Ordering::SeqCst);
+    let running = Running(engine.inner.clone());
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let _running = running;
+        attempt(&engine, lease, slot).await;
+    });
 }
 
 /// How long a delivery of this function is leased: it may wait one invocation for

@@ -73,6 +73,11 @@ pub(crate) struct Inner {
     /// Rule changes one at a time: each rebuilds the router from the registry, and two
     /// interleaved rebuilds could install the older rule set last.
     pub rules_lock: tokio::sync::Mutex<()>,
+    /// Set once the node is stopping: no new attempts start.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Delivery attempts running now, and a wake-up for when one ends.
+    pub attempts: std::sync::atomic::AtomicUsize,
+    pub attempt_done: Notify,
     /// The node's long-running tasks, watched by `health`.
     pub tasks: Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
 }
@@ -133,6 +138,9 @@ impl Engine {
                 pumps: Mutex::new(HashSet::new()),
                 latest: Mutex::new(FunctionCache::default()),
                 rules_lock: tokio::sync::Mutex::new(()),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                attempts: std::sync::atomic::AtomicUsize::new(0),
+                attempt_done: Notify::new(),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -152,6 +160,29 @@ impl Engine {
         *engine.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
             vec![("dispatcher", dispatcher), ("instance reaper", reaper)];
         Ok(engine)
+    }
+
+    /// Stops starting delivery attempts (leases taken ahead are handed back
+    /// uncharged), waits up to `grace` for the running ones to finish and settle,
+    /// then stops idle instances. Returns how many attempts were still running.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        use std::sync::atomic::Ordering;
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_waiters();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let done = self.inner.attempt_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.inner.attempts.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                break;
+            }
+        }
+        self.inner.pool.evict_all().await;
+        self.inner.attempts.load(Ordering::SeqCst)
     }
 
     /// Whether the node can do its work: its store takes writes and its background

@@ -256,6 +256,17 @@ impl Pool {
         }
     }
 
+    /// Stops every idle instance (the node is stopping).
+    pub async fn evict_all(&self) {
+        let idle: Vec<Idle> = {
+            let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            map.values_mut().flat_map(|p| p.idle.drain(..)).collect()
+        };
+        for i in idle {
+            i.instance.shutdown().await;
+        }
+    }
+
     /// Idle instances per function, for status output.
     pub fn idle_counts(&self) -> Vec<(String, usize)> {
         let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());

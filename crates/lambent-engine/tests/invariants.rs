@@ -238,6 +238,9 @@ impl EventLog for FailingLog {
     async fn extend(&self, _: LeaseRef, _: i64) -> Result<()> {
         Ok(())
     }
+    async fn release(&self, _: LeaseRef) -> Result<()> {
+        Ok(())
+    }
     async fn dead_letters(&self, _: Option<&str>, _: usize) -> Result<Vec<DeadLetter>> {
         Ok(Vec::new())
     }

@@ -1,5 +1,5 @@
 //! The delivery contract's conformance suite: random sequences of publish / fetch /
-//! ack / nak / terminate / extend / expire (the clock moves) / redrive / restart, run
+//! ack / nak / terminate / extend / release / expire (the clock moves) / redrive / restart, run
 //! against an [`EventLog`] and a small in-memory model of the contract, comparing
 //! every answer. Any implementation runs it through a [`Harness`]; the SQLite store
 //! runs it in `tests/conformance.rs`.
@@ -323,7 +323,7 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                     recent + rng.below((leases.len() - recent) as u64) as usize
                 };
                 let (key, lease) = leases[index].clone();
-                let op = rng.below(4);
+                let op = rng.below(5);
                 let delay = *rng.pick(&[0, 2_000]);
                 trail.push(format!("settle op {op} on {key:?} token {}", lease.token));
                 let valid = model.holder(now, &key, lease.token).is_some();
@@ -335,7 +335,8 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                             .terminate(lease, DeadLetterReason::MaxAttempts, "gave up")
                             .await
                     }
-                    _ => store.extend(lease, 5_000).await,
+                    3 => store.extend(lease, 5_000).await,
+                    _ => store.release(lease).await,
                 };
                 let got = lease_result(got).map_err(|e| fail(&trail, e))?;
                 if got != valid {
@@ -356,13 +357,17 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                                 reason: DeadLetterReason::MaxAttempts,
                             }
                         }
-                        _ => {
+                        3 => {
                             if let State::Leased { token, .. } = d.state {
                                 d.state = State::Leased {
                                     token,
                                     until: now + 5_000,
                                 };
                             }
+                        }
+                        _ => {
+                            d.state = State::Pending { due: now };
+                            d.attempt = d.attempt.saturating_sub(1);
                         }
                     }
                 }

@@ -45,6 +45,12 @@ impl Lease {
             .await
     }
 
+    /// The attempt never started: hand the delivery back without charging it.
+    pub async fn release(mut self) -> Result<()> {
+        self.settled = true;
+        self.log.release(self.delivery.lease()).await
+    }
+
     /// The attempt is still running: push the lease's end out to `lease_ms` from now.
     pub async fn extend(&self, lease_ms: i64) -> Result<()> {
         self.log.extend(self.delivery.lease(), lease_ms).await

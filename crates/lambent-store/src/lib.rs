@@ -132,6 +132,9 @@ pub trait EventLog: Send + Sync {
     -> Result<()>;
     /// The attempt is still running: the lease now ends `lease_ms` from now.
     async fn extend(&self, lease: LeaseRef, lease_ms: i64) -> Result<()>;
+    /// The attempt never started (a lease taken ahead, handed back at shutdown): the
+    /// delivery is due again now and the attempt is not charged.
+    async fn release(&self, lease: LeaseRef) -> Result<()>;
     /// Dead letters, newest first, optionally of one function.
     async fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
     /// Makes dead letters due again with fresh attempts; returns how many.

@@ -258,6 +258,20 @@ impl EventLog for SqliteStore {
         .await
     }
 
+    async fn release(&self, lease: LeaseRef) -> Result<()> {
+        let now = self.now();
+        self.settle(lease, move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?3, updated_ms = ?3,
+                    attempt = MAX(attempt - 1, 0)
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                params![lease.delivery, lease.token, now],
+            )
+            .map_err(sql("releasing a lease"))
+        })
+        .await
+    }
+
     async fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
         let function = function.map(str::to_owned);
         self.read(move |conn| {

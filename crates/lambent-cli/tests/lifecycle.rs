@@ -1,0 +1,154 @@
+//! A node's lifecycle through the real binary: one node per data directory, a
+//! SIGTERM drains and settles running attempts, and no function process outlives a
+//! kill -9 of its node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::process::Command;
+
+/// Finding 6: a second node on a live data directory fails at start, naming the
+/// holder, and the live node keeps working.
+#[test]
+fn a_second_node_on_the_same_data_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let node = Node::start(&data);
+    let code = code_dir(&[("app.py", "def handler(e, c):\n    return 'pong'\n")]);
+    node.deploy_app("ping", "python3.11", code.path(), &[]);
+    assert!(node.ok(&["invoke", "ping"]).contains("pong"));
+
+    let second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another lambent node")
+            && stderr.contains(&format!("pid {}", node.pid())),
+        "{stderr}"
+    );
+    // The live node's instances and leases were left alone.
+    assert!(node.ok(&["invoke", "ping"]).contains("pong"));
+    let status = node.get("/v1/status");
+    assert_eq!(status["warm_instances"]["ping"], 1, "{status}");
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (state Z) waiting for a reaper is dead already.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Finding 10: runtime processes die with their node, even by kill -9 — also one
+/// busy inside a handler (an idle one would notice its Runtime API vanish).
+#[test]
+fn no_function_process_outlives_a_kill_9_of_its_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let pid_file = tmp.path().join("pid");
+    let code = code_dir(&[(
+        "app.py",
+        "import os, time\ndef handler(e, c):\n    open(os.environ['PID_FILE'], 'w').write(str(os.getpid()))\n    time.sleep(300)\n",
+    )]);
+    let env = format!("PID_FILE={}", pid_file.display());
+    node.deploy_app(
+        "busy",
+        "python3.11",
+        code.path(),
+        &["--timeout", "600", "--env", &env],
+    );
+    node.ok(&["invoke", "busy", "--async"]);
+    let pid: u32 = wait_for("the handler to start", || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    assert!(alive(pid));
+    node.kill9();
+    wait_for("the function's process to die with its node", || {
+        (!alive(pid)).then_some(())
+    });
+}
+
+/// SIGTERM stops intake, lets running attempts finish and settle, and exits; after a
+/// restart every acknowledged event is handled, and none that finished ran twice.
+#[test]
+fn sigterm_drains_running_attempts_and_nothing_acknowledged_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("out.txt");
+    let code = code_dir(&[(
+        "app.py",
+        "import os, time\nOUT = os.environ['OUT']\n\
+def log(line):\n    fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n    os.write(fd, (line + '\\n').encode())\n    os.close(fd)\n\
+def handler(event, context):\n    log('start ' + event['id'])\n    time.sleep(1.5)\n    log('end ' + event['id'])\n",
+    )]);
+    let mut node = Node::start(&data);
+    let env = format!("OUT={}", out.display());
+    node.deploy_app(
+        "slow",
+        "python3.11",
+        code.path(),
+        &["--concurrency", "2", "--env", &env],
+    );
+    node.ok(&[
+        "rules",
+        "add",
+        "slow",
+        "--pattern",
+        r#"{"type": ["slow"]}"#,
+        "--target",
+        "slow",
+    ]);
+    let ids: Vec<String> = (0..6).map(|i| format!("drain-{i}")).collect();
+    for id in &ids {
+        let (status, _) = node.publish(&event(id, "slow", json!({})));
+        assert_eq!(status, 202);
+    }
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    wait_for("an attempt to start", || {
+        lines()
+            .iter()
+            .any(|l| l.starts_with("start "))
+            .then_some(())
+    });
+    let status = node.terminate();
+    assert!(status.success(), "the node exited with {status}");
+    let at_exit = lines();
+    let started: Vec<String> = at_exit
+        .iter()
+        .filter_map(|l| l.strip_prefix("start ").map(str::to_owned))
+        .collect();
+    for id in &started {
+        assert!(
+            at_exit.contains(&format!("end {id}")),
+            "{id} was running at SIGTERM and did not finish before exit: {at_exit:?}"
+        );
+    }
+
+    let node = Node::start(&data);
+    wait_for("every acknowledged event to be handled", || {
+        let l = lines();
+        ids.iter()
+            .all(|id| l.contains(&format!("end {id}")))
+            .then_some(())
+    });
+    let l = lines();
+    for id in &started {
+        let runs = l.iter().filter(|x| **x == format!("start {id}")).count();
+        assert_eq!(runs, 1, "{id} finished before exit but ran again: {l:?}");
+    }
+    assert!(node.dead_letters("slow").is_empty());
+}
