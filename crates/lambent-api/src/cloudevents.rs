@@ -99,6 +99,18 @@ fn binary(headers: &HeaderMap, ct: &str, body: &[u8]) -> ApiResult<CloudEvent> {
             builder = builder.attr(k, s);
         }
     }
+    // JSON data too deep for the parser would otherwise be kept as a string: refuse
+    // it as structured mode does.
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(body)
+        && e.to_string().starts_with("recursion limit exceeded")
+    {
+        return Err(event_error(
+            0,
+            lambent_core::EventError::TooDeep {
+                depth: lambent_core::event::MAX_DATA_DEPTH + 1,
+            },
+        ));
+    }
     builder
         .bytes_data((!ct.is_empty()).then_some(ct), body)
         .build()
@@ -166,6 +178,58 @@ mod tests {
         let h = headers(&[("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-type", "t")]);
         let err = parse(&h, b"").unwrap_err();
         assert!(err.message.contains("source"), "{}", err.message);
+    }
+
+    /// Finding 17: data nested past the limit is refused alike in every mode.
+    #[test]
+    fn deeply_nested_data_is_refused_in_every_mode() {
+        for levels in [127, 300] {
+            let data = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            let binary = headers(&[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+                ("content-type", "application/json"),
+            ]);
+            let structured = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{data}}}"#
+            );
+            let batch = format!("[{structured}]");
+            let cases = [
+                (binary, data.clone()),
+                (
+                    headers(&[("content-type", "application/cloudevents+json")]),
+                    structured,
+                ),
+                (
+                    headers(&[("content-type", "application/cloudevents-batch+json")]),
+                    batch,
+                ),
+            ];
+            for (h, body) in cases {
+                let err = parse(&h, body.as_bytes()).unwrap_err();
+                assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
+            }
+        }
+        // Up to the limit, every mode accepts the same data.
+        let ok = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("content-type", "application/json"),
+        ]);
+        assert!(parse(&h, ok.as_bytes()).is_ok());
+        let s = format!(r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{ok}}}"#);
+        assert!(
+            parse(
+                &headers(&[("content-type", "application/cloudevents+json")]),
+                s.as_bytes()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

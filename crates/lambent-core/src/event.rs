@@ -47,6 +47,35 @@ pub enum EventError {
     /// `data_base64` is not valid base64.
     #[error("`data_base64` is not valid base64: {0}")]
     Base64(String),
+    /// `data` nests deeper than the limit (every binding refuses it alike).
+    #[error("`data` nests {depth} levels deep, over the limit of {MAX_DATA_DEPTH}")]
+    TooDeep { depth: usize },
+}
+
+/// Deepest nesting of arrays and objects accepted in `data`. Structured mode's JSON
+/// parser stops at 128 levels for the whole event; one limit below it holds for
+/// every binding, so an event is accepted (and routed) the same however it arrives,
+/// and what is stored can always be read back.
+pub const MAX_DATA_DEPTH: usize = 100;
+
+/// Nesting depth of a JSON value (a scalar is 0), without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A validated CloudEvent, held in its JSON (structured) form.
@@ -71,6 +100,10 @@ impl CloudEvent {
         }
         for (name, value) in &json {
             if name == "data" {
+                let depth = depth(value);
+                if depth > MAX_DATA_DEPTH {
+                    return Err(EventError::TooDeep { depth });
+                }
                 continue;
             }
             if name == "data_base64" {
