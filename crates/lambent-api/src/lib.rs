@@ -53,11 +53,21 @@ pub const MAX_SMALL_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Engine,
+    pub node: NodeLimits,
+}
+
+/// The node's process and listener limits, shown by `GET /v1/status`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct NodeLimits {
+    /// The open-file limit the node runs with (raised to its hard limit at start).
+    pub open_files: u64,
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
 }
 
 /// The control API's routes.
-pub fn router(engine: Engine) -> Router {
-    let state = ApiState { engine };
+pub fn router(engine: Engine, node: NodeLimits) -> Router {
+    let state = ApiState { engine, node };
     let events_limit = MAX_EVENTS_BODY.max(state.engine.config().max_event_bytes);
     let invoke_limit = state.engine.config().max_sync_payload_bytes;
     Router::new()

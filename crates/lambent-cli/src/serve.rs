@@ -25,6 +25,14 @@ pub struct ServeArgs {
     /// Largest event accepted, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     max_event_bytes: usize,
+    /// Most connections the control API holds open at once (also bounded by the
+    /// open-file limit).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a client may take to send a request's headers; keep-alive connections
+    /// idle this long are closed too.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout: u64,
     /// On SIGTERM or Ctrl-C: how long running attempts may take to finish (seconds).
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
@@ -70,22 +78,43 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let policy = Arc::new(Fixed(Duration::from_secs(args.keep_alive)));
     let engine = Engine::start(config, stores, runtime, policy).await?;
+    let open_files = raise_open_file_limit();
+    // Leave descriptors for instances (pipes, sockets) and the database.
+    let max_connections = args
+        .max_connections
+        .min((open_files.saturating_sub(512) / 2).max(64) as usize);
+    let limits = lambent_http::Limits {
+        max_connections,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+    };
+    let node = lambent_api::NodeLimits {
+        open_files,
+        max_connections,
+        header_read_timeout_ms: limits.header_read_timeout.as_millis() as u64,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     // The first line on stdout is the address: scripts and tests read it.
     println!("lambent: control API on http://{addr}");
-    tracing::info!(%addr, data_dir = %data.display(), "node started");
+    tracing::info!(%addr, data_dir = %data.display(), open_files, max_connections, "node started");
     // On a stop signal: the listener stops taking connections (requests in flight
     // finish) while the engine stops starting attempts and lets running ones settle.
     let stopping = Arc::new(tokio::sync::Notify::new());
     let server = {
         let stopping = stopping.clone();
-        axum::serve(listener, lambent_api::router(engine.clone()))
-            .with_graceful_shutdown(async move { stopping.notified().await })
+        let app = lambent_api::router(engine.clone(), node);
+        tokio::spawn(async move {
+            lambent_http::serve(
+                listener,
+                app,
+                limits,
+                async move { stopping.notified().await },
+            )
+            .await
+        })
     };
-    let server = tokio::spawn(async move { server.await });
     shutdown().await;
     tracing::info!("stopping: no new work; draining running attempts");
     stopping.notify_one();
@@ -98,11 +127,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     // Requests still open after the grace (a long synchronous invoke) are cut.
     match tokio::time::timeout(Duration::from_secs(args.shutdown_grace), server).await {
-        Ok(served) => served??,
+        Ok(served) => served?,
         Err(_) => tracing::warn!("requests still open after the grace period were cut"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (service managers often start
+/// processes at 1024); returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
 }
 
 async fn shutdown() {

@@ -29,6 +29,16 @@ impl Node {
 
     /// Starts a node from a working directory (to test relative paths).
     pub fn start_in(cwd: Option<&Path>, data_dir: &Path, flags: &[&str]) -> Node {
+        Self::start_wrapped(&[], cwd, data_dir, flags)
+    }
+
+    /// Starts a node under a wrapper command (e.g. `prlimit --nofile=...`).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        cwd: Option<&Path>,
+        data_dir: &Path,
+        flags: &[&str],
+    ) -> Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -37,7 +47,14 @@ impl Node {
                     .join(data_dir.with_extension("log")),
             )
             .unwrap();
-        let mut command = Command::new(BIN);
+        let mut command = match wrapper {
+            [] => Command::new(BIN),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+        };
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }

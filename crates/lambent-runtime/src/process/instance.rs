@@ -58,7 +58,12 @@ impl ProcessInstance {
         });
         let app = api::router(shared.clone());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            // One runtime process talks to this endpoint: a few connections suffice.
+            let limits = lambent_http::Limits {
+                max_connections: 16,
+                ..lambent_http::Limits::default()
+            };
+            lambent_http::serve(listener, app, limits, std::future::pending()).await;
         });
 
         let id = uuid::Uuid::new_v4().simple().to_string();
