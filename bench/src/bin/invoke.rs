@@ -16,7 +16,7 @@ use lambent_engine::keepalive::Fixed;
 use lambent_engine::{DeployRequest, Engine, EngineConfig, InvokeOptions, RuleRequest};
 use lambent_runtime::process::ProcessRuntime;
 use lambent_runtime::{InstanceConfig, InvokeRequest, Runtime};
-use lambent_store::{CodeStore, SqliteStore, Stores};
+use lambent_store::{FsCodeStore, SqliteStore, Stores};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ async fn engine(data: &std::path::Path) -> Result<Engine> {
         registry: Arc::new(sqlite.clone()),
         events: Arc::new(sqlite.clone()),
         invocations: Arc::new(sqlite),
-        code: Arc::new(CodeStore::open(data.join("code"))?),
+        code: Arc::new(FsCodeStore::open(data.join("code"))?),
     };
     Ok(Engine::start(
         EngineConfig::default(),
@@ -236,6 +236,7 @@ async fn main() -> Result<()> {
             after_seq: 0,
             limit: 100_000,
             tail: false,
+            max_bytes: 0,
         })
         .await?;
     let mut durations: Vec<Duration> = records

@@ -235,15 +235,21 @@ pub async fn invocations(
     State(s): State<ApiState>,
     Query(q): Query<InvocationsQuery>,
 ) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_INVOCATIONS_PAGE);
     let records = s
         .engine
         .invocations(InvocationQuery {
             function: q.function,
             after_seq: q.after,
-            limit: q.limit.unwrap_or(100).min(10_000),
+            limit,
             tail: q.tail,
+            max_bytes: MAX_INVOCATIONS_PAGE_LOG_BYTES,
         })
         .await?;
+    // More may follow when the page is full or was cut at the byte budget.
+    let next_after = (!q.tail && !records.is_empty())
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
     let rows: Vec<Value> = records
         .into_iter()
         .map(|r| {
@@ -252,8 +258,12 @@ pub async fn invocations(
             v
         })
         .collect();
-    Ok(Json(json!({"invocations": rows})))
+    Ok(Json(json!({"invocations": rows, "next_after": next_after})))
 }
+
+/// Most invocations in one page, and about how many bytes of their logs.
+pub const MAX_INVOCATIONS_PAGE: usize = 1000;
+pub const MAX_INVOCATIONS_PAGE_LOG_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Deserialize)]
 pub struct DlqQuery {

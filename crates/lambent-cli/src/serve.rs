@@ -5,7 +5,7 @@ use clap::Args;
 use lambent_engine::keepalive::Fixed;
 use lambent_engine::{Engine, EngineConfig};
 use lambent_runtime::process::ProcessRuntime;
-use lambent_store::{CodeStore, SqliteStore, Stores};
+use lambent_store::{FsCodeStore, SqliteStore, Stores};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,15 @@ pub struct ServeArgs {
     /// idle this long are closed too.
     #[arg(long, default_value_t = 10)]
     header_read_timeout: u64,
+    /// How long delivered events, settled deliveries and invocations with their logs
+    /// are kept: `30m`, `12h`, `7d`, or `forever`. Dead letters and undelivered events
+    /// are kept until redriven or delivered.
+    #[arg(long, default_value = "7d", value_parser = parse_retention)]
+    retention: Retention,
+    /// How long an event's (source, id) is remembered for de-duplication, at least
+    /// (`24h`); events are kept at least this long whatever the retention.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    dedup_window: Duration,
     /// On SIGTERM or Ctrl-C: how long running attempts may take to finish (seconds).
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
@@ -67,13 +76,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         registry: Arc::new(sqlite.clone()),
         events: Arc::new(sqlite.clone()),
         invocations: Arc::new(sqlite),
-        code: Arc::new(CodeStore::open(data.join("code"))?),
+        code: Arc::new(FsCodeStore::open(data.join("code"))?),
     };
     let runtime = Arc::new(ProcessRuntime::new(data)?);
     let resolving = runtime.clone();
     tokio::spawn(async move { resolving.resolve_interpreters().await });
     let config = EngineConfig {
         max_event_bytes: args.max_event_bytes,
+        retention: args.retention.0,
+        dedup_window: args.dedup_window,
         ..EngineConfig::default()
     };
     let policy = Arc::new(Fixed(Duration::from_secs(args.keep_alive)));
@@ -132,6 +143,35 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `90s`, `30m`, `12h`, `7d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 12h or 7d"))?;
+    let secs = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: the unit is one of s, m, h, d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// A retention period, or none (`forever`).
+#[derive(Debug, Clone, Copy)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s == "forever" {
+        return Ok(Retention(None));
+    }
+    parse_duration(s).map(|d| Retention(Some(d)))
 }
 
 /// Raises the soft open-file limit to the hard one (service managers often start

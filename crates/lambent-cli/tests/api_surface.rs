@@ -291,3 +291,41 @@ fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
     // The throttled call was never run, so never recorded.
     assert_eq!(node.invocations("single").len(), 1);
 }
+
+/// Finding 12: a page of invocations is bounded in records and in bytes of logs, and
+/// says where the next page starts.
+#[test]
+fn invocation_listings_are_paginated_with_bounded_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let code = code_dir(&[(
+        "app.py",
+        "def handler(e, c):\n    print('y' * (300 * 1024))\n    return 1\n",
+    )]);
+    node.deploy_app("loud", "python3.11", code.path(), &[]);
+    for _ in 0..20 {
+        node.ok(&["invoke", "loud"]);
+    }
+    let resp = node
+        .http()
+        .get(format!(
+            "{}/v1/invocations?function=loud&limit=10000",
+            node.url
+        ))
+        .send()
+        .unwrap();
+    let body = resp.bytes().unwrap();
+    assert!(
+        body.len() < 5 * 1024 * 1024,
+        "a page of {} bytes",
+        body.len()
+    );
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let first = page["invocations"].as_array().unwrap().len();
+    assert!(first > 0 && first < 20, "{first} records in the first page");
+    let after = page["next_after"].as_i64().unwrap();
+    let rest = node.get(&format!(
+        "/v1/invocations?function=loud&after={after}&limit=10000"
+    ));
+    assert_eq!(first + rest["invocations"].as_array().unwrap().len(), 20);
+}

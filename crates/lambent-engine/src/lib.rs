@@ -14,12 +14,14 @@ mod functions;
 mod invoke;
 pub mod keepalive;
 pub mod pool;
+mod retention;
 pub mod router;
 
 pub use error::{EngineError, Result};
 pub use events::{PublishResult, RuleRequest};
 pub use functions::DeployRequest;
 pub use invoke::{Invocation, InvokeOptions};
+pub use retention::Compacted;
 
 use keepalive::KeepAlivePolicy;
 use lambent_runtime::Runtime;
@@ -40,6 +42,14 @@ pub struct EngineConfig {
     pub max_sync_payload_bytes: usize,
     /// Extra lease time beyond a function's timeout before a delivery is handed out again.
     pub lease_grace: Duration,
+    /// How long settled deliveries, their events, and invocations with their logs are
+    /// kept (`None`: for ever). Dead letters and undelivered events are never removed.
+    pub retention: Option<Duration>,
+    /// An event's `(source, id)` is remembered at least this long: a re-publish within
+    /// it is a duplicate, whatever the retention.
+    pub dedup_window: Duration,
+    /// How often compaction runs.
+    pub compaction_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +58,9 @@ impl Default for EngineConfig {
             max_event_bytes: 256 * 1024,
             max_sync_payload_bytes: 6 * 1024 * 1024,
             lease_grace: Duration::from_secs(30),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            dedup_window: Duration::from_secs(24 * 3600),
+            compaction_interval: Duration::from_secs(60),
         }
     }
 }
@@ -157,8 +170,12 @@ impl Engine {
                 tokio::time::sleep(pool::REAP_INTERVAL).await;
             }
         });
-        *engine.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
-            vec![("dispatcher", dispatcher), ("instance reaper", reaper)];
+        let compactor = tokio::spawn(retention::run(Arc::downgrade(&engine.inner)));
+        *engine.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![
+            ("dispatcher", dispatcher),
+            ("instance reaper", reaper),
+            ("compaction", compactor),
+        ];
         Ok(engine)
     }
 

@@ -8,7 +8,7 @@ use lambent_engine::keepalive::Fixed;
 use lambent_engine::{DeployRequest, Engine, EngineConfig, RuleRequest};
 use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
 use lambent_store::{
-    CodeStore, DeadLetter, Delivery, Due, EventLog, Fetch, FunctionVersion, LeaseRef, NewEvent,
+    DeadLetter, Delivery, Due, EventLog, Fetch, FsCodeStore, FunctionVersion, LeaseRef, NewEvent,
     PublishOutcome, Redrive, Registry, Result, Rule, SqliteStore, StoreError, StoredCode,
     StoredEvent, Stores,
 };
@@ -67,6 +67,9 @@ impl Registry for GatedRegistry {
     async fn delete_function(&self, name: &str) -> Result<bool> {
         self.inner.delete_function(name).await
     }
+    async fn code_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        self.inner.code_in_use().await
+    }
     async fn put_rule(&self, rule: Rule) -> Result<()> {
         self.inner.put_rule(rule).await
     }
@@ -116,7 +119,7 @@ async fn node_with(events: Option<Arc<dyn EventLog>>) -> Node {
         registry: registry.clone(),
         events: events.unwrap_or_else(|| Arc::new(sqlite.clone())),
         invocations: Arc::new(sqlite.clone()),
-        code: Arc::new(CodeStore::open(dir.path().join("code")).unwrap()),
+        code: Arc::new(FsCodeStore::open(dir.path().join("code")).unwrap()),
     };
     let engine = Engine::start(
         EngineConfig::default(),
@@ -253,6 +256,9 @@ impl EventLog for FailingLog {
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
         Ok(Vec::new())
     }
+    async fn compact(&self, _: i64, _: usize) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// Finding 16: while the store fails, the dispatcher backs off instead of spinning.
@@ -270,4 +276,25 @@ async fn a_failing_store_is_retried_with_backoff_not_in_a_loop() {
         "{FETCHES} fetches in {took:?}"
     );
     drop(node);
+}
+
+/// Retention: code that no version references any more is removed; code in use stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_removes_unreferenced_code_only() {
+    let node = node_with(None).await;
+    let gone = node.engine.deploy(deploy("f", 128)).await.unwrap();
+    let mut other = deploy("g", 128);
+    other.code_zip = Some(zip_of("bootstrap", b"#!/bin/sh\necho g\n"));
+    let kept = node.engine.deploy(other).await.unwrap();
+    node.engine.delete_function("f").await.unwrap();
+    let code = node.engine.stores().code.clone();
+    assert!(code.tree(&gone.code_sha256).is_dir());
+    let done = node
+        .engine
+        .compact(lambent_core::now_ms(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(done.code_packages, 1);
+    assert!(!code.tree(&gone.code_sha256).exists());
+    assert!(code.tree(&kept.code_sha256).is_dir());
 }

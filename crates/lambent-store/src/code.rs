@@ -5,9 +5,11 @@
 //! limits are checked against bytes actually written, not the sizes the archive claims.
 
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 /// Most bytes a package may unpack to (Lambda's limit).
 pub const MAX_UNPACKED_BYTES: u64 = 250 * 1024 * 1024;
@@ -42,9 +44,23 @@ pub struct StoredCode {
     pub size: u64,
 }
 
+/// Where function code lives: packages by digest, each unpacked into a local tree
+/// that instances run from. Blocking: call it off the async runtime.
+pub trait CodeStore: Send + Sync {
+    /// Validates, stores and unpacks a zip package; nothing is left behind when it
+    /// is refused.
+    fn put_zip(&self, zip_bytes: &[u8]) -> Result<StoredCode, CodeError>;
+    /// Where the unpacked code of a package lives on this node.
+    fn tree(&self, sha256: &str) -> PathBuf;
+    /// Removes packages no function version references (`in_use`) that are older
+    /// than `min_age` (so a package being deployed right now is never taken);
+    /// returns how many were removed.
+    fn gc(&self, in_use: &HashSet<String>, min_age: Duration) -> Result<usize, CodeError>;
+}
+
 /// Code blobs and their unpacked trees under one directory.
 #[derive(Debug, Clone)]
-pub struct CodeStore {
+pub struct FsCodeStore {
     root: PathBuf,
 }
 
@@ -55,7 +71,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CodeError + '_ {
     }
 }
 
-impl CodeStore {
+impl FsCodeStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, CodeError> {
         let root = root.into();
         for sub in ["blobs", "trees", "tmp"] {
@@ -64,15 +80,41 @@ impl CodeStore {
         }
         Ok(Self { root })
     }
+}
 
-    /// Where the unpacked code of a package lives.
-    pub fn tree(&self, sha256: &str) -> PathBuf {
+impl CodeStore for FsCodeStore {
+    fn tree(&self, sha256: &str) -> PathBuf {
         self.root.join("trees").join(sha256)
     }
 
-    /// Validates, stores and unpacks a zip package. Blocking: call it off the async runtime.
-    /// Nothing is left behind when the package is refused.
-    pub fn put_zip(&self, zip_bytes: &[u8]) -> Result<StoredCode, CodeError> {
+    fn gc(&self, in_use: &HashSet<String>, min_age: Duration) -> Result<usize, CodeError> {
+        let trees = self.root.join("trees");
+        let mut removed = 0;
+        for entry in fs::read_dir(&trees).map_err(io(&trees))? {
+            let entry = entry.map_err(io(&trees))?;
+            let sha = entry.file_name().to_string_lossy().into_owned();
+            if in_use.contains(&sha) {
+                continue;
+            }
+            let old_enough = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if !old_enough {
+                continue;
+            }
+            let blob = self.root.join("blobs").join(format!("{sha}.zip"));
+            let _ = fs::remove_file(&blob);
+            // Running instances keep their open files; the tree is gone for new ones.
+            fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    fn put_zip(&self, zip_bytes: &[u8]) -> Result<StoredCode, CodeError> {
         let sha256 = hex::encode(Sha256::digest(zip_bytes));
         let stored = StoredCode {
             sha256: sha256.clone(),
@@ -201,7 +243,7 @@ mod tests {
     #[test]
     fn unpacks_and_deduplicates_by_content() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CodeStore::open(dir.path()).unwrap();
+        let store = FsCodeStore::open(dir.path()).unwrap();
         let z = zip_of(&[
             ("handler.py", b"def h(e, c): return 1"),
             ("pkg/mod.py", b"x = 1"),
@@ -215,7 +257,7 @@ mod tests {
     #[test]
     fn refuses_zip_slip_absolute_paths_and_symlinks_writing_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CodeStore::open(dir.path().join("code")).unwrap();
+        let store = FsCodeStore::open(dir.path().join("code")).unwrap();
         for (name, expect) in [
             ("../evil.py", "outside"),
             ("/tmp/evil-abs.py", "outside"),

@@ -15,7 +15,7 @@ pub mod sqlite;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use code::{CodeError, CodeStore, StoredCode};
+pub use code::{CodeError, CodeStore, FsCodeStore, StoredCode};
 pub use lease::Lease;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
@@ -94,6 +94,9 @@ pub trait Registry: Send + Sync {
     /// Removes a function and all its versions; false when there was none.
     async fn delete_function(&self, name: &str) -> Result<bool>;
 
+    /// The code digests some stored version of some function references.
+    async fn code_in_use(&self) -> Result<std::collections::HashSet<String>>;
+
     async fn put_rule(&self, rule: Rule) -> Result<()>;
     async fn list_rules(&self) -> Result<Vec<Rule>>;
     async fn delete_rule(&self, name: &str) -> Result<bool>;
@@ -143,6 +146,11 @@ pub trait EventLog: Send + Sync {
     async fn get_event(&self, source: &str, id: &str) -> Result<Option<StoredEvent>>;
     /// Counts of deliveries by state (for status and metrics).
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>>;
+    /// Retention: removes up to `max` delivered deliveries settled before
+    /// `before_ms`, and up to `max` events received before it that no delivery needs
+    /// any more (pending, leased and dead-lettered ones keep their event). Small
+    /// steps, so compaction never stalls ingest; returns how many rows went.
+    async fn compact(&self, before_ms: EpochMs, max: usize) -> Result<usize>;
     /// Why the log cannot take writes any more, if it cannot (for `/healthz`).
     fn health(&self) -> std::result::Result<(), String> {
         Ok(())
@@ -153,8 +161,11 @@ pub trait EventLog: Send + Sync {
 #[async_trait]
 pub trait InvocationLog: Send + Sync {
     async fn record(&self, invocation: InvocationRecord) -> Result<()>;
-    /// Invocations oldest first after `after_seq`, optionally of one function.
+    /// Invocations oldest first after `after_seq`, optionally of one function, up to
+    /// `query.limit` records and about `query.max_bytes` of logs (at least one record).
     async fn list_invocations(&self, query: InvocationQuery) -> Result<Vec<InvocationRecord>>;
+    /// Retention: removes up to `max` invocations started before `before_ms`.
+    async fn compact(&self, before_ms: EpochMs, max: usize) -> Result<usize>;
 }
 
 /// Everything a node persists, as trait objects so a cluster store can replace it.
@@ -163,7 +174,7 @@ pub struct Stores {
     pub registry: std::sync::Arc<dyn Registry>,
     pub events: std::sync::Arc<dyn EventLog>,
     pub invocations: std::sync::Arc<dyn InvocationLog>,
-    pub code: std::sync::Arc<CodeStore>,
+    pub code: std::sync::Arc<dyn CodeStore>,
 }
 
 /// The time of a stored record, for display.

@@ -200,4 +200,6 @@ pub struct InvocationQuery {
     pub limit: usize,
     /// The newest `limit` instead of the oldest after `after_seq` (still returned oldest first).
     pub tail: bool,
+    /// Stop once the records' logs add up to this many bytes (0: no bound).
+    pub max_bytes: usize,
 }

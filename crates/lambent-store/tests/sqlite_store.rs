@@ -301,3 +301,109 @@ async fn a_lease_dropped_unsettled_is_handed_back() {
     assert_eq!(again.len(), 1, "the dropped lease was not handed back");
     assert_eq!(again[0].attempt, 2);
 }
+
+/// Retention removes what was delivered long enough ago (and its event), never a
+/// dead letter, pending work, or what it needs.
+#[tokio::test]
+async fn compaction_removes_only_settled_work_older_than_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000_000);
+    let store = SqliteStore::open_with(
+        dir.path(),
+        SqliteOptions {
+            clock: Arc::new(clock.clone()),
+        },
+    )
+    .unwrap();
+    store
+        .publish((0..4).map(new_event).collect())
+        .await
+        .unwrap();
+    let leased = store.fetch("f", fetch(3)).await.unwrap();
+    store.ack(leased[0].lease()).await.unwrap();
+    store
+        .terminate(leased[1].lease(), DeadLetterReason::MaxAttempts, "x")
+        .await
+        .unwrap();
+    store.nak(leased[2].lease(), 0, "retry").await.unwrap();
+    clock.advance(10_000);
+    let cut = crate_now(&clock) - 5_000;
+    // e0 delivered, e1 dead, e2 pending again, e3 never leased.
+    let removed = store.compact(cut, 100).await.unwrap();
+    assert_eq!(removed, 2, "the delivery of e0 and then e0 itself");
+    assert!(store.get_event("/test", "e0").await.unwrap().is_none());
+    for kept in ["e1", "e2", "e3"] {
+        assert!(
+            store.get_event("/test", kept).await.unwrap().is_some(),
+            "{kept}"
+        );
+    }
+    assert_eq!(store.dead_letters(None, 10).await.unwrap().len(), 1);
+    // Outside the window, the same (source, id) is new again.
+    let again = store.publish(vec![new_event(0)]).await.unwrap();
+    assert!(matches!(again[0], PublishOutcome::Accepted { .. }));
+    assert_eq!(
+        store.publish(vec![new_event(3)]).await.unwrap()[0],
+        PublishOutcome::Duplicate
+    );
+}
+
+fn crate_now(clock: &ManualClock) -> i64 {
+    lambent_store::Clock::now_ms(clock)
+}
+
+/// Finding 12: a page of invocations stops at its byte budget (at least one record).
+#[tokio::test]
+async fn invocation_pages_are_bounded_in_bytes() {
+    use lambent_core::InvocationOutcome;
+    use lambent_store::{InvocationLog, InvocationQuery, InvocationRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for i in 0..10 {
+        store
+            .record(InvocationRecord {
+                seq: 0,
+                request_id: format!("r{i}"),
+                function: "f".into(),
+                version: 1,
+                delivery_id: None,
+                event_id: None,
+                attempt: 1,
+                started_ms: i,
+                duration_us: 1,
+                cold: false,
+                outcome: InvocationOutcome::Success,
+                error_type: None,
+                error_message: None,
+                logs: "x".repeat(100 * 1024),
+            })
+            .await
+            .unwrap();
+    }
+    let page = |after_seq, max_bytes, tail| InvocationQuery {
+        function: Some("f".into()),
+        after_seq,
+        limit: 1000,
+        tail,
+        max_bytes,
+    };
+    let first = store
+        .list_invocations(page(0, 250 * 1024, false))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let next = store
+        .list_invocations(page(first[1].seq, 250 * 1024, false))
+        .await
+        .unwrap();
+    assert_eq!(next[0].request_id, "r2");
+    let tiny = store.list_invocations(page(0, 10, false)).await.unwrap();
+    assert_eq!(tiny.len(), 1, "at least one record");
+    let tail = store
+        .list_invocations(page(0, 250 * 1024, true))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = tail.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["r8", "r9"]);
+    assert_eq!(InvocationLog::compact(&store, 5, 100).await.unwrap(), 5);
+}

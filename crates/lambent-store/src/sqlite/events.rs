@@ -380,6 +380,29 @@ impl EventLog for SqliteStore {
         .await
     }
 
+    async fn compact(&self, before_ms: lambent_core::EpochMs, max: usize) -> Result<usize> {
+        self.write(move |conn| {
+            let deliveries = conn
+                .execute(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries
+                        WHERE state = 'delivered' AND updated_ms < ?1 LIMIT ?2)",
+                    params![before_ms, max as i64],
+                )
+                .map_err(sql("compacting deliveries"))?;
+            let events = conn
+                .execute(
+                    "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e
+                        WHERE e.received_ms < ?1
+                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)
+                        ORDER BY e.seq LIMIT ?2)",
+                    params![before_ms, max as i64],
+                )
+                .map_err(sql("compacting events"))?;
+            Ok(deliveries + events)
+        })
+        .await
+    }
+
     fn health(&self) -> std::result::Result<(), String> {
         self.failure().map_or(Ok(()), Err)
     }

@@ -50,7 +50,7 @@ impl InvocationLog for SqliteStore {
                      ORDER BY seq {order} LIMIT ?3"
                 ))
                 .map_err(sql("listing invocations"))?;
-            let mut rows = stmt
+            let mapped = stmt
                 .query_map(params![q.after_seq, q.function, q.limit as i64], |r| {
                     let outcome: String = r.get(10)?;
                     Ok((
@@ -73,22 +73,39 @@ impl InvocationLog for SqliteStore {
                         outcome,
                     ))
                 })
-                .map_err(sql("listing invocations"))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql("listing invocations"))?
-                .into_iter()
-                .map(|(mut rec, outcome)| {
-                    rec.outcome = InvocationOutcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt {
-                        what: "invocation outcome",
-                        detail: outcome,
-                    })?;
-                    Ok(rec)
-                })
-                .collect::<Result<Vec<_>>>()?;
+                .map_err(sql("listing invocations"))?;
+            // Rows are read one at a time and reading stops at the byte budget, so a
+            // page of large logs never sits in memory whole.
+            let mut rows = Vec::new();
+            let mut bytes = 0;
+            for row in mapped {
+                let (mut rec, outcome) = row.map_err(sql("listing invocations"))?;
+                rec.outcome = InvocationOutcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt {
+                    what: "invocation outcome",
+                    detail: outcome,
+                })?;
+                bytes += rec.logs.len();
+                if q.max_bytes > 0 && bytes > q.max_bytes && !rows.is_empty() {
+                    break;
+                }
+                rows.push(rec);
+            }
             if q.tail {
                 rows.reverse();
             }
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn compact(&self, before_ms: lambent_core::EpochMs, max: usize) -> Result<usize> {
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM invocations WHERE seq IN (SELECT seq FROM invocations
+                    WHERE started_ms < ?1 ORDER BY seq LIMIT ?2)",
+                params![before_ms, max as i64],
+            )
+            .map_err(sql("compacting invocations"))
         })
         .await
     }

@@ -124,6 +124,19 @@ impl Registry for SqliteStore {
         .await
     }
 
+    async fn code_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT DISTINCT code_sha256 FROM function_versions")
+                .map_err(sql("listing code in use"))?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(sql("listing code in use"))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql("listing code in use"))
+        })
+        .await
+    }
+
     async fn put_rule(&self, rule: Rule) -> Result<()> {
         self.write(move |conn| {
             let targets = serde_json::to_string(&rule.targets).map_err(|e| corrupt("rule targets", e))?;

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, function, next_ms);
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (state, updated_ms);
 CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries (state, lease_until);
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_seq);
 CREATE TABLE IF NOT EXISTS invocations (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id    TEXT NOT NULL UNIQUE,

@@ -1,0 +1,78 @@
+//! Retention: settled deliveries, their events, and invocations with their logs are
+//! removed once older than the retention period; code no version references is
+//! removed too. Compaction runs in small writes that share group commits with
+//! ingest, so it never stalls it. Dead letters, pending work and the events they
+//! need are never removed, and no event younger than the de-duplication window is.
+
+use crate::{Engine, Inner, Result};
+use lambent_core::now_ms;
+use std::sync::Weak;
+use std::time::Duration;
+
+/// Rows removed per write.
+const STEP: usize = 500;
+/// Code older than this and referenced by no version is removed (younger code may
+/// belong to a deploy in progress).
+pub const CODE_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// What one compaction removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub events_and_deliveries: usize,
+    pub invocations: usize,
+    pub code_packages: usize,
+}
+
+pub(crate) async fn run(inner: Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let interval = strong.config.compaction_interval;
+        let engine = Engine { inner: strong };
+        if let Err(e) = engine.compact(now_ms(), CODE_MIN_AGE).await {
+            tracing::warn!(error = %e, "compaction failed; trying again later");
+        }
+        drop(engine);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Engine {
+    /// Removes what the retention period lets go, as of `now_ms`.
+    pub async fn compact(&self, now_ms: i64, code_min_age: Duration) -> Result<Compacted> {
+        let mut done = Compacted::default();
+        let Some(retention) = self.inner.config.retention else {
+            return Ok(done);
+        };
+        let stores = &self.inner.stores;
+        let events_before = now_ms - ms(retention.max(self.inner.config.dedup_window));
+        loop {
+            let n = stores.events.compact(events_before, STEP).await?;
+            done.events_and_deliveries += n;
+            if n < STEP {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let invocations_before = now_ms - ms(retention);
+        loop {
+            let n = stores.invocations.compact(invocations_before, STEP).await?;
+            done.invocations += n;
+            if n < STEP {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let in_use = stores.registry.code_in_use().await?;
+        let code = stores.code.clone();
+        done.code_packages = tokio::task::spawn_blocking(move || code.gc(&in_use, code_min_age))
+            .await
+            .map_err(|e| crate::EngineError::Internal(e.to_string()))??;
+        Ok(done)
+    }
+}
