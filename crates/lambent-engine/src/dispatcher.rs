@@ -50,31 +50,59 @@ impl Backoff {
 
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut backoff = Backoff::new();
+    let max_idle_ms = millis(MAX_IDLE);
     loop {
         if inner.draining.load(Ordering::SeqCst) {
             return;
         }
-        let wait = match inner.stores.events.due().await {
-            Ok(due) => {
-                backoff.succeeded();
-                for function in due.functions {
-                    start_pump(&inner, function);
+        // Work the node was told about: no store scan needed.
+        let hinted: Vec<String> = inner
+            .hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for function in hinted {
+            start_pump(&inner, function);
+        }
+        // Work it was not told about (retries coming due, expired leases, redrives):
+        // one scan per due time, at least every MAX_IDLE — not one per wake-up.
+        let now = now_ms();
+        let scan_at = inner.scan_at.load(Ordering::SeqCst);
+        if now >= scan_at
+            && inner
+                .scan_at
+                .compare_exchange(
+                    scan_at,
+                    now + max_idle_ms,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+        {
+            match inner.stores.events.due().await {
+                Ok(due) => {
+                    backoff.succeeded();
+                    for function in due.functions {
+                        start_pump(&inner, function);
+                    }
+                    if let Some(t) = due.next_ms {
+                        inner.scan_at.fetch_min(t, Ordering::SeqCst);
+                    }
                 }
-                due.next_ms
-                    .map(|t| Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)))
-                    .unwrap_or(MAX_IDLE)
-                    .min(MAX_IDLE)
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatcher could not read due deliveries");
+                    backoff.failed().await;
+                    inner.scan_at.store(0, Ordering::SeqCst);
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "dispatcher could not read due deliveries");
-                backoff.failed().await;
-                Duration::ZERO
-            }
-        };
+        }
         // Stop when the engine is gone (only the dispatcher holds a reference).
         if Arc::strong_count(&inner) == 1 {
             return;
         }
+        let wait = inner.scan_at.load(Ordering::SeqCst) - now_ms();
+        let wait = Duration::from_millis(u64::try_from(wait.clamp(0, max_idle_ms)).unwrap_or(0));
         tokio::select! {
             () = inner.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
@@ -83,13 +111,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 }
 
 fn start_pump(inner: &Arc<Inner>, function: String) {
-    if !inner
-        .pumps
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(function.clone())
     {
-        return; // this function's pump is already running
+        let mut pumps = inner.pumps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(again) = pumps.get_mut(&function) {
+            // Running: it may be past its last fetch; have it start once more.
+            *again = true;
+            return;
+        }
+        pumps.insert(function.clone(), false);
     }
     let inner = inner.clone();
     tokio::spawn(async move {
@@ -110,14 +139,17 @@ struct PumpRegistration {
 
 impl Drop for PumpRegistration {
     fn drop(&mut self) {
-        self.inner
+        let again = self
+            .inner
             .pumps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.function);
-        // Deliveries published between the pump's last empty pull and its removal
-        // found it still registered: have the dispatcher look once more.
-        self.inner.wake.notify_one();
+            .remove(&self.function)
+            .unwrap_or(false);
+        // Work hinted while the pump ran may have come after its last fetch.
+        if again {
+            self.inner.hint(&self.function);
+        }
     }
 }
 
@@ -387,8 +419,8 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
             return lease.terminate(DeadLetterReason::MaxEventAge, &error).await;
         }
         let naked = lease.nak(delay_ms, &failure).await;
-        // The dispatcher may be asleep past this retry's due time: let it look again.
-        engine.inner.wake.notify_one();
+        // The dispatcher may be asleep past this retry's due time.
+        engine.inner.scan_by(now_ms() + delay_ms);
         naked
     };
     let (recorded, result) = tokio::join!(record, settle);

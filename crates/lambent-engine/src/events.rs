@@ -61,12 +61,17 @@ impl Engine {
             .iter()
             .map(|e| (e.event.id().to_owned(), e.event.source().to_owned()))
             .collect();
-        let outcomes = self.inner.stores.events.publish(batch).await?;
-        if outcomes
+        let targets: Vec<Vec<String>> = batch
             .iter()
-            .any(|o| matches!(o, PublishOutcome::Accepted { deliveries, .. } if *deliveries > 0))
-        {
-            self.inner.wake.notify_one();
+            .map(|e| e.targets.iter().map(|t| t.function.clone()).collect())
+            .collect();
+        let outcomes = self.inner.stores.events.publish(batch).await?;
+        for (functions, outcome) in targets.iter().zip(&outcomes) {
+            if matches!(outcome, PublishOutcome::Accepted { .. }) {
+                for function in functions {
+                    self.inner.hint(function);
+                }
+            }
         }
         Ok(keys
             .into_iter()
@@ -139,6 +144,8 @@ impl Engine {
     }
 
     pub async fn invocations(&self, query: InvocationQuery) -> Result<Vec<InvocationRecord>> {
+        // Read your writes: records of answered synchronous calls are written first.
+        self.flush_records().await;
         Ok(self
             .inner
             .stores
@@ -164,7 +171,7 @@ impl Engine {
     pub async fn redrive(&self, which: Redrive) -> Result<usize> {
         let n = self.inner.stores.events.redrive(which).await?;
         if n > 0 {
-            self.inner.wake.notify_one();
+            self.inner.scan_by(0);
         }
         Ok(n)
     }

@@ -14,6 +14,7 @@ mod functions;
 mod invoke;
 pub mod keepalive;
 pub mod pool;
+mod records;
 mod retention;
 pub mod router;
 
@@ -78,8 +79,15 @@ pub(crate) struct Inner {
     pub router: Router,
     /// Wakes the dispatcher: new deliveries, redrives, finished attempts.
     pub wake: Notify,
-    /// Functions with a running pump (one per function).
-    pub pumps: Mutex<HashSet<String>>,
+    /// Functions with a running pump (one per function), each with whether work
+    /// was hinted while it ran (then it is started again when it ends).
+    pub pumps: Mutex<HashMap<String, bool>>,
+    /// Functions that got new due work (a publish, an async invoke, a deploy): the
+    /// dispatcher starts their pumps without scanning the store.
+    pub hints: Mutex<HashSet<String>>,
+    /// When the dispatcher next scans the store for due work it was not told about
+    /// (retries coming due, leases of a dead attempt running out), epoch ms.
+    pub scan_at: std::sync::atomic::AtomicI64,
     /// The newest version of each function read so far; deploy and delete keep it
     /// current, so the hot path does not read the registry per attempt.
     pub latest: Mutex<FunctionCache>,
@@ -91,6 +99,8 @@ pub(crate) struct Inner {
     /// Delivery attempts running now, and a wake-up for when one ends.
     pub attempts: std::sync::atomic::AtomicUsize,
     pub attempt_done: Notify,
+    /// Writes synchronous invocations' records behind their answers.
+    pub records: records::RecordWriter,
     /// The node's long-running tasks, watched by `health`.
     pub tasks: Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
 }
@@ -124,6 +134,22 @@ impl Inner {
         Ok(found)
     }
 
+    /// `function` has new due work: have the dispatcher start its pump.
+    pub fn hint(&self, function: &str) {
+        self.hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(function.to_owned());
+        self.wake.notify_one();
+    }
+
+    /// Have the dispatcher scan the store for due work no later than `at_ms`.
+    pub fn scan_by(&self, at_ms: i64) {
+        self.scan_at
+            .fetch_min(at_ms, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
     /// Called after the registry changed a function (deploy, delete).
     pub fn forget_function(&self, name: &str) {
         let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,6 +167,7 @@ impl Engine {
         runtime: Arc<dyn Runtime>,
         policy: Arc<dyn KeepAlivePolicy>,
     ) -> Result<Self> {
+        let (records, record_writer) = records::RecordWriter::start(stores.invocations.clone());
         let engine = Self {
             inner: Arc::new(Inner {
                 config,
@@ -148,12 +175,15 @@ impl Engine {
                 pool: Pool::new(runtime, policy),
                 router: Router::default(),
                 wake: Notify::new(),
-                pumps: Mutex::new(HashSet::new()),
+                pumps: Mutex::new(HashMap::new()),
+                hints: Mutex::new(HashSet::new()),
+                scan_at: std::sync::atomic::AtomicI64::new(0),
                 latest: Mutex::new(FunctionCache::default()),
                 rules_lock: tokio::sync::Mutex::new(()),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 attempts: std::sync::atomic::AtomicUsize::new(0),
                 attempt_done: Notify::new(),
+                records,
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -175,6 +205,7 @@ impl Engine {
             ("dispatcher", dispatcher),
             ("instance reaper", reaper),
             ("compaction", compactor),
+            ("record writer", record_writer),
         ];
         Ok(engine)
     }
@@ -199,7 +230,13 @@ impl Engine {
             }
         }
         self.inner.pool.evict_all().await;
+        self.inner.records.flush().await;
         self.inner.attempts.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the records of synchronous invocations answered so far are written.
+    pub async fn flush_records(&self) {
+        self.inner.records.flush().await;
     }
 
     /// Whether the node can do its work: its store takes writes and its background

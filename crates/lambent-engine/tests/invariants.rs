@@ -298,3 +298,210 @@ async fn compaction_removes_unreferenced_code_only() {
     assert!(!code.tree(&gone.code_sha256).exists());
     assert!(code.tree(&kept.code_sha256).is_dir());
 }
+
+/// A runtime whose instances answer every invocation with its payload.
+struct EchoRuntime;
+
+struct EchoInstance;
+
+#[async_trait]
+impl Instance for EchoInstance {
+    async fn invoke(
+        &mut self,
+        request: lambent_runtime::InvokeRequest,
+    ) -> lambent_runtime::InvokeResult {
+        lambent_runtime::InvokeResult {
+            outcome: lambent_runtime::InvokeOutcome::Success(request.payload),
+            logs: String::new(),
+        }
+    }
+    fn is_usable(&self) -> bool {
+        true
+    }
+    async fn shutdown(self: Box<Self>) {}
+}
+
+#[async_trait]
+impl Runtime for EchoRuntime {
+    async fn start(
+        &self,
+        _: InstanceConfig,
+    ) -> std::result::Result<Box<dyn Instance>, RuntimeError> {
+        Ok(Box::new(EchoInstance))
+    }
+}
+
+/// An invocation log whose writes wait until released.
+struct StalledInvocations {
+    inner: SqliteStore,
+    open: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl lambent_store::InvocationLog for StalledInvocations {
+    async fn record(&self, r: lambent_store::InvocationRecord) -> Result<()> {
+        let _pass = self.open.acquire().await;
+        self.inner.record(r).await
+    }
+    async fn list_invocations(
+        &self,
+        q: lambent_store::InvocationQuery,
+    ) -> Result<Vec<lambent_store::InvocationRecord>> {
+        self.inner.list_invocations(q).await
+    }
+    async fn compact(&self, before: i64, max: usize) -> Result<usize> {
+        lambent_store::InvocationLog::compact(&self.inner, before, max).await
+    }
+}
+
+/// Finding 13: a synchronous invoke answers without waiting for its record's write;
+/// the record lands once the store takes it, and a listing reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_invoke_does_not_wait_for_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let invocations = Arc::new(StalledInvocations {
+        inner: sqlite.clone(),
+        open: tokio::sync::Semaphore::new(0),
+    });
+    let stores = Stores {
+        registry: Arc::new(sqlite.clone()),
+        events: Arc::new(sqlite.clone()),
+        invocations: invocations.clone(),
+        code: Arc::new(FsCodeStore::open(dir.path().join("code")).unwrap()),
+    };
+    let engine = Engine::start(
+        EngineConfig::default(),
+        stores,
+        Arc::new(EchoRuntime),
+        Arc::new(Fixed(Duration::from_secs(60))),
+    )
+    .await
+    .unwrap();
+    engine.deploy(deploy("echo", 128)).await.unwrap();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(30),
+        engine.invoke("echo", bytes::Bytes::from_static(b"42"), Default::default()),
+    )
+    .await
+    .expect("the invoke waited for its record's write")
+    .unwrap();
+    assert_eq!(answered.payload, bytes::Bytes::from_static(b"42"));
+    invocations.open.add_permits(1000);
+    let listed = engine
+        .invocations(lambent_store::InvocationQuery {
+            function: Some("echo".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].request_id, answered.record.request_id);
+}
+
+/// The SQLite event log, counting global scans.
+struct CountingLog {
+    inner: SqliteStore,
+    scans: AtomicUsize,
+}
+
+#[async_trait]
+impl EventLog for CountingLog {
+    async fn publish(&self, b: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
+        self.inner.publish(b).await
+    }
+    async fn fetch(&self, f: &str, x: Fetch) -> Result<Vec<Delivery>> {
+        self.inner.fetch(f, x).await
+    }
+    async fn due(&self) -> Result<Due> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        self.inner.due().await
+    }
+    async fn ack(&self, l: LeaseRef) -> Result<()> {
+        self.inner.ack(l).await
+    }
+    async fn nak(&self, l: LeaseRef, d: i64, e: &str) -> Result<()> {
+        self.inner.nak(l, d, e).await
+    }
+    async fn terminate(&self, l: LeaseRef, r: DeadLetterReason, e: &str) -> Result<()> {
+        self.inner.terminate(l, r, e).await
+    }
+    async fn extend(&self, l: LeaseRef, ms: i64) -> Result<()> {
+        self.inner.extend(l, ms).await
+    }
+    async fn release(&self, l: LeaseRef) -> Result<()> {
+        self.inner.release(l).await
+    }
+    async fn dead_letters(&self, f: Option<&str>, n: usize) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(f, n).await
+    }
+    async fn redrive(&self, w: Redrive) -> Result<usize> {
+        self.inner.redrive(w).await
+    }
+    async fn get_event(&self, s: &str, i: &str) -> Result<Option<StoredEvent>> {
+        self.inner.get_event(s, i).await
+    }
+    async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.inner.delivery_counts().await
+    }
+    async fn compact(&self, b: i64, n: usize) -> Result<usize> {
+        EventLog::compact(&self.inner, b, n).await
+    }
+}
+
+/// Dispatch is driven by what publishes tell it, not by a scan of the store per
+/// wake-up: 200 events published one by one cost a handful of scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_does_not_scan_the_store_per_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let log = Arc::new(CountingLog {
+        inner: sqlite.clone(),
+        scans: AtomicUsize::new(0),
+    });
+    let stores = Stores {
+        registry: Arc::new(sqlite.clone()),
+        events: log.clone(),
+        invocations: Arc::new(sqlite.clone()),
+        code: Arc::new(FsCodeStore::open(dir.path().join("code")).unwrap()),
+    };
+    let engine = Engine::start(
+        EngineConfig::default(),
+        stores,
+        Arc::new(EchoRuntime),
+        Arc::new(Fixed(Duration::from_secs(60))),
+    )
+    .await
+    .unwrap();
+    engine.deploy(deploy("echo", 128)).await.unwrap();
+    engine
+        .put_rule(RuleRequest {
+            name: "all".into(),
+            pattern: serde_json::json!({"type": ["t"]}),
+            targets: vec!["echo".into()],
+        })
+        .await
+        .unwrap();
+    let before = log.scans.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    const EVENTS: usize = 200;
+    for i in 0..EVENTS {
+        let e = CloudEvent::builder(format!("e{i}"), "/t", "t")
+            .build()
+            .unwrap();
+        engine.publish(vec![e]).await.unwrap();
+    }
+    loop {
+        let counts = sqlite.delivery_counts().await.unwrap();
+        if counts == vec![("delivered".to_owned(), EVENTS as u64)] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // At most one periodic scan a second while this ran; never one per publish.
+    let scans = log.scans.load(Ordering::SeqCst) - before;
+    let allowed = 5 + started.elapsed().as_secs() as usize * 2;
+    assert!(scans <= allowed, "{scans} scans for {EVENTS} publishes");
+}

@@ -161,6 +161,13 @@ pub trait EventLog: Send + Sync {
 #[async_trait]
 pub trait InvocationLog: Send + Sync {
     async fn record(&self, invocation: InvocationRecord) -> Result<()>;
+    /// Several records in one write where the store can.
+    async fn record_many(&self, invocations: Vec<InvocationRecord>) -> Result<()> {
+        for invocation in invocations {
+            self.record(invocation).await?;
+        }
+        Ok(())
+    }
     /// Invocations oldest first after `after_seq`, optionally of one function, up to
     /// `query.limit` records and about `query.max_bytes` of logs (at least one record).
     async fn list_invocations(&self, query: InvocationQuery) -> Result<Vec<InvocationRecord>>;

@@ -9,31 +9,14 @@ use rusqlite::params;
 #[async_trait]
 impl InvocationLog for SqliteStore {
     async fn record(&self, inv: InvocationRecord) -> Result<()> {
+        self.record_many(vec![inv]).await
+    }
+
+    async fn record_many(&self, invocations: Vec<InvocationRecord>) -> Result<()> {
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO invocations (request_id, function, version, delivery_id, event_id, attempt, started_ms,
-                    duration_us, cold, outcome, error_type, error_message, logs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT(request_id) DO NOTHING",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    inv.request_id,
-                    inv.function,
-                    inv.version,
-                    inv.delivery_id,
-                    inv.event_id,
-                    inv.attempt,
-                    inv.started_ms,
-                    inv.duration_us as i64,
-                    inv.cold,
-                    inv.outcome.as_str(),
-                    inv.error_type,
-                    inv.error_message,
-                    inv.logs,
-                ])
-            })
-            .map_err(sql("recording an invocation"))?;
+            for inv in invocations {
+                insert(conn, inv)?;
+            }
             Ok(())
         })
         .await
@@ -109,4 +92,32 @@ impl InvocationLog for SqliteStore {
         })
         .await
     }
+}
+
+fn insert(conn: &rusqlite::Connection, inv: InvocationRecord) -> Result<()> {
+    conn.prepare_cached(
+            "INSERT INTO invocations (request_id, function, version, delivery_id, event_id, attempt, started_ms,
+                    duration_us, cold, outcome, error_type, error_message, logs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(request_id) DO NOTHING",
+            )
+                .and_then(|mut stmt| {
+                stmt.execute(params![
+                    inv.request_id,
+                    inv.function,
+                    inv.version,
+                    inv.delivery_id,
+                    inv.event_id,
+                    inv.attempt,
+                    inv.started_ms,
+                    inv.duration_us as i64,
+                    inv.cold,
+                    inv.outcome.as_str(),
+                    inv.error_type,
+                    inv.error_message,
+                    inv.logs,
+                ])
+            })
+            .map_err(sql("recording an invocation"))?;
+    Ok(())
 }

@@ -1,0 +1,80 @@
+//! Invocation records of synchronous calls, written behind: the caller gets its
+//! answer at once and the record joins the next group commit from a bounded buffer
+//! (full buffer: the caller waits for room, so memory stays bounded). A crash can
+//! lose the last few such records — never an event, a delivery or a settle, whose
+//! writes stay on the answer's path.
+
+use lambent_store::{InvocationLog, InvocationRecord};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Records waiting to be written.
+const BUFFER: usize = 4096;
+/// Most records written in one store call.
+const BATCH: usize = 512;
+
+enum Message {
+    Record(InvocationRecord),
+    /// Answered once every record sent before it was written.
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub(crate) struct RecordWriter {
+    tx: mpsc::Sender<Message>,
+}
+
+impl RecordWriter {
+    /// Starts the writer task; it ends when every `RecordWriter` is dropped.
+    pub fn start(log: Arc<dyn InvocationLog>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let task = tokio::spawn(run(log, rx));
+        (Self { tx }, task)
+    }
+
+    pub async fn record(&self, record: InvocationRecord) {
+        if self.tx.send(Message::Record(record)).await.is_err() {
+            tracing::warn!("invocation record dropped: the record writer has stopped");
+        }
+    }
+
+    /// Waits until everything recorded so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(log: Arc<dyn InvocationLog>, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Record(r) => batch.push(r),
+                Message::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let records = std::mem::take(&mut batch);
+            let n = records.len();
+            if let Err(e) = log.record_many(records.clone()).await {
+                // One retry after a pause (a full disk may clear); then say what was lost.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Err(e2) = log.record_many(records).await {
+                    tracing::error!(lost = n, error = %e, retry_error = %e2, "could not write invocation records");
+                }
+            }
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
