@@ -130,7 +130,7 @@ impl Engine {
         self.inner.forget_function(&version.spec.name);
         self.inner.pool.evict(&version.spec.name).await;
         // Deliveries waiting for this function may now succeed (a fixed deploy).
-        self.inner.hint(&version.spec.name);
+        self.inner.scan_by(0);
         Ok(version)
     }
 
