@@ -41,3 +41,47 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, {mem}")
 }
+
+/// A release `lambent serve` on a free port and a temporary data directory.
+pub struct Server {
+    child: std::process::Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release `lambent` binary (built if needed).
+pub fn lambent_bin() -> anyhow::Result<std::path::PathBuf> {
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--release", "--bin", "lambent"])
+        .status()?;
+    anyhow::ensure!(status.success(), "building lambent failed");
+    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lambent"))
+}
+
+/// Builds and starts a release node.
+pub fn start_server() -> anyhow::Result<Server> {
+    use anyhow::Context;
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(lambent_bin()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("LAMBENT_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting lambent serve")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .trim_start_matches("lambent: control API on ")
+        .to_owned();
+    Ok(Server { child, url, dir })
+}

@@ -11,7 +11,6 @@
 use anyhow::{Context, Result};
 use lambent_core::CloudEvent;
 use lambent_store::{EventLog, NewEvent, SqliteStore};
-use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -72,46 +71,6 @@ async fn store_publish(concurrency: usize, n: usize) -> Result<f64> {
     let (tx, writes) = store.commit_stats();
     eprintln!("  store x{concurrency}: {writes} writes in {tx} transactions");
     Ok(rate)
-}
-
-struct Server {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Result<Server> {
-    let status = std::process::Command::new("cargo")
-        .args(["build", "--release", "--bin", "lambent"])
-        .status()?;
-    anyhow::ensure!(status.success(), "building lambent failed");
-    let dir = tempfile::tempdir()?;
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lambent");
-    let mut child = std::process::Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("LAMBENT_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting lambent serve")?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .trim_start_matches("lambent: control API on ")
-        .to_owned();
-    Ok(Server {
-        child,
-        url,
-        _dir: dir,
-    })
 }
 
 async fn http_publish(
@@ -224,7 +183,7 @@ async fn main() -> Result<()> {
             r / base
         );
     }
-    let server = start_server()?;
+    let server = lambent_bench::start_server()?;
     for c in [1, 64] {
         let n = if c == 1 { HTTP_EVENTS / 4 } else { HTTP_EVENTS };
         let r = http_publish(&server.url, c, n, 1, &format!("http{c}")).await?;

@@ -109,13 +109,12 @@ impl Model {
                 d.state = State::Pending { due: now };
                 d.interrupted = true;
             }
-            if matches!(d.state, State::Pending { .. }) && d.attempt >= fetch.max_attempts {
+            if matches!(d.state, State::Pending { .. })
+                && d.interrupted
+                && d.attempt >= fetch.max_attempts
+            {
                 d.state = State::Dead {
-                    reason: if d.interrupted {
-                        DeadLetterReason::Interrupted
-                    } else {
-                        DeadLetterReason::MaxAttempts
-                    },
+                    reason: DeadLetterReason::Interrupted,
                 };
             }
         }

@@ -113,8 +113,10 @@ pub trait Registry: Send + Sync {
 ///   current, unexpired lease of that delivery: a late report of an attempt whose lease
 ///   ran out never changes what a later attempt decided.
 /// - A lease that runs out makes its delivery due again, its attempt charged. A
-///   delivery leased `max_attempts` times without a settle is dead-lettered with reason
-///   `interrupted` at the next fetch (so an event that crashes the node ends in the DLQ).
+///   delivery whose last lease ran out and that has been leased `max_attempts` times
+///   is dead-lettered with reason `interrupted` at the next fetch (so an event that
+///   crashes the node ends in the DLQ). A nak clears the mark: a failed attempt at
+///   the limit is the settler's to terminate.
 /// - A stored event that cannot be decoded is dead-lettered with reason `undecodable`
 ///   at fetch, never handed out and never retried in a loop.
 #[async_trait]

@@ -95,13 +95,14 @@ impl EventLog for SqliteStore {
             )
             .map_err(sql("expiring leases"))?;
             // Leased as often as allowed without a settle: the event may be what kills
-            // the node; stop trying.
+            // the node; stop trying. (Only interrupted deliveries can get here: a failed
+            // attempt at the limit is dead-lettered by its settle. The partial index
+            // keeps this off the pending backlog.)
             conn.execute(
-                "UPDATE deliveries SET state = 'dead_lettered', updated_ms = ?2,
-                    reason = CASE interrupted WHEN 1 THEN 'interrupted' ELSE 'max_attempts' END,
+                "UPDATE deliveries INDEXED BY deliveries_interrupted SET state = 'dead_lettered', updated_ms = ?2, reason = 'interrupted',
                     last_error = COALESCE(last_error || ' ', '') ||
                         '(attempt ' || attempt || ' of ' || ?3 || ' was interrupted before it reported)'
-                 WHERE state = 'pending' AND function = ?1 AND attempt >= ?3",
+                 WHERE state = 'pending' AND function = ?1 AND interrupted = 1 AND attempt >= ?3",
                 params![function, now, fetch.max_attempts],
             )
             .map_err(sql("dead-lettering interrupted deliveries"))?;

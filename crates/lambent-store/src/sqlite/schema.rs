@@ -91,5 +91,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
                 .map_err(sql("migrating the schema"))?;
         }
     }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS deliveries_interrupted ON deliveries (function)
+         WHERE state = 'pending' AND interrupted = 1",
+    )
+    .map_err(sql("creating an index"))?;
     Ok(())
 }

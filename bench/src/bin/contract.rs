@@ -1,0 +1,276 @@
+//! The delivery contract's performance bars, each a ratio to a floor measured in the
+//! same run: a bare hyper server that reads each request body and answers 202 (what
+//! any HTTP service on this machine costs before doing anything). wrk, one thread.
+//!
+//! `cargo run --release -p lambent-bench --bin contract` (needs `wrk`; starts the
+//! release `lambent serve` and, as a child process, the floor).
+
+use anyhow::{Context, Result, bail};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECONDS: u64 = 10;
+
+/// The floor: read the body, answer 202.
+async fn floor() -> Result<()> {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("floor on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let _body = req.into_body().collect().await?.to_bytes();
+                    let mut resp = hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"{}"),
+                    ));
+                    *resp.status_mut() = hyper::StatusCode::ACCEPTED;
+                    Ok::<_, hyper::Error>(resp)
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_floor() -> Result<(Child, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("floor")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let url = line.trim().trim_start_matches("floor on ").to_owned();
+    Ok((Child(child), url))
+}
+
+/// What wrk measured.
+#[derive(Debug, Clone, Copy)]
+struct Wrk {
+    rps: f64,
+    p50: Duration,
+}
+
+fn parse_latency(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1e-6)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e-3)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>()
+        .ok()
+        .map(|v| Duration::from_secs_f64(v * scale))
+}
+
+fn wrk(url: &str, connections: usize, script: &str) -> Result<Wrk> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("script.lua");
+    std::fs::write(&path, script)?;
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{SECONDS}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("wrk saw errors against {url}:\n{text}");
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no rate in wrk output:\n{text}"))?;
+    let p50 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .and_then(parse_latency)
+        .with_context(|| format!("no p50 in wrk output:\n{text}"))?;
+    Ok(Wrk { rps, p50 })
+}
+
+fn post(body_lua: &str, content_type: &str) -> String {
+    format!(
+        r#"
+local counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "{content_type}"
+request = function()
+  counter = counter + 1
+  local body = {body_lua}
+  return wrk.format(nil, nil, nil, body)
+end
+"#
+    )
+}
+
+const EVENT_LUA: &str = r#"string.format('{"specversion":"1.0","id":"w-%d-%d","source":"/bench","type":"bench.event","data":{"n":%d,"user":"alice","action":"login"}}', os.time(), counter, counter)"#;
+
+fn batch_lua(ty: &str) -> String {
+    format!(
+        r#"(function()
+    local parts = {{}}
+    for i = 1, 100 do
+      parts[i] = string.format('{{"specversion":"1.0","id":"b-%d-%d-%d","source":"/bench","type":"{ty}","data":{{"n":%d}}}}', os.time(), counter, i, i)
+    end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end)()"#
+    )
+}
+
+fn cli(bin: &std::path::Path, url: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("LAMBENT_URL", url)
+        .output()?;
+    if !out.status.success() {
+        bail!("lambent {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn delivered(url: &str) -> Result<u64> {
+    let out = Command::new("curl")
+        .args(["-s", &format!("{url}/v1/status")])
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["deliveries"]["delivered"].as_u64().unwrap_or(0))
+}
+
+fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("floor") {
+        return tokio::runtime::Runtime::new()?.block_on(floor());
+    }
+    println!("machine: {}", lambent_bench::machine());
+    let (_floor, floor_url) = start_floor()?;
+    let server = lambent_bench::start_server()?;
+    let bin = lambent_bench::lambent_bin()?;
+    let url = server.url.clone();
+
+    // 1. Single events at 64 connections.
+    let event = post(EVENT_LUA, "application/cloudevents+json");
+    let f64c = wrk(&floor_url, 64, &event)?;
+    let l64c = wrk(&format!("{url}/v1/events"), 64, &event)?;
+    println!(
+        "single-event ingest, 64 conns : floor {:>8.0} req/s, lambent {:>8.0} events/s = {:.2}x (bar >= 0.75x)",
+        f64c.rps,
+        l64c.rps,
+        l64c.rps / f64c.rps
+    );
+    // 2. Batches of 100.
+    let batch = post(
+        &batch_lua("bench.event"),
+        "application/cloudevents-batch+json",
+    );
+    let lb = wrk(&format!("{url}/v1/events"), 64, &batch)?;
+    println!(
+        "batch ingest (100/request)    : floor {:>8.0} req/s, lambent {:>8.0} events/s = {:.2}x (bar >= 5x)",
+        f64c.rps,
+        lb.rps * 100.0,
+        lb.rps * 100.0 / f64c.rps
+    );
+
+    // 3. Warm synchronous Python invoke at 1 connection.
+    let code = tempfile::tempdir()?;
+    std::fs::write(
+        code.path().join("app.py"),
+        "def handler(event, context):\n    return None\n",
+    )?;
+    let code_dir = code.path().to_str().context("path")?;
+    cli(
+        &bin,
+        &url,
+        &[
+            "deploy",
+            "noop",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.handler",
+            "--code",
+            code_dir,
+            "--concurrency",
+            "2",
+        ],
+    )?;
+    cli(&bin, &url, &["invoke", "noop"])?; // warm it
+    let small = post("'{}'", "application/json");
+    let f1 = wrk(&floor_url, 1, &small)?;
+    let inv1 = wrk(&format!("{url}/v1/functions/noop/invoke"), 1, &small)?;
+    println!(
+        "warm sync invoke p50, 1 conn  : floor {:>8.0?}, lambent {:>8.0?} = {:.2}x (bar <= 3x)",
+        f1.p50,
+        inv1.p50,
+        inv1.p50.as_secs_f64() / f1.p50.as_secs_f64()
+    );
+
+    // 4. Events -> Python no-op -> delivered, against sync invokes at the same concurrency.
+    let inv2 = wrk(&format!("{url}/v1/functions/noop/invoke"), 2, &small)?;
+    cli(
+        &bin,
+        &url,
+        &[
+            "rules",
+            "add",
+            "e2e",
+            "--pattern",
+            r#"{"type": ["e2e"]}"#,
+            "--target",
+            "noop",
+        ],
+    )?;
+    let before = delivered(&url)?;
+    const E2E: u64 = 20_000;
+    let client = reqwest::blocking::Client::new();
+    let start = Instant::now();
+    for b in 0..E2E / 100 {
+        let items: Vec<serde_json::Value> = (0..100)
+            .map(|i| serde_json::json!({"specversion": "1.0", "id": format!("e2e-{b}-{i}"), "source": "/bench", "type": "e2e", "data": {}}))
+            .collect();
+        let resp = client
+            .post(format!("{url}/v1/events"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::Value::Array(items).to_string())
+            .send()?;
+        anyhow::ensure!(resp.status() == 202, "publish: {}", resp.status());
+    }
+    while delivered(&url)? < before + E2E {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "e2e did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let e2e = E2E as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "events -> no-op -> delivered  : sync invoke {:>8.0}/s at concurrency 2, events {:>8.0}/s = {:.2}x (bar >= 0.9x)",
+        inv2.rps,
+        e2e,
+        e2e / inv2.rps
+    );
+    Ok(())
+}
