@@ -8,7 +8,7 @@
 //! Run: `cargo run --release -p lambent-bench --bin ingest` (builds and starts the
 //! release binary itself).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lambent_core::CloudEvent;
 use lambent_store::{EventLog, NewEvent, SqliteStore};
 use std::sync::Arc;
