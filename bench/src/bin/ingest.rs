@@ -10,7 +10,8 @@
 
 use anyhow::Result;
 use lambent_core::CloudEvent;
-use lambent_store::{EventLog, NewEvent, SqliteStore};
+use lambent_sqlite::SqliteStore;
+use lambent_store::{EventLog, NewEvent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;

@@ -7,10 +7,10 @@ use lambent_core::{CloudEvent, DeadLetterReason, FunctionSpec};
 use lambent_engine::keepalive::Fixed;
 use lambent_engine::{DeployRequest, Engine, EngineConfig, RuleRequest};
 use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
+use lambent_sqlite::{FsCodeStore, SqliteStore};
 use lambent_store::{
-    DeadLetter, Delivery, Due, EventLog, Fetch, FsCodeStore, FunctionVersion, LeaseRef, NewEvent,
-    PublishOutcome, Redrive, Registry, Result, Rule, SqliteStore, StoreError, StoredCode,
-    StoredEvent, Stores,
+    DeadLetter, Delivery, Due, EventLog, Fetch, FunctionVersion, LeaseRef, NewEvent,
+    PublishOutcome, Redrive, Registry, Result, Rule, StoreError, StoredCode, StoredEvent, Stores,
 };
 use std::io::Write;
 use std::sync::Arc;

@@ -1,9 +1,7 @@
 //! How function code runs. One trait per extension point: a [`Runtime`] starts
 //! [`Instance`]s of a function version; an instance serves one invocation at a time.
-//! The process runtime (AWS Lambda Runtime API) lives in [`process`]; the wasm runtime
-//! will be a second implementation of the same traits.
-
-pub mod process;
+//! The process runtime (AWS Lambda Runtime API) is `lambent-runtime-process`; the
+//! wasm runtime will be another crate implementing the same traits.
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -1,5 +1,6 @@
-//! Lambent's persistence: the traits every store implements, and the embedded
-//! implementation (one SQLite file in WAL mode plus content-addressed code on disk).
+//! Lambent's persistence contract: the traits every store implements and the records
+//! they exchange. No engine lives here: the embedded store is `lambent-sqlite`, and a
+//! NATS JetStream store will be another crate implementing the same traits.
 //!
 //! The traits are shaped after a log with consumers, so that a NATS JetStream
 //! implementation can follow: `publish` carries a message id and is de-duplicated on
@@ -11,13 +12,11 @@ pub mod clock;
 pub mod code;
 pub mod conformance;
 mod lease;
-pub mod sqlite;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use code::{CodeError, CodeStore, FsCodeStore, StoredCode};
+pub use code::{CodeError, CodeStore, MAX_ENTRIES, MAX_UNPACKED_BYTES, StoredCode};
 pub use lease::Lease;
-pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 
 use async_trait::async_trait;
@@ -27,12 +26,12 @@ use lambent_core::{EpochMs, FunctionSpec};
 /// A storage failure. Each variant says what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The SQLite database failed.
+    /// The store's database or service failed.
     #[error("database error while {doing}: {source}")]
-    Sqlite {
+    Backend {
         doing: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A stored row could not be decoded (a bug or a damaged database).
     #[error("corrupt {what} in the store: {detail}")]

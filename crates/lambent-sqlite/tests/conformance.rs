@@ -2,9 +2,9 @@
 //! reopened on "restart").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use lambent_sqlite::{SqliteOptions, SqliteStore};
 use lambent_store::conformance::{self, Harness};
-use lambent_store::sqlite::SqliteOptions;
-use lambent_store::{EventLog, ManualClock, SqliteStore};
+use lambent_store::{EventLog, ManualClock};
 use std::sync::Arc;
 
 struct Sqlite {

@@ -1,12 +1,14 @@
 //! One runtime process and its Runtime API endpoint.
 
-use super::api::{self, NextInvocation, Reported, Shared, Slots};
-use super::capture::Capture;
-use crate::{Instance, InstanceConfig, InvokeOutcome, InvokeRequest, InvokeResult, RuntimeError};
+use crate::api::{self, NextInvocation, Reported, Shared, Slots};
+use crate::capture::Capture;
 use async_trait::async_trait;
 use bytes::Bytes;
 use lambent_core::function::RESERVED_ENV;
 use lambent_core::{RuntimeKind, now_ms};
+use lambent_runtime::{
+    Instance, InstanceConfig, InvokeOutcome, InvokeRequest, InvokeResult, RuntimeError,
+};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use tokio::task::JoinHandle;
 /// What the runtime needs to start one process.
 pub(super) struct Launch {
     pub config: InstanceConfig,
-    pub command: super::Command,
+    pub command: crate::Command,
     pub runtime_dir: PathBuf,
     pub instances_dir: PathBuf,
     pub region: String,

@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind};
-use lambent_runtime::process::ProcessRuntime;
 use lambent_runtime::{
     ErrorReport, Instance, InstanceConfig, InvokeOutcome, InvokeRequest, Runtime,
 };
+use lambent_runtime_process::ProcessRuntime;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! The process runtime: runs `python3.x`, `nodejs*` and `provided` functions as
+//! The process runtime (an implementation of `lambent-runtime`'s traits): runs `python3.x`, `nodejs*` and `provided` functions as
 //! processes speaking the AWS Lambda Runtime API, one process per instance.
 //!
 //! Each instance gets its own Runtime API endpoint (a port on 127.0.0.1), a scrubbed
@@ -13,16 +13,16 @@ mod instance;
 pub use api::MAX_RESPONSE_BYTES;
 pub use instance::ProcessInstance;
 
-use crate::{Instance, InstanceConfig, Runtime, RuntimeError};
 use async_trait::async_trait;
 use lambent_core::RuntimeKind;
+use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
-const PYTHON_BOOTSTRAP: &str = include_str!("../../../../runtimes/python/bootstrap.py");
-const NODE_BOOTSTRAP: &str = include_str!("../../../../runtimes/node/bootstrap.js");
+const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
+const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.js");
 
 /// Starts runtime processes.
 pub struct ProcessRuntime {
@@ -255,7 +255,7 @@ fn python_candidates(declared: &str) -> Vec<String> {
 }
 
 /// How to start one runtime process.
-pub(super) struct Command {
+pub(crate) struct Command {
     pub program: PathBuf,
     pub args: Vec<std::ffi::OsString>,
     pub env: Vec<(String, String)>,

@@ -1,9 +1,9 @@
 //! The invocation log in SQLite.
 
-use super::{SqliteStore, sql};
-use crate::{InvocationLog, InvocationQuery, InvocationRecord, Result, StoreError};
+use crate::{SqliteStore, sql};
 use async_trait::async_trait;
 use lambent_core::InvocationOutcome;
+use lambent_store::{InvocationLog, InvocationQuery, InvocationRecord, Result, StoreError};
 use rusqlite::params;
 
 #[async_trait]

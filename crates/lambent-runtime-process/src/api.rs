@@ -5,13 +5,13 @@
 //! request ids get 400, a response past 6 MiB gets 413, the error type is read from
 //! the body when the header is absent.
 
-use crate::ErrorReport;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use lambent_runtime::ErrorReport;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 

@@ -1,4 +1,6 @@
-//! The embedded store: one SQLite database in WAL mode with `synchronous=FULL`.
+//! The embedded store: one SQLite database in WAL mode with `synchronous=FULL`, and
+//! code packages on local disk ([`FsCodeStore`]). Implements the `lambent-store`
+//! traits; the delivery contract's conformance suite runs against it (`tests/`).
 //!
 //! Invariants:
 //! - Every write goes through one writer thread, which takes all the writes waiting
@@ -20,7 +22,11 @@ mod invocations;
 mod registry;
 mod schema;
 
-use crate::{Clock, Result, StoreError, SystemClock};
+mod code;
+
+pub use code::FsCodeStore;
+
+use lambent_store::{Clock, Result, StoreError, SystemClock};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -115,7 +121,10 @@ struct Inner {
 }
 
 pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sqlite { doing, source }
+    move |source| StoreError::Backend {
+        doing,
+        source: Box::new(source),
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -444,7 +453,7 @@ fn run_group(conn: &Connection, batch: &mut [Job]) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::EventLog;
+    use lambent_store::EventLog;
 
     /// Finding 11: a panic in a write stops the writer visibly instead of silently.
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The database schema, applied idempotently at open.
 
-use super::sql;
-use crate::Result;
+use crate::sql;
+use lambent_store::Result;
 use rusqlite::Connection;
 
 const SCHEMA: &str = r#"

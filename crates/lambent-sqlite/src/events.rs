@@ -1,12 +1,12 @@
 //! The event log and its deliveries in SQLite.
 
-use super::{SqliteStore, sql};
-use crate::{
+use crate::{SqliteStore, sql};
+use async_trait::async_trait;
+use lambent_core::{CloudEvent, DeadLetterReason};
+use lambent_store::{
     DeadLetter, Delivery, Due, EventLog, Fetch, LeaseRef, NewEvent, PayloadMode, PublishOutcome,
     Redrive, Result, StoreError, StoredEvent,
 };
-use async_trait::async_trait;
-use lambent_core::{CloudEvent, DeadLetterReason};
 use rusqlite::{OptionalExtension, params};
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {

@@ -2,10 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lambent_core::{CloudEvent, DeadLetterReason};
-use lambent_store::sqlite::SqliteOptions;
+use lambent_sqlite::{SqliteOptions, SqliteStore};
 use lambent_store::{
     EventLog, Fetch, Lease, ManualClock, NewEvent, PayloadMode, PublishOutcome, Redrive,
-    SqliteStore, StoreError, Target,
+    StoreError, Target,
 };
 use std::sync::Arc;
 

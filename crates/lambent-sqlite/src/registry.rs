@@ -1,9 +1,9 @@
 //! Functions and rules in SQLite.
 
-use super::{SqliteStore, sql};
-use crate::{FunctionVersion, Registry, Result, Rule, StoreError, StoredCode};
+use crate::{SqliteStore, sql};
 use async_trait::async_trait;
 use lambent_core::{FunctionSpec, now_ms};
+use lambent_store::{FunctionVersion, Registry, Result, Rule, StoreError, StoredCode};
 use rusqlite::{OptionalExtension, Row, params};
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
