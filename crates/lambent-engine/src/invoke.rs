@@ -133,7 +133,13 @@ impl Engine {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let started_ms = now_ms();
         let clock = Instant::now();
-        let record = |outcome, cold, error: Option<(String, String)>, logs: String| {
+        // `duration`: the runtime's own measure where there is one (the invocation
+        // proper); a failed start counts from here.
+        let record = |outcome,
+                      cold,
+                      error: Option<(String, String)>,
+                      logs: String,
+                      duration: Option<std::time::Duration>| {
             let (error_type, error_message) = error.unzip();
             InvocationRecord {
                 seq: 0,
@@ -144,7 +150,8 @@ impl Engine {
                 event_id: attempt.event_id.clone(),
                 attempt: attempt.attempt,
                 started_ms,
-                duration_us: u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX),
+                duration_us: u64::try_from(duration.unwrap_or_else(|| clock.elapsed()).as_micros())
+                    .unwrap_or(u64::MAX),
                 cold,
                 outcome,
                 error_type,
@@ -167,6 +174,7 @@ impl Engine {
                     true,
                     Some(("Runtime.StartError".into(), e.to_string())),
                     String::new(),
+                    None,
                 );
                 if let Err(store) = self.inner.stores.invocations.record(failed).await {
                     tracing::warn!(error = %store, "could not record a failed start");
@@ -204,7 +212,7 @@ impl Engine {
             }
         };
         Ok(Invocation {
-            record: record(kind, cold, error, result.logs),
+            record: record(kind, cold, error, result.logs, Some(result.duration)),
             payload,
         })
     }

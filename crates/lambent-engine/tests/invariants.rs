@@ -313,6 +313,7 @@ impl Instance for EchoInstance {
         lambent_runtime::InvokeResult {
             outcome: lambent_runtime::InvokeOutcome::Success(request.payload),
             logs: String::new(),
+            duration: Duration::ZERO,
         }
     }
     fn is_usable(&self) -> bool {

@@ -346,9 +346,15 @@ fn xray_trace_id(traceparent: Option<&str>) -> String {
 #[async_trait]
 impl Instance for ProcessInstance {
     async fn invoke(&mut self, request: InvokeRequest) -> InvokeResult {
+        let started = std::time::Instant::now();
         let outcome = self.run(request).await;
+        let duration = started.elapsed();
         let logs = self.capture.take().await;
-        InvokeResult { outcome, logs }
+        InvokeResult {
+            outcome,
+            logs,
+            duration,
+        }
     }
 
     fn is_usable(&self) -> bool {

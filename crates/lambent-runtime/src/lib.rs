@@ -126,11 +126,14 @@ impl InvokeOutcome {
     }
 }
 
-/// The result of one invocation: its outcome and the output captured meanwhile.
+/// The result of one invocation: its outcome, the output captured meanwhile, and how
+/// long it ran (from the request being handed over to its answer or its kill — not
+/// the start of a cold instance, nor collecting its output).
 #[derive(Debug, Clone)]
 pub struct InvokeResult {
     pub outcome: InvokeOutcome,
     pub logs: String,
+    pub duration: std::time::Duration,
 }
 
 /// Starts instances of functions.
