@@ -2,9 +2,10 @@
 //! function, and settles each attempt (ack, retry with backoff, or dead-letter).
 //!
 //! A pump takes concurrency slots of its function (waiting for the first one) and
-//! hands each attempt its slot and a leased delivery; it keeps at most one round of
-//! deliveries leased ahead, so a delivery waits at most one invocation for a slot and
-//! its lease (two timeouts + grace) only runs out if the node died. Every report to
+//! hands each attempt its slot and a leased delivery; it keeps a few rounds of
+//! deliveries leased ahead (refilled when less than a round is left), and each lease
+//! covers the rounds it may wait plus its own run and a grace, so it only runs out if
+//! the node died. Every report to
 //! the store carries the lease's token, so a report from an attempt whose lease ran
 //! out is refused (`LeaseLost`) instead of undoing a later attempt's settle. A store
 //! that fails (disk full) is retried with backoff, never in a loop.
@@ -265,9 +266,12 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
             };
             spawn_attempt(&engine, lease, Some(slot));
         }
-        // Lease the next round while this one runs.
-        let target = (spec.concurrency as usize).min(MAX_PULL);
-        if ahead.len() < target {
+        // Lease ahead while this round runs: when less than a round is left, refill
+        // to several rounds, so a lease's commit is shared by many deliveries instead
+        // of costing the pump a wait every round.
+        let round = (spec.concurrency as usize).min(MAX_PULL);
+        let target = ahead_target(&spec);
+        if ahead.len() < round {
             let want = target - ahead.len();
             ahead.extend(lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await);
         }
@@ -292,10 +296,20 @@ fn spawn_attempt(engine: &Engine, lease: Lease, slot: Option<Slot>) {
     });
 }
 
-/// How long a delivery of this function is leased: it may wait one invocation for
-/// its slot, then run one.
+/// Fewest deliveries a pump keeps leased ahead (when its concurrency is lower).
+const MIN_AHEAD: usize = 16;
+
+/// How many deliveries a pump leases ahead of its running attempts.
+fn ahead_target(spec: &FunctionSpec) -> usize {
+    (spec.concurrency as usize).clamp(MIN_AHEAD, MAX_PULL)
+}
+
+/// How long a delivery of this function is leased: it may wait for the rounds ahead
+/// of it (one invocation per slot each), then run one; plus the grace.
 fn lease_ms(inner: &Inner, spec: &FunctionSpec) -> i64 {
-    millis(spec.timeout() * 2 + inner.config.lease_grace)
+    let concurrency = (spec.concurrency as usize).clamp(1, MAX_PULL);
+    let rounds = ahead_target(spec).div_ceil(concurrency) + 1;
+    millis(spec.timeout() * u32::try_from(rounds).unwrap_or(u32::MAX) + inner.config.lease_grace)
 }
 
 fn millis(d: Duration) -> i64 {
