@@ -152,3 +152,31 @@ def handler(event, context):\n    log('start ' + event['id'])\n    time.sleep(1.
     }
     assert!(node.dead_letters("slow").is_empty());
 }
+
+/// Finding 14: a node refuses to start on an emptied database instead of starting
+/// as an empty node, and says which file and how to recover.
+#[test]
+fn a_node_refuses_an_emptied_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let node = Node::start(&data);
+    let code = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
+    node.deploy_app("kept", "python3.11", code.path(), &[]);
+    drop(node);
+    let db = data.join("lambent.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("lambent.db{suffix}")));
+    }
+    std::fs::write(&db, b"").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lambent.db") && stderr.contains("empty") && stderr.contains("backup"),
+        "{stderr}"
+    );
+}
