@@ -90,6 +90,33 @@ impl Registry for GatedRegistry {
     }
 }
 
+/// An engine on `stores` with default limits and a one-minute keep-alive.
+async fn start(stores: Stores, runtime: Arc<dyn Runtime>) -> Engine {
+    Engine::start(
+        EngineConfig::default(),
+        stores,
+        runtime,
+        Arc::new(Fixed(Duration::from_secs(60))),
+    )
+    .await
+    .unwrap()
+}
+
+/// The SQLite stores in `dir`, with `events` and `invocations` replaced where given.
+fn sqlite_stores(
+    dir: &std::path::Path,
+    sqlite: &SqliteStore,
+    events: Option<Arc<dyn EventLog>>,
+    invocations: Option<Arc<dyn lambent_store::InvocationLog>>,
+) -> Stores {
+    Stores {
+        registry: Arc::new(sqlite.clone()),
+        events: events.unwrap_or_else(|| Arc::new(sqlite.clone())),
+        invocations: invocations.unwrap_or_else(|| Arc::new(sqlite.clone())),
+        code: Arc::new(FsCodeStore::open(dir.join("code")).unwrap()),
+    }
+}
+
 fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     w.start_file(name, zip::write::SimpleFileOptions::default())
@@ -117,18 +144,9 @@ async fn node_with(events: Option<Arc<dyn EventLog>>) -> Node {
     });
     let stores = Stores {
         registry: registry.clone(),
-        events: events.unwrap_or_else(|| Arc::new(sqlite.clone())),
-        invocations: Arc::new(sqlite.clone()),
-        code: Arc::new(FsCodeStore::open(dir.path().join("code")).unwrap()),
+        ..sqlite_stores(dir.path(), &sqlite, events, None)
     };
-    let engine = Engine::start(
-        EngineConfig::default(),
-        stores,
-        Arc::new(NoRuntime),
-        Arc::new(Fixed(Duration::from_secs(60))),
-    )
-    .await
-    .unwrap();
+    let engine = start(stores, Arc::new(NoRuntime)).await;
     Node {
         engine,
         registry,
@@ -365,20 +383,8 @@ async fn a_synchronous_invoke_does_not_wait_for_its_record() {
         inner: sqlite.clone(),
         open: tokio::sync::Semaphore::new(0),
     });
-    let stores = Stores {
-        registry: Arc::new(sqlite.clone()),
-        events: Arc::new(sqlite.clone()),
-        invocations: invocations.clone(),
-        code: Arc::new(FsCodeStore::open(dir.path().join("code")).unwrap()),
-    };
-    let engine = Engine::start(
-        EngineConfig::default(),
-        stores,
-        Arc::new(EchoRuntime),
-        Arc::new(Fixed(Duration::from_secs(60))),
-    )
-    .await
-    .unwrap();
+    let stores = sqlite_stores(dir.path(), &sqlite, None, Some(invocations.clone()));
+    let engine = start(stores, Arc::new(EchoRuntime)).await;
     engine.deploy(deploy("echo", 128)).await.unwrap();
     let answered = tokio::time::timeout(
         Duration::from_secs(30),
@@ -461,20 +467,8 @@ async fn dispatch_does_not_scan_the_store_per_publish() {
         inner: sqlite.clone(),
         scans: AtomicUsize::new(0),
     });
-    let stores = Stores {
-        registry: Arc::new(sqlite.clone()),
-        events: log.clone(),
-        invocations: Arc::new(sqlite.clone()),
-        code: Arc::new(FsCodeStore::open(dir.path().join("code")).unwrap()),
-    };
-    let engine = Engine::start(
-        EngineConfig::default(),
-        stores,
-        Arc::new(EchoRuntime),
-        Arc::new(Fixed(Duration::from_secs(60))),
-    )
-    .await
-    .unwrap();
+    let stores = sqlite_stores(dir.path(), &sqlite, Some(log.clone()), None);
+    let engine = start(stores, Arc::new(EchoRuntime)).await;
     engine.deploy(deploy("echo", 128)).await.unwrap();
     engine
         .put_rule(RuleRequest {

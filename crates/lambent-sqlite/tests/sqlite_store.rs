@@ -76,6 +76,14 @@ async fn duplicates_are_refused_inside_a_batch_and_across_batches() {
     );
 }
 
+/// A store on a clock the test moves.
+fn open_at(dir: &std::path::Path, clock: &ManualClock) -> SqliteStore {
+    let options = SqliteOptions {
+        clock: Arc::new(clock.clone()),
+    };
+    SqliteStore::open_with(dir, options).unwrap()
+}
+
 fn fetch(max: usize) -> Fetch {
     Fetch {
         max,
@@ -133,13 +141,7 @@ async fn leases_acks_naks_dead_letters_and_redrive() {
 async fn a_late_nak_from_an_expired_lease_cannot_reopen_an_acked_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
-    let store = SqliteStore::open_with(
-        dir.path(),
-        SqliteOptions {
-            clock: Arc::new(clock.clone()),
-        },
-    )
-    .unwrap();
+    let store = open_at(dir.path(), &clock);
     store.publish(vec![new_event(1)]).await.unwrap();
     let first = store
         .fetch(
@@ -308,13 +310,7 @@ async fn a_lease_dropped_unsettled_is_handed_back() {
 async fn compaction_removes_only_settled_work_older_than_the_cut() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000_000);
-    let store = SqliteStore::open_with(
-        dir.path(),
-        SqliteOptions {
-            clock: Arc::new(clock.clone()),
-        },
-    )
-    .unwrap();
+    let store = open_at(dir.path(), &clock);
     store
         .publish((0..4).map(new_event).collect())
         .await
