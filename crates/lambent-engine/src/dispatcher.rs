@@ -16,7 +16,7 @@ use crate::invoke::{AttemptContext, Invocation, InvokeOptions};
 use crate::pool::Slot;
 use bytes::Bytes;
 use lambent_core::{DeadLetterReason, FunctionSpec, now_ms};
-use lambent_store::{Fetch, Lease, PayloadMode, StoreError};
+use lambent_store::{Fetch, Lease, PayloadMode, Settlement, StoreError};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -393,10 +393,8 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
         .await
     {
         Ok(Invocation { record, .. }) if record.outcome.is_success() => {
-            // Record and acknowledge together: both land in the same group commit.
-            let (recorded, acked) =
-                tokio::join!(engine.inner.stores.invocations.record(record), lease.ack());
-            settled(id, recorded.and(acked));
+            // The settle and the attempt's record are one write.
+            settled(id, lease.settle(Settlement::Ack, Some(record)).await);
             return;
         }
         Ok(Invocation { record, .. }) => (
@@ -412,31 +410,36 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
         ),
         Err(e) => (e.to_string(), None),
     };
-    let record = async {
-        match record {
-            Some(r) => engine.inner.stores.invocations.record(r).await,
-            None => Ok(()),
+    let settlement = if attempt_no >= retry.max_attempts {
+        Settlement::Terminate {
+            reason: DeadLetterReason::MaxAttempts,
+            error: format!("{failure} (attempt {attempt_no} of {})", retry.max_attempts),
         }
-    };
-    let settle = async {
-        if attempt_no >= retry.max_attempts {
-            let error = format!("{failure} (attempt {attempt_no} of {})", retry.max_attempts);
-            return lease.terminate(DeadLetterReason::MaxAttempts, &error).await;
-        }
+    } else {
         let delay = retry.backoff(attempt_no, rand::random::<f64>());
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         if now_ms() + delay_ms - created_ms > max_age_ms {
-            let error = format!(
-                "{failure} (the next retry would pass max_event_age of {} s)",
-                retry.max_event_age_s
-            );
-            return lease.terminate(DeadLetterReason::MaxEventAge, &error).await;
+            Settlement::Terminate {
+                reason: DeadLetterReason::MaxEventAge,
+                error: format!(
+                    "{failure} (the next retry would pass max_event_age of {} s)",
+                    retry.max_event_age_s
+                ),
+            }
+        } else {
+            Settlement::Nak {
+                delay_ms,
+                error: failure,
+            }
         }
-        let naked = lease.nak(delay_ms, &failure).await;
+    };
+    let retry_in = match &settlement {
+        Settlement::Nak { delay_ms, .. } => Some(*delay_ms),
+        _ => None,
+    };
+    settled(id, lease.settle(settlement, record).await);
+    if let Some(delay_ms) = retry_in {
         // The dispatcher may be asleep past this retry's due time.
         engine.inner.scan_by(now_ms() + delay_ms);
-        naked
-    };
-    let (recorded, result) = tokio::join!(record, settle);
-    settled(id, recorded.and(result));
+    }
 }

@@ -3,14 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_trait::async_trait;
-use lambent_core::{CloudEvent, DeadLetterReason, FunctionSpec};
+use lambent_core::{CloudEvent, FunctionSpec};
 use lambent_engine::keepalive::Fixed;
 use lambent_engine::{DeployRequest, Engine, EngineConfig, RuleRequest};
 use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
 use lambent_sqlite::{FsCodeStore, SqliteStore};
 use lambent_store::{
     DeadLetter, Delivery, Due, EventLog, Fetch, FunctionVersion, LeaseRef, NewEvent,
-    PublishOutcome, Redrive, Registry, Result, Rule, StoreError, StoredCode, StoredEvent, Stores,
+    PublishOutcome, Redrive, Registry, Result, Rule, Settlement, StoreError, StoredCode,
+    StoredEvent, Stores,
 };
 use std::io::Write;
 use std::sync::Arc;
@@ -247,13 +248,12 @@ impl EventLog for FailingLog {
             next_ms: None,
         })
     }
-    async fn ack(&self, _: LeaseRef) -> Result<()> {
-        Ok(())
-    }
-    async fn nak(&self, _: LeaseRef, _: i64, _: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn terminate(&self, _: LeaseRef, _: DeadLetterReason, _: &str) -> Result<()> {
+    async fn settle(
+        &self,
+        _: LeaseRef,
+        _: Settlement,
+        _: Option<lambent_store::InvocationRecord>,
+    ) -> Result<()> {
         Ok(())
     }
     async fn extend(&self, _: LeaseRef, _: i64) -> Result<()> {
@@ -425,14 +425,13 @@ impl EventLog for CountingLog {
         self.scans.fetch_add(1, Ordering::SeqCst);
         self.inner.due().await
     }
-    async fn ack(&self, l: LeaseRef) -> Result<()> {
-        self.inner.ack(l).await
-    }
-    async fn nak(&self, l: LeaseRef, d: i64, e: &str) -> Result<()> {
-        self.inner.nak(l, d, e).await
-    }
-    async fn terminate(&self, l: LeaseRef, r: DeadLetterReason, e: &str) -> Result<()> {
-        self.inner.terminate(l, r, e).await
+    async fn settle(
+        &self,
+        l: LeaseRef,
+        s: Settlement,
+        r: Option<lambent_store::InvocationRecord>,
+    ) -> Result<()> {
+        self.inner.settle(l, s, r).await
     }
     async fn extend(&self, l: LeaseRef, ms: i64) -> Result<()> {
         self.inner.extend(l, ms).await

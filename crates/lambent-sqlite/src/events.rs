@@ -4,8 +4,8 @@ use crate::{SqliteStore, sql};
 use async_trait::async_trait;
 use lambent_core::{CloudEvent, DeadLetterReason};
 use lambent_store::{
-    DeadLetter, Delivery, Due, EventLog, Fetch, LeaseRef, NewEvent, PayloadMode, PublishOutcome,
-    Redrive, Result, StoreError, StoredEvent,
+    DeadLetter, Delivery, Due, EventLog, Fetch, InvocationRecord, LeaseRef, NewEvent, PayloadMode,
+    PublishOutcome, Redrive, Result, Settlement, StoreError, StoredEvent,
 };
 use rusqlite::{OptionalExtension, params};
 
@@ -24,8 +24,9 @@ fn clip(error: &str) -> String {
 }
 
 impl SqliteStore {
-    /// Runs a settle of `lease`; no row changed means the lease was lost.
-    async fn settle<F>(&self, lease: LeaseRef, update: F) -> Result<()>
+    /// Runs a settle of `lease`; no row changed means the lease was lost (what else
+    /// the write did, such as recording the attempt, stays).
+    async fn settle_with<F>(&self, lease: LeaseRef, update: F) -> Result<()>
     where
         F: FnOnce(&rusqlite::Connection) -> Result<usize> + Send + 'static,
     {
@@ -198,57 +199,50 @@ impl EventLog for SqliteStore {
         .await
     }
 
-    async fn ack(&self, lease: LeaseRef) -> Result<()> {
-        let now = self.now();
-        self.settle(lease, move |conn| {
-            conn.execute(
-                "UPDATE deliveries SET state = 'delivered', lease_until = NULL, updated_ms = ?3, last_error = NULL
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
-                params![lease.delivery, lease.token, now],
-            )
-            .map_err(sql("acknowledging a delivery"))
-        })
-        .await
-    }
-
-    async fn nak(&self, lease: LeaseRef, delay_ms: i64, error: &str) -> Result<()> {
-        let error = clip(error);
-        let now = self.now();
-        self.settle(lease, move |conn| {
-            conn.execute(
-                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?4, updated_ms = ?3,
-                    last_error = ?5, interrupted = 0
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
-                params![lease.delivery, lease.token, now, now + delay_ms.max(0), error],
-            )
-            .map_err(sql("scheduling a retry"))
-        })
-        .await
-    }
-
-    async fn terminate(
+    async fn settle(
         &self,
         lease: LeaseRef,
-        reason: DeadLetterReason,
-        error: &str,
+        settlement: Settlement,
+        record: Option<InvocationRecord>,
     ) -> Result<()> {
-        let error = clip(error);
         let now = self.now();
-        self.settle(lease, move |conn| {
-            conn.execute(
-                "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?3,
-                    last_error = ?4, reason = ?5
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
-                params![lease.delivery, lease.token, now, error, reason.as_str()],
-            )
-            .map_err(sql("dead-lettering a delivery"))
+        self.settle_with(lease, move |conn| {
+            if let Some(record) = record {
+                crate::invocations::insert(conn, record)?;
+            }
+            let (delivery, token) = (lease.delivery, lease.token);
+            match settlement {
+                Settlement::Ack => conn
+                    .execute(
+                        "UPDATE deliveries SET state = 'delivered', lease_until = NULL, updated_ms = ?3, last_error = NULL
+                         WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                        params![delivery, token, now],
+                    )
+                    .map_err(sql("acknowledging a delivery")),
+                Settlement::Nak { delay_ms, error } => conn
+                    .execute(
+                        "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?4, updated_ms = ?3,
+                            last_error = ?5, interrupted = 0
+                         WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                        params![delivery, token, now, now + delay_ms.max(0), clip(&error)],
+                    )
+                    .map_err(sql("scheduling a retry")),
+                Settlement::Terminate { reason, error } => conn
+                    .execute(
+                        "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?3,
+                            last_error = ?4, reason = ?5
+                         WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                        params![delivery, token, now, clip(&error), reason.as_str()],
+                    )
+                    .map_err(sql("dead-lettering a delivery")),
+            }
         })
         .await
     }
 
     async fn extend(&self, lease: LeaseRef, lease_ms: i64) -> Result<()> {
         let now = self.now();
-        self.settle(lease, move |conn| {
+        self.settle_with(lease, move |conn| {
             conn.execute(
                 "UPDATE deliveries SET lease_until = ?4, updated_ms = ?3
                  WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
@@ -261,7 +255,7 @@ impl EventLog for SqliteStore {
 
     async fn release(&self, lease: LeaseRef) -> Result<()> {
         let now = self.now();
-        self.settle(lease, move |conn| {
+        self.settle_with(lease, move |conn| {
             conn.execute(
                 "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?3, updated_ms = ?3,
                     attempt = MAX(attempt - 1, 0)

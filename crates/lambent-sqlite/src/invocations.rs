@@ -94,7 +94,7 @@ impl InvocationLog for SqliteStore {
     }
 }
 
-fn insert(conn: &rusqlite::Connection, inv: InvocationRecord) -> Result<()> {
+pub(crate) fn insert(conn: &rusqlite::Connection, inv: InvocationRecord) -> Result<()> {
     conn.prepare_cached(
             "INSERT INTO invocations (request_id, function, version, delivery_id, event_id, attempt, started_ms,
                     duration_us, cold, outcome, error_type, error_message, logs)

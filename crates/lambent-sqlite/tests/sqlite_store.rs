@@ -403,3 +403,70 @@ async fn invocation_pages_are_bounded_in_bytes() {
     assert_eq!(ids, ["r8", "r9"]);
     assert_eq!(InvocationLog::compact(&store, 5, 100).await.unwrap(), 5);
 }
+
+/// An attempt's settle and its record are one write; a lost lease keeps the record
+/// (the attempt ran) but changes nothing of the delivery.
+#[tokio::test]
+async fn a_settle_and_its_record_are_one_write() {
+    use lambent_core::InvocationOutcome;
+    use lambent_store::{InvocationLog, InvocationQuery, InvocationRecord, Settlement};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open_at(dir.path(), &clock);
+    store.publish(vec![new_event(1)]).await.unwrap();
+    let record = |id: &str, attempt| InvocationRecord {
+        seq: 0,
+        request_id: id.into(),
+        function: "f".into(),
+        version: 1,
+        delivery_id: None,
+        event_id: Some("e1".into()),
+        attempt,
+        started_ms: 0,
+        duration_us: 1,
+        cold: false,
+        outcome: InvocationOutcome::Success,
+        error_type: None,
+        error_message: None,
+        logs: String::new(),
+    };
+    let first = store
+        .fetch(
+            "f",
+            Fetch {
+                lease_ms: 1_000,
+                ..fetch(1)
+            },
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    clock.advance(2_000);
+    let late = store
+        .settle(first.lease(), Settlement::Ack, Some(record("late", 1)))
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    let second = store.fetch("f", fetch(1)).await.unwrap().remove(0);
+    store
+        .settle(second.lease(), Settlement::Ack, Some(record("second", 2)))
+        .await
+        .unwrap();
+    let recorded: Vec<String> = store
+        .list_invocations(InvocationQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(recorded, ["late", "second"]);
+    assert_eq!(
+        store.delivery_counts().await.unwrap(),
+        vec![("delivered".to_owned(), 1)]
+    );
+}

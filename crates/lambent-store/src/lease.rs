@@ -2,7 +2,7 @@
 //! unsettled (a panicking or cancelled attempt hands its delivery back at once
 //! instead of holding it until the lease runs out).
 
-use crate::{DeadLetterReason, Delivery, EventLog, Result};
+use crate::{DeadLetterReason, Delivery, EventLog, InvocationRecord, Result, Settlement};
 use std::sync::Arc;
 
 pub struct Lease {
@@ -26,6 +26,18 @@ impl Lease {
 
     pub fn delivery_mut(&mut self) -> &mut Delivery {
         &mut self.delivery
+    }
+
+    /// Settles the delivery and records its attempt in one write.
+    pub async fn settle(
+        mut self,
+        settlement: Settlement,
+        record: Option<InvocationRecord>,
+    ) -> Result<()> {
+        self.settled = true;
+        self.log
+            .settle(self.delivery.lease(), settlement, record)
+            .await
     }
 
     pub async fn ack(mut self) -> Result<()> {

@@ -127,13 +127,36 @@ pub trait EventLog: Send + Sync {
     async fn fetch(&self, function: &str, fetch: Fetch) -> Result<Vec<Delivery>>;
     /// The functions that have deliveries due now, and the earliest future due time.
     async fn due(&self) -> Result<Due>;
+    /// Settles a lease and, in the same write, records the invocation of its attempt:
+    /// a settled delivery never lacks its record. A lost lease still keeps the record
+    /// (the attempt did run) and answers `LeaseLost`.
+    async fn settle(
+        &self,
+        lease: LeaseRef,
+        settlement: Settlement,
+        record: Option<InvocationRecord>,
+    ) -> Result<()>;
     /// The delivery succeeded.
-    async fn ack(&self, lease: LeaseRef) -> Result<()>;
+    async fn ack(&self, lease: LeaseRef) -> Result<()> {
+        self.settle(lease, Settlement::Ack, None).await
+    }
     /// The attempt failed: make the delivery due again after `delay_ms`.
-    async fn nak(&self, lease: LeaseRef, delay_ms: i64, error: &str) -> Result<()>;
+    async fn nak(&self, lease: LeaseRef, delay_ms: i64, error: &str) -> Result<()> {
+        let error = error.to_owned();
+        self.settle(lease, Settlement::Nak { delay_ms, error }, None)
+            .await
+    }
     /// Stop trying: dead-letter the delivery with the reason and the last error.
-    async fn terminate(&self, lease: LeaseRef, reason: DeadLetterReason, error: &str)
-    -> Result<()>;
+    async fn terminate(
+        &self,
+        lease: LeaseRef,
+        reason: DeadLetterReason,
+        error: &str,
+    ) -> Result<()> {
+        let error = error.to_owned();
+        self.settle(lease, Settlement::Terminate { reason, error }, None)
+            .await
+    }
     /// The attempt is still running: the lease now ends `lease_ms` from now.
     async fn extend(&self, lease: LeaseRef, lease_ms: i64) -> Result<()>;
     /// The attempt never started (a lease taken ahead, handed back at shutdown): the

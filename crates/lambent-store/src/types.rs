@@ -15,6 +15,20 @@ pub struct LeaseRef {
     pub token: LeaseToken,
 }
 
+/// How an attempt ends for its delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// Delivered.
+    Ack,
+    /// Failed: due again after `delay_ms`.
+    Nak { delay_ms: i64, error: String },
+    /// Dead-lettered.
+    Terminate {
+        reason: DeadLetterReason,
+        error: String,
+    },
+}
+
 /// What to lease in one `fetch`.
 #[derive(Debug, Clone, Copy)]
 pub struct Fetch {
