@@ -61,9 +61,11 @@ impl ProcessInstance {
         let app = api::router(shared.clone());
         let server = tokio::spawn(async move {
             // One runtime process talks to this endpoint: a few connections suffice.
+            // Its keep-alive connection sits idle while a handler runs (up to Lambda's
+            // 15 minutes), so the idle/header timeout must outlast any handler.
             let limits = lambent_http::Limits {
                 max_connections: 16,
-                ..lambent_http::Limits::default()
+                header_read_timeout: std::time::Duration::from_secs(16 * 60),
             };
             lambent_http::serve(listener, app, limits, std::future::pending()).await;
         });
