@@ -118,19 +118,25 @@ def handler(event, context):\n    log('start ' + event['id'])\n    time.sleep(1.
             .map(str::to_owned)
             .collect()
     };
-    wait_for("an attempt to start", || {
-        lines()
-            .iter()
-            .any(|l| l.starts_with("start "))
-            .then_some(())
+    let started_now = |l: &[String]| -> Vec<String> {
+        l.iter()
+            .filter_map(|x| x.strip_prefix("start ").map(str::to_owned))
+            .collect()
+    };
+    // Both slots busy: the next attempt could only start when one of these finishes,
+    // 1.5 s from now, which is after the signal.
+    let running = wait_for("two attempts to start", || {
+        let s = started_now(&lines());
+        (s.len() >= 2).then_some(s)
     });
     let status = node.terminate();
     assert!(status.success(), "the node exited with {status}");
     let at_exit = lines();
-    let started: Vec<String> = at_exit
-        .iter()
-        .filter_map(|l| l.strip_prefix("start ").map(str::to_owned))
-        .collect();
+    let started = started_now(&at_exit);
+    assert_eq!(
+        started, running,
+        "a draining node started new attempts (from leases taken ahead)"
+    );
     for id in &started {
         assert!(
             at_exit.contains(&format!("end {id}")),

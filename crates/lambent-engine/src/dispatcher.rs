@@ -202,12 +202,7 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
     let mut failing = false;
     loop {
         if inner.draining.load(Ordering::SeqCst) {
-            // Stopping: what was leased ahead never started; hand it back uncharged.
-            for lease in ahead.drain(..) {
-                let id = lease.delivery().id;
-                settled(id, lease.release().await);
-            }
-            return;
+            return release_all(&mut ahead).await;
         }
         let spec = match inner.latest_function(function).await {
             Ok(f) => f.map(|f| f.spec),
@@ -248,6 +243,11 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
                 None => break,
             }
         }
+        // The wait for a slot may have outlasted the node's decision to stop: a slot
+        // freed by a finishing attempt must not start a new one then.
+        if inner.draining.load(Ordering::SeqCst) {
+            return release_all(&mut ahead).await;
+        }
         if ahead.len() < slots.len() {
             let want = slots.len() - ahead.len();
             let batch = lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await;
@@ -275,6 +275,14 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
             let want = target - ahead.len();
             ahead.extend(lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await);
         }
+    }
+}
+
+/// Stopping: what was leased ahead never started; hand it back uncharged.
+async fn release_all(ahead: &mut VecDeque<Lease>) {
+    for lease in ahead.drain(..) {
+        let id = lease.delivery().id;
+        settled(id, lease.release().await);
     }
 }
 
