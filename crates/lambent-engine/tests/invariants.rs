@@ -222,11 +222,13 @@ async fn concurrent_rule_changes_keep_every_rule() {
     }
 }
 
-/// An event log whose writes fail (a full disk) and that always has work due.
+/// An event log whose writes fail (a full disk) and that always has work due (or,
+/// with `panic_on_due`, whose scan panics: a bug in the dispatcher's path).
 #[derive(Default)]
 struct FailingLog {
     fetches: AtomicUsize,
     reached: Notify,
+    panic_on_due: bool,
 }
 
 const FETCHES: usize = 30;
@@ -243,6 +245,7 @@ impl EventLog for FailingLog {
         Err(StoreError::NotCommitted("disk full".into()))
     }
     async fn due(&self) -> Result<Due> {
+        assert!(!self.panic_on_due, "a bug in the dispatcher's scan");
         Ok(Due {
             functions: vec!["f".into()],
             next_ms: None,
@@ -498,4 +501,26 @@ async fn dispatch_does_not_scan_the_store_per_publish() {
     let scans = log.scans.load(Ordering::SeqCst) - before;
     let allowed = 5 + started.elapsed().as_secs() as usize * 2;
     assert!(scans <= allowed, "{scans} scans for {EVENTS} publishes");
+}
+
+/// Finding 11: a dead dispatcher makes the node unhealthy, naming what stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_dispatcher_makes_the_node_unhealthy() {
+    let log = Arc::new(FailingLog {
+        panic_on_due: true,
+        ..FailingLog::default()
+    });
+    let node = node_with(Some(log)).await;
+    let unhealthy = async {
+        loop {
+            match node.engine.health() {
+                Err(why) => return why,
+                Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    let why = tokio::time::timeout(Duration::from_secs(30), unhealthy)
+        .await
+        .expect("the node still said it was healthy");
+    assert_eq!(why, "the dispatcher task stopped");
 }
