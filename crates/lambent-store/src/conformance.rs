@@ -1,7 +1,7 @@
 //! The delivery contract's conformance suite: random sequences of publish / fetch /
-//! ack / nak / terminate / extend / release / expire (the clock moves) / redrive / restart, run
-//! against an [`EventLog`] and a small in-memory model of the contract, comparing
-//! every answer. Any implementation runs it through a [`Harness`]; the SQLite store
+//! ack / nak / terminate / extend / release / expire (the clock moves) / redrive /
+//! compact (retention) / restart, run against an [`EventLog`] and a small in-memory
+//! model of the contract, comparing every answer. Any implementation runs it through a [`Harness`]; the SQLite store
 //! runs it in `tests/conformance.rs`.
 //!
 //! Deliveries are named by `(source, event id, function)`: an event reaches each
@@ -56,13 +56,15 @@ type Key = (String, String, String); // (source, event id, function)
 enum State {
     Pending { due: EpochMs },
     Leased { token: LeaseToken, until: EpochMs },
-    Delivered,
+    Delivered { at: EpochMs },
     Dead { reason: DeadLetterReason },
 }
 
 #[derive(Debug, Clone)]
 struct ModelDelivery {
     order: u64,
+    /// The implementation's id for it, once a fetch revealed it.
+    id: Option<DeliveryId>,
     state: State,
     attempt: u32,
     interrupted: bool,
@@ -71,22 +73,25 @@ struct ModelDelivery {
 /// The contract, as plainly as it can be said.
 #[derive(Default)]
 struct Model {
-    events: BTreeSet<(String, String)>,
+    /// Events by `(source, id)`, with when they were received.
+    events: BTreeMap<(String, String), EpochMs>,
     deliveries: BTreeMap<Key, ModelDelivery>,
     next_order: u64,
 }
 
 impl Model {
     fn publish(&mut self, now: EpochMs, source: &str, id: &str, targets: &[&str]) -> bool {
-        if !self.events.insert((source.into(), id.into())) {
+        if self.events.contains_key(&(source.into(), id.into())) {
             return false;
         }
+        self.events.insert((source.into(), id.into()), now);
         for f in targets {
             self.next_order += 1;
             self.deliveries.insert(
                 (source.into(), id.into(), (*f).into()),
                 ModelDelivery {
                     order: self.next_order,
+                    id: None,
                     state: State::Pending { due: now },
                     attempt: 0,
                     interrupted: false,
@@ -144,10 +149,13 @@ impl Model {
     }
 
     /// The delivery whose current, unexpired lease this is.
-    fn holder(&mut self, now: EpochMs, key: &Key, token: LeaseToken) -> Option<&mut ModelDelivery> {
+    fn holder(&mut self, now: EpochMs, key: &Key, lease: LeaseRef) -> Option<&mut ModelDelivery> {
         let d = self.deliveries.get_mut(key)?;
+        if d.id != Some(lease.delivery) {
+            return None; // a delivery of the same key published again after compaction
+        }
         match d.state {
-            State::Leased { token: t, until } if t == token && until >= now => Some(d),
+            State::Leased { token: t, until } if t == lease.token && until >= now => Some(d),
             _ => None,
         }
     }
@@ -167,12 +175,25 @@ impl Model {
             let name = match d.state {
                 State::Pending { .. } => "pending",
                 State::Leased { .. } => "leased",
-                State::Delivered => "delivered",
+                State::Delivered { .. } => "delivered",
                 State::Dead { .. } => "dead_lettered",
             };
             *out.entry(name.to_owned()).or_insert(0) += 1;
         }
         out
+    }
+
+    /// Retention: delivered deliveries settled before `cut`, then events received
+    /// before it that no delivery needs; returns how many went.
+    fn compact(&mut self, cut: EpochMs) -> usize {
+        let before = self.deliveries.len() + self.events.len();
+        self.deliveries
+            .retain(|_, d| !matches!(d.state, State::Delivered { at } if at < cut));
+        let deliveries = &self.deliveries;
+        self.events.retain(|(source, id), received| {
+            *received >= cut || deliveries.keys().any(|(s, i, _)| s == source && i == id)
+        });
+        before - self.deliveries.len() - self.events.len()
     }
 
     fn due_functions(&self, now: EpochMs) -> BTreeSet<String> {
@@ -241,7 +262,7 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                 trail.join("\n  ")
             )
         };
-        match rng.below(10) {
+        match rng.below(11) {
             0 | 1 => {
                 let n = 1 + rng.below(3) as usize;
                 let mut batch = Vec::new();
@@ -304,10 +325,11 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                 }
                 for d in &got {
                     let key = key_of(d);
-                    if let Some(m) = model.deliveries.get_mut(&key)
-                        && let State::Leased { token, .. } = &mut m.state
-                    {
-                        *token = d.token;
+                    if let Some(m) = model.deliveries.get_mut(&key) {
+                        m.id = Some(d.id);
+                        if let State::Leased { token, .. } = &mut m.state {
+                            *token = d.token;
+                        }
                     }
                     ids.insert(key.clone(), d.id);
                     leases.push((key, d.lease()));
@@ -325,7 +347,7 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                 let op = rng.below(5);
                 let delay = *rng.pick(&[0, 2_000]);
                 trail.push(format!("settle op {op} on {key:?} token {}", lease.token));
-                let valid = model.holder(now, &key, lease.token).is_some();
+                let valid = model.holder(now, &key, lease).is_some();
                 let got = match op {
                     0 => store.ack(lease).await,
                     1 => store.nak(lease, delay, "failed").await,
@@ -344,9 +366,9 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                         format!("settle accepted: {got}, model says the lease is valid: {valid}"),
                     ));
                 }
-                if let Some(d) = model.holder(now, &key, lease.token) {
+                if let Some(d) = model.holder(now, &key, lease) {
                     match op {
-                        0 => d.state = State::Delivered,
+                        0 => d.state = State::Delivered { at: now },
                         1 => {
                             d.state = State::Pending { due: now + delay };
                             d.interrupted = false;
@@ -408,6 +430,21 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
                     return Err(fail(
                         &trail,
                         format!("redrive moved {n}, model {}", chosen.len()),
+                    ));
+                }
+            }
+            10 => {
+                let cut = now - *rng.pick(&[0, 3_000]);
+                trail.push(format!("compact before {cut}"));
+                let expect = model.compact(cut);
+                let got = store
+                    .compact(cut, 100_000)
+                    .await
+                    .map_err(|e| format!("compact failed: {e}"))?;
+                if got != expect {
+                    return Err(fail(
+                        &trail,
+                        format!("compact removed {got}, model {expect}"),
                     ));
                 }
             }
