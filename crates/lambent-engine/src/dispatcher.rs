@@ -187,10 +187,10 @@ async fn lease(
 
 /// Leases and starts deliveries of one function while it has any due.
 ///
-/// The pump keeps up to `concurrency` deliveries leased one round ahead: when a slot
-/// frees up its next delivery is already here, and the lease for the round after is
-/// taken while the attempts run. A delivery so waits at most one invocation for its
-/// slot, so its lease covers two timeouts plus the grace.
+/// The pump keeps deliveries leased ahead (refilled to `ahead_target` when less than a
+/// round is left): when a slot frees up its next delivery is already here, and one
+/// lease commit serves several rounds. Each lease covers the rounds its delivery may
+/// wait, its own run and a grace (`lease_ms`).
 async fn pump(inner: &Arc<Inner>, function: &str) {
     let engine = Engine {
         inner: inner.clone(),
