@@ -361,7 +361,7 @@ async fn a_versioned_python_runtime_runs_that_version_or_says_what_it_ran() {
     );
     let runtime = ProcessRuntime::new(data.path()).unwrap();
     // Whichever Python 3 minor versions this host has (pyenv or the system's).
-    let host: Vec<String> = (8..=14)
+    let host: Vec<String> = (6..=14)
         .map(|minor| format!("3.{minor}"))
         .filter(|v| {
             std::process::Command::new(format!("python{v}"))
