@@ -5,10 +5,10 @@
 //! hands each attempt its slot and a leased delivery; it keeps a few rounds of
 //! deliveries leased ahead (refilled when less than a round is left), and each lease
 //! covers the rounds it may wait plus its own run and a grace, so it only runs out if
-//! the node died. Every report to
-//! the store carries the lease's token, so a report from an attempt whose lease ran
-//! out is refused (`LeaseLost`) instead of undoing a later attempt's settle. A store
-//! that fails (disk full) is retried with backoff, never in a loop.
+//! the node died. Every report to the store carries the lease's token, so a report
+//! from an attempt whose lease ran out is refused (`LeaseLost`) instead of undoing a
+//! later attempt's settle. A store that fails (disk full) is retried with backoff,
+//! never in a loop.
 
 use crate::Engine;
 use crate::Inner;
@@ -155,7 +155,7 @@ impl Drop for PumpRegistration {
 }
 
 /// Leases up to `max` deliveries of `function`; on a store error waits (with
-/// growing backoff) before the pump looks again.
+/// growing backoff) and answers `None`, so the pump looks again.
 async fn lease(
     inner: &Arc<Inner>,
     function: &str,
@@ -163,7 +163,7 @@ async fn lease(
     lease_ms: i64,
     max_attempts: u32,
     backoff: &mut Backoff,
-) -> Vec<Lease> {
+) -> Option<Vec<Lease>> {
     let fetch = Fetch {
         max,
         lease_ms,
@@ -172,15 +172,17 @@ async fn lease(
     match inner.stores.events.fetch(function, fetch).await {
         Ok(batch) => {
             backoff.succeeded();
-            batch
-                .into_iter()
-                .map(|d| Lease::new(inner.stores.events.clone(), d))
-                .collect()
+            Some(
+                batch
+                    .into_iter()
+                    .map(|d| Lease::new(inner.stores.events.clone(), d))
+                    .collect(),
+            )
         }
         Err(e) => {
             tracing::warn!(function, error = %e, "cannot lease deliveries; backing off");
             backoff.failed().await;
-            Vec::new()
+            None
         }
     }
 }
@@ -197,9 +199,8 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
     };
     let mut ahead: VecDeque<Lease> = VecDeque::new();
     let mut backoff = Backoff::new();
-    // A store error ends the pump only once nothing is leased ahead; until then the
-    // error is retried after a backoff (never in a tight loop).
-    let mut failing = false;
+    // A store error is retried after a backoff (never in a tight loop); the pump ends
+    // only when the store answers that nothing is due.
     loop {
         if inner.draining.load(Ordering::SeqCst) {
             return release_all(&mut ahead).await;
@@ -218,13 +219,13 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
         let Some(spec) = spec else {
             // No such function: lease what is due anyway so it is rejected, not stuck.
             let lease_ms = millis(inner.config.lease_grace);
-            let batch = lease(inner, function, MAX_PULL, lease_ms, u32::MAX, &mut backoff).await;
-            failing = batch.is_empty() && backoff.0 > Duration::ZERO;
+            let Some(batch) =
+                lease(inner, function, MAX_PULL, lease_ms, u32::MAX, &mut backoff).await
+            else {
+                continue; // backed off already; look again
+            };
             ahead.extend(batch);
             if ahead.is_empty() {
-                if failing {
-                    continue; // backed off already; look again
-                }
                 return;
             }
             for lease in ahead.drain(..) {
@@ -250,14 +251,14 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
         }
         if ahead.len() < slots.len() {
             let want = slots.len() - ahead.len();
-            let batch = lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await;
-            failing = batch.is_empty() && backoff.0 > Duration::ZERO;
-            ahead.extend(batch);
+            match lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await {
+                Some(batch) => ahead.extend(batch),
+                // Backed off already; look again (the slots are handed back meanwhile).
+                None if ahead.is_empty() => continue,
+                None => {}
+            }
         }
         if ahead.is_empty() {
-            if failing {
-                continue; // backed off already; look again
-            }
             return;
         }
         for slot in slots {
@@ -273,7 +274,8 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
         let target = ahead_target(&spec);
         if ahead.len() < round {
             let want = target - ahead.len();
-            ahead.extend(lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await);
+            let batch = lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await;
+            ahead.extend(batch.unwrap_or_default());
         }
     }
 }
@@ -350,10 +352,11 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
         Ok(Some(f)) => f,
         Ok(None) => {
             let error = format!("function `{}` does not exist", lease.delivery().function);
-            settled(
-                id,
-                lease.terminate(DeadLetterReason::Rejected, &error).await,
-            );
+            let rejected = Settlement::Terminate {
+                reason: DeadLetterReason::Rejected,
+                error,
+            };
+            settled(id, lease.settle(rejected, None).await);
             return;
         }
         Err(e) => {
@@ -369,10 +372,11 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
             "event older than max_event_age of {} s before attempt {attempt_no}",
             retry.max_event_age_s
         );
-        settled(
-            id,
-            lease.terminate(DeadLetterReason::MaxEventAge, &error).await,
-        );
+        let too_old = Settlement::Terminate {
+            reason: DeadLetterReason::MaxEventAge,
+            error,
+        };
+        settled(id, lease.settle(too_old, None).await);
         return;
     }
     // The slot was taken for the function as the pump knew it; without one (the

@@ -61,16 +61,20 @@ impl Engine {
             .iter()
             .map(|e| (e.event.id().to_owned(), e.event.source().to_owned()))
             .collect();
-        let targets: Vec<Vec<String>> = batch
-            .iter()
-            .map(|e| e.targets.iter().map(|t| t.function.clone()).collect())
-            .collect();
+        // The few functions this batch feeds, each once (not a copy per event).
+        let mut fed: Vec<String> = Vec::new();
+        for target in batch.iter().flat_map(|e| &e.targets) {
+            if !fed.contains(&target.function) {
+                fed.push(target.function.clone());
+            }
+        }
         let outcomes = self.inner.stores.events.publish(batch).await?;
-        for (functions, outcome) in targets.iter().zip(&outcomes) {
-            if matches!(outcome, PublishOutcome::Accepted { .. }) {
-                for function in functions {
-                    self.inner.hint(function);
-                }
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, PublishOutcome::Accepted { .. }))
+        {
+            for function in &fed {
+                self.inner.hint(function);
             }
         }
         Ok(keys

@@ -141,7 +141,8 @@ impl Pool {
     }
 
     /// Slots of a function in use now.
-    pub fn busy(&self, function: &str) -> u32 {
+    #[cfg(test)]
+    fn busy(&self, function: &str) -> u32 {
         let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
         map.get(function)
             .map(|p| p.slots.count.lock().unwrap_or_else(|p| p.into_inner()).busy)

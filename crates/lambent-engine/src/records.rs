@@ -1,12 +1,11 @@
 //! Invocation records of synchronous calls, written behind: the caller gets its
 //! answer at once and the record joins the next group commit from a bounded buffer
-//! (full buffer: the caller waits for room, so memory stays bounded). A crash can
-//! lose the last few such records — never an event, a delivery or a settle, whose
+//! (full buffer: the caller waits for room, so memory stays bounded). A crash, or a
+//! write the store refuses, can lose the last few such records — never an event, a delivery or a settle, whose
 //! writes stay on the answer's path.
 
 use lambent_store::{InvocationLog, InvocationRecord};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Records waiting to be written.
@@ -64,13 +63,11 @@ async fn run(log: Arc<dyn InvocationLog>, mut rx: mpsc::Receiver<Message>) {
         }
         if !batch.is_empty() {
             let records = std::mem::take(&mut batch);
-            let n = records.len();
-            if let Err(e) = log.record_many(records.clone()).await {
-                // One retry after a pause (a full disk may clear); then say what was lost.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if let Err(e2) = log.record_many(records).await {
-                    tracing::error!(lost = n, error = %e, retry_error = %e2, "could not write invocation records");
-                }
+            let lost = records.len();
+            // No copy is kept for a retry (a batch may hold megabytes of logs): a
+            // failed write loses these records, as a crash would, and says so.
+            if let Err(e) = log.record_many(records).await {
+                tracing::error!(lost, error = %e, "could not write invocation records");
             }
         }
         for done in flushes.drain(..) {

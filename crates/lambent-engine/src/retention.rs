@@ -42,6 +42,24 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Runs `step` (which removes at most `STEP` rows) until a step removes fewer,
+/// yielding between steps; returns how many rows went.
+async fn in_steps<F, Fut>(mut step: F) -> Result<usize>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = lambent_store::Result<usize>>,
+{
+    let mut total = 0;
+    loop {
+        let n = step().await?;
+        total += n;
+        if n < STEP {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 impl Engine {
     /// Removes what the retention period lets go, as of `now_ms`.
     pub async fn compact(&self, now_ms: i64, code_min_age: Duration) -> Result<Compacted> {
@@ -51,23 +69,11 @@ impl Engine {
         };
         let stores = &self.inner.stores;
         let events_before = now_ms - ms(retention.max(self.inner.config.dedup_window));
-        loop {
-            let n = stores.events.compact(events_before, STEP).await?;
-            done.events_and_deliveries += n;
-            if n < STEP {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        done.events_and_deliveries =
+            in_steps(|| stores.events.compact(events_before, STEP)).await?;
         let invocations_before = now_ms - ms(retention);
-        loop {
-            let n = stores.invocations.compact(invocations_before, STEP).await?;
-            done.invocations += n;
-            if n < STEP {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        done.invocations =
+            in_steps(|| stores.invocations.compact(invocations_before, STEP)).await?;
         let in_use = stores.registry.code_in_use().await?;
         let code = stores.code.clone();
         done.code_packages = tokio::task::spawn_blocking(move || code.gc(&in_use, code_min_age))

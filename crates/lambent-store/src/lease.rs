@@ -2,7 +2,7 @@
 //! unsettled (a panicking or cancelled attempt hands its delivery back at once
 //! instead of holding it until the lease runs out).
 
-use crate::{DeadLetterReason, Delivery, EventLog, InvocationRecord, Result, Settlement};
+use crate::{Delivery, EventLog, InvocationRecord, Result, Settlement};
 use std::sync::Arc;
 
 pub struct Lease {
@@ -37,23 +37,6 @@ impl Lease {
         self.settled = true;
         self.log
             .settle(self.delivery.lease(), settlement, record)
-            .await
-    }
-
-    pub async fn ack(mut self) -> Result<()> {
-        self.settled = true;
-        self.log.ack(self.delivery.lease()).await
-    }
-
-    pub async fn nak(mut self, delay_ms: i64, error: &str) -> Result<()> {
-        self.settled = true;
-        self.log.nak(self.delivery.lease(), delay_ms, error).await
-    }
-
-    pub async fn terminate(mut self, reason: DeadLetterReason, error: &str) -> Result<()> {
-        self.settled = true;
-        self.log
-            .terminate(self.delivery.lease(), reason, error)
             .await
     }
 
