@@ -16,6 +16,24 @@ fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// The fencing rule of every report on a lease (parameters: ?1 delivery, ?2 token,
+/// ?3 now): only the delivery's current, unexpired lease may settle or extend it.
+macro_rules! current_lease {
+    () => {
+        "WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3"
+    };
+}
+
+/// Runs a statement through the connection's statement cache (these run once per
+/// delivery: re-preparing them each time is measurable).
+fn exec_cached(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 /// Most characters of an error message kept on a delivery.
 const MAX_ERROR_CHARS: usize = 4096;
 
@@ -89,23 +107,23 @@ impl EventLog for SqliteStore {
         self.write(move |conn| {
             // A lease that ran out belongs to an attempt that never reported: make it
             // due again; the attempt stays charged.
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2, interrupted = 1
                  WHERE state = 'leased' AND function = ?1 AND lease_until < ?2",
-                params![function, now],
             )
+            .and_then(|mut stmt| stmt.execute(params![function, now]))
             .map_err(sql("expiring leases"))?;
             // Leased as often as allowed without a settle: the event may be what kills
             // the node; stop trying. (Only interrupted deliveries can get here: a failed
             // attempt at the limit is dead-lettered by its settle. The partial index
             // keeps this off the pending backlog.)
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE deliveries INDEXED BY deliveries_interrupted SET state = 'dead_lettered', updated_ms = ?2, reason = 'interrupted',
                     last_error = COALESCE(last_error || ' ', '') ||
                         '(attempt ' || attempt || ' of ' || ?3 || ' was interrupted before it reported)'
                  WHERE state = 'pending' AND function = ?1 AND interrupted = 1 AND attempt >= ?3",
-                params![function, now, fetch.max_attempts],
             )
+            .and_then(|mut stmt| stmt.execute(params![function, now, fetch.max_attempts]))
             .map_err(sql("dead-lettering interrupted deliveries"))?;
             let mut stmt = conn
                 .prepare_cached(
@@ -212,26 +230,23 @@ impl EventLog for SqliteStore {
             }
             let (delivery, token) = (lease.delivery, lease.token);
             match settlement {
-                Settlement::Ack => conn
-                    .execute(
-                        "UPDATE deliveries SET state = 'delivered', lease_until = NULL, updated_ms = ?3, last_error = NULL
-                         WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                Settlement::Ack => exec_cached(
+                        conn,
+                        concat!("UPDATE deliveries SET state = 'delivered', lease_until = NULL, updated_ms = ?3, last_error = NULL ", current_lease!()),
                         params![delivery, token, now],
                     )
                     .map_err(sql("acknowledging a delivery")),
-                Settlement::Nak { delay_ms, error } => conn
-                    .execute(
-                        "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?4, updated_ms = ?3,
-                            last_error = ?5, interrupted = 0
-                         WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                Settlement::Nak { delay_ms, error } => exec_cached(
+                        conn,
+                        concat!("UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?4, updated_ms = ?3,
+                            last_error = ?5, interrupted = 0 ", current_lease!()),
                         params![delivery, token, now, now + delay_ms.max(0), clip(&error)],
                     )
                     .map_err(sql("scheduling a retry")),
-                Settlement::Terminate { reason, error } => conn
-                    .execute(
-                        "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?3,
-                            last_error = ?4, reason = ?5
-                         WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+                Settlement::Terminate { reason, error } => exec_cached(
+                        conn,
+                        concat!("UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?3,
+                            last_error = ?4, reason = ?5 ", current_lease!()),
                         params![delivery, token, now, clip(&error), reason.as_str()],
                     )
                     .map_err(sql("dead-lettering a delivery")),
@@ -243,9 +258,12 @@ impl EventLog for SqliteStore {
     async fn extend(&self, lease: LeaseRef, lease_ms: i64) -> Result<()> {
         let now = self.now();
         self.settle_with(lease, move |conn| {
-            conn.execute(
-                "UPDATE deliveries SET lease_until = ?4, updated_ms = ?3
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+            exec_cached(
+                conn,
+                concat!(
+                    "UPDATE deliveries SET lease_until = ?4, updated_ms = ?3 ",
+                    current_lease!()
+                ),
                 params![lease.delivery, lease.token, now, now + lease_ms],
             )
             .map_err(sql("extending a lease"))
@@ -256,10 +274,10 @@ impl EventLog for SqliteStore {
     async fn release(&self, lease: LeaseRef) -> Result<()> {
         let now = self.now();
         self.settle_with(lease, move |conn| {
-            conn.execute(
-                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?3, updated_ms = ?3,
-                    attempt = MAX(attempt - 1, 0)
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' AND lease_until >= ?3",
+            exec_cached(
+                        conn,
+                        concat!("UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?3, updated_ms = ?3,
+                    attempt = MAX(attempt - 1, 0) ", current_lease!()),
                 params![lease.delivery, lease.token, now],
             )
             .map_err(sql("releasing a lease"))

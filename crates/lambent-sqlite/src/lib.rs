@@ -154,8 +154,10 @@ impl SqliteStore {
         let writer = open_connection(&path)?;
         quick_check(&writer, &path)?;
         schema::migrate(&writer)?;
-        std::fs::write(dir.join(MARKER), "lambent store: lambent.db lives here\n")
-            .map_err(data_dir)?;
+        let marker = dir.join(MARKER);
+        if !marker.exists() {
+            std::fs::write(&marker, "lambent store: lambent.db lives here\n").map_err(data_dir)?;
+        }
         // We hold the directory's lock: leases still held belong to a dead process.
         // Their attempts stay charged (an event that crashes the node must not be
         // retried for ever); `fetch` dead-letters one past its attempt limit.
