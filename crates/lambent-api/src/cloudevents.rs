@@ -99,18 +99,6 @@ fn binary(headers: &HeaderMap, ct: &str, body: &[u8]) -> ApiResult<CloudEvent> {
             builder = builder.attr(k, s);
         }
     }
-    // JSON data too deep for the parser would otherwise be kept as a string: refuse
-    // it as structured mode does.
-    if let Err(e) = serde_json::from_slice::<serde_json::Value>(body)
-        && e.to_string().starts_with("recursion limit exceeded")
-    {
-        return Err(event_error(
-            0,
-            lambent_core::EventError::TooDeep {
-                depth: lambent_core::event::MAX_DATA_DEPTH + 1,
-            },
-        ));
-    }
     builder
         .bytes_data((!ct.is_empty()).then_some(ct), body)
         .build()

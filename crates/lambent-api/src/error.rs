@@ -55,6 +55,7 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        let mut retry_after = None;
         let (status, code) = match &e {
             EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             EngineError::Spec(_)
@@ -70,6 +71,7 @@ impl From<EngineError> for ApiError {
             EngineError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             EngineError::Runtime(_) => (StatusCode::BAD_GATEWAY, "runtime_unavailable"),
             EngineError::Store(lambent_store::StoreError::Overloaded { .. }) => {
+                retry_after = Some(1);
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
             EngineError::Code(lambent_store::CodeError::Io { .. })
@@ -79,7 +81,7 @@ impl From<EngineError> for ApiError {
         Self {
             status,
             code,
-            retry_after: (code == "overloaded").then_some(1),
+            retry_after,
             message: e.to_string(),
         }
     }

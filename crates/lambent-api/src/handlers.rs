@@ -246,7 +246,7 @@ pub async fn invocations(
             max_bytes: MAX_INVOCATIONS_PAGE_LOG_BYTES,
         })
         .await?;
-    // More may follow when the page is full or was cut at the byte budget.
+    // Where the next page starts (an empty page means the end was reached).
     let next_after = (!q.tail && !records.is_empty())
         .then(|| records.last().map(|r| r.seq))
         .flatten();

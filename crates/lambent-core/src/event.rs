@@ -143,7 +143,10 @@ impl CloudEvent {
         json.insert("id".into(), Value::String(id.into()));
         json.insert("source".into(), Value::String(source.into()));
         json.insert("type".into(), Value::String(ty.into()));
-        Builder { json }
+        Builder {
+            json,
+            refused: None,
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -214,6 +217,8 @@ impl CloudEvent {
 #[derive(Debug, Clone)]
 pub struct Builder {
     json: Map<String, Value>,
+    /// Why the data cannot be taken, found while it was set (reported by `build`).
+    refused: Option<EventError>,
 }
 
 impl Builder {
@@ -252,9 +257,22 @@ impl Builder {
             })
             .unwrap_or_default();
         let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
-        if is_json && let Ok(value) = serde_json::from_slice::<Value>(body) {
-            self.json.insert("data".into(), value);
-            return self;
+        if is_json {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(value) => {
+                    self.json.insert("data".into(), value);
+                    return self;
+                }
+                // JSON too deep for the parser is refused as structured mode refuses
+                // it, not kept as a string.
+                Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+                    self.refused = Some(EventError::TooDeep {
+                        depth: MAX_DATA_DEPTH + 1,
+                    });
+                    return self;
+                }
+                Err(_) => {}
+            }
         }
         if (media.starts_with("text/") || is_json)
             && let Ok(text) = std::str::from_utf8(body)
@@ -271,6 +289,9 @@ impl Builder {
     }
 
     pub fn build(self) -> Result<CloudEvent, EventError> {
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
         CloudEvent::from_json(Value::Object(self.json))
     }
 }

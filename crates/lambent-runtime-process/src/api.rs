@@ -132,12 +132,18 @@ async fn response(
                     "Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
                 ),
             );
-            let answer = report.body.clone();
-            let _ = complete(&shared, &id, Reported::Error(report));
-            (StatusCode::PAYLOAD_TOO_LARGE, answer).into_response()
+            fail_invocation(&shared, &id, StatusCode::PAYLOAD_TOO_LARGE, report)
         }
         Err(rejection) => (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
     }
+}
+
+/// Fails invocation `id` with `report` (what the caller gets) and answers the runtime
+/// with `status` and the same document.
+fn fail_invocation(shared: &Shared, id: &str, status: StatusCode, report: ErrorReport) -> Response {
+    let answer = report.body.clone();
+    let _ = complete(shared, id, Reported::Error(report));
+    (status, answer).into_response()
 }
 
 /// The report of a posted error document. The type is the body's `errorType`, else the
@@ -196,12 +202,12 @@ async fn error(
         Ok(body) => complete(&shared, &id, Reported::Error(error_report(&headers, body))),
         // The invocation fails now (it must not hang to its deadline); the runtime is
         // told why.
-        Err(rejection) => {
-            let report = unreadable_error(&rejection);
-            let answer = report.body.clone();
-            let _ = complete(&shared, &id, Reported::Error(report));
-            (rejection.status(), answer).into_response()
-        }
+        Err(rejection) => fail_invocation(
+            &shared,
+            &id,
+            rejection.status(),
+            unreadable_error(&rejection),
+        ),
     }
 }
 

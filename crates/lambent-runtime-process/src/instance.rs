@@ -167,11 +167,16 @@ impl ProcessInstance {
         let watcher = tokio::spawn(async move {
             if let Some(exited) = &exited {
                 let _ = exited.readable().await;
-                // The leader is a zombie now: take down what it left in its group.
-                kill_group(&watch_group, false);
+                // The leader is a zombie, so the group id is still ours: take down what it
+                // left in its group and forget the id before reaping frees it.
+                let mut group = watch_group.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(pgid) = group.take() {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
             }
             let status = child.wait().await;
-            kill_group(&watch_group, true);
+            // Reaped (without a pidfd, only now known): never signal that id again.
+            *watch_group.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let detail = match status {
                 Ok(status) => format!("runtime process exited: {status}"),
                 Err(e) => format!("runtime process lost: {e}"),
@@ -206,7 +211,7 @@ impl ProcessInstance {
 
     fn kill(&mut self) {
         self.usable = false;
-        kill_group(&self.group, false);
+        kill_group(&self.group);
     }
 
     fn headers(&self, req: &InvokeRequest) -> Vec<(&'static str, String)> {
@@ -303,17 +308,12 @@ impl ProcessInstance {
     }
 }
 
-/// SIGKILLs the instance's process group if its leader is not reaped yet (so the
-/// group id cannot belong to anyone else); `reaped` records that it now is.
-fn kill_group(group: &Mutex<Option<Pid>>, reaped: bool) {
-    let mut group = group.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(pgid) = *group
-        && !reaped
-    {
+/// SIGKILLs the instance's process group while its leader is not reaped yet (so the
+/// group id cannot belong to anyone else): the watcher clears the id, under the same
+/// lock, before it reaps.
+fn kill_group(group: &Mutex<Option<Pid>>) {
+    if let Some(pgid) = *group.lock().unwrap_or_else(|p| p.into_inner()) {
         let _ = killpg(pgid, Signal::SIGKILL);
-    }
-    if reaped {
-        *group = None;
     }
 }
 
