@@ -116,3 +116,30 @@ pub fn body_error(rejection: axum::extract::rejection::BytesRejection, limit: us
         ApiError::bad_request(rejection.body_text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding 11: overload is answered 503 with Retry-After, other store failures
+    /// without it.
+    #[test]
+    fn an_overloaded_store_is_503_with_retry_after() {
+        let overloaded = EngineError::Store(lambent_store::StoreError::Overloaded { queued: 16 });
+        let response = ApiError::from(overloaded).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from(1))
+        );
+        let closed = ApiError::from(EngineError::Store(lambent_store::StoreError::Closed));
+        let response = closed.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            response
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
+    }
+}

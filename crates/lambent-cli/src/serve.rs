@@ -198,3 +198,21 @@ async fn shutdown() {
         _ = term.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_and_windows_parse_with_units_or_forever() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("3x").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(matches!(parse_retention("forever"), Ok(Retention(None))));
+        assert!(matches!(parse_retention("1h"), Ok(Retention(Some(d))) if d.as_secs() == 3600));
+    }
+}

@@ -347,9 +347,13 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        assert!(
-            pool.try_slot(&spec(2)).is_some(),
-            "raised limit gives a slot"
-        );
+        // A redeploy raises the limit to 3 and takes one slot: the waiter, woken by
+        // the change, gets the third (no slot was freed for it).
+        let _redeployed = pool.try_slot(&spec(3));
+        let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("the waiter was not woken by the raised limit");
+        let _got = got.unwrap();
+        assert_eq!(pool.busy("f"), 3);
     }
 }

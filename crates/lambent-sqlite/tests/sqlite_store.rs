@@ -4,8 +4,8 @@
 use lambent_core::{CloudEvent, DeadLetterReason};
 use lambent_sqlite::{SqliteOptions, SqliteStore};
 use lambent_store::{
-    EventLog, Fetch, Lease, ManualClock, NewEvent, PayloadMode, PublishOutcome, Redrive,
-    StoreError, Target,
+    Delivery, EventLog, Fetch, InvocationRecord, Lease, ManualClock, NewEvent, PayloadMode,
+    PublishOutcome, Redrive, StoreError, Target,
 };
 use std::sync::Arc;
 
@@ -84,6 +84,37 @@ fn open_at(dir: &std::path::Path, clock: &ManualClock) -> SqliteStore {
     SqliteStore::open_with(dir, options).unwrap()
 }
 
+/// Leases the one due delivery of `f` for a second and lets that lease run out.
+async fn lease_until_it_runs_out(store: &SqliteStore, clock: &ManualClock) -> Delivery {
+    let brief = Fetch {
+        lease_ms: 1_000,
+        ..fetch(1)
+    };
+    let leased = store.fetch("f", brief).await.unwrap().remove(0);
+    clock.advance(2_000);
+    leased
+}
+
+/// A successful invocation of `f` with these logs.
+fn invocation(request_id: &str, started_ms: i64, logs: String) -> InvocationRecord {
+    InvocationRecord {
+        seq: 0,
+        request_id: request_id.into(),
+        function: "f".into(),
+        version: 1,
+        delivery_id: None,
+        event_id: None,
+        attempt: 1,
+        started_ms,
+        duration_us: 1,
+        cold: false,
+        outcome: lambent_core::InvocationOutcome::Success,
+        error_type: None,
+        error_message: None,
+        logs,
+    }
+}
+
 fn fetch(max: usize) -> Fetch {
     Fetch {
         max,
@@ -143,18 +174,7 @@ async fn a_late_nak_from_an_expired_lease_cannot_reopen_an_acked_delivery() {
     let clock = ManualClock::new(1_000_000);
     let store = open_at(dir.path(), &clock);
     store.publish(vec![new_event(1)]).await.unwrap();
-    let first = store
-        .fetch(
-            "f",
-            Fetch {
-                lease_ms: 1_000,
-                ..fetch(1)
-            },
-        )
-        .await
-        .unwrap()
-        .remove(0);
-    clock.advance(2_000); // attempt 1's lease runs out
+    let first = lease_until_it_runs_out(&store, &clock).await;
     let second = store.fetch("f", fetch(1)).await.unwrap().remove(0);
     assert_eq!((second.id, second.attempt), (first.id, 2));
     store.ack(second.lease()).await.unwrap();
@@ -351,28 +371,12 @@ fn crate_now(clock: &ManualClock) -> i64 {
 /// Finding 12: a page of invocations stops at its byte budget (at least one record).
 #[tokio::test]
 async fn invocation_pages_are_bounded_in_bytes() {
-    use lambent_core::InvocationOutcome;
-    use lambent_store::{InvocationLog, InvocationQuery, InvocationRecord};
+    use lambent_store::{InvocationLog, InvocationQuery};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     for i in 0..10 {
         store
-            .record(InvocationRecord {
-                seq: 0,
-                request_id: format!("r{i}"),
-                function: "f".into(),
-                version: 1,
-                delivery_id: None,
-                event_id: None,
-                attempt: 1,
-                started_ms: i,
-                duration_us: 1,
-                cold: false,
-                outcome: InvocationOutcome::Success,
-                error_type: None,
-                error_message: None,
-                logs: "x".repeat(100 * 1024),
-            })
+            .record(invocation(&format!("r{i}"), i, "x".repeat(100 * 1024)))
             .await
             .unwrap();
     }
@@ -408,42 +412,18 @@ async fn invocation_pages_are_bounded_in_bytes() {
 /// (the attempt ran) but changes nothing of the delivery.
 #[tokio::test]
 async fn a_settle_and_its_record_are_one_write() {
-    use lambent_core::InvocationOutcome;
-    use lambent_store::{InvocationLog, InvocationQuery, InvocationRecord, Settlement};
+    use lambent_store::{InvocationLog, InvocationQuery, Settlement};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let store = open_at(dir.path(), &clock);
     store.publish(vec![new_event(1)]).await.unwrap();
-    let record = |id: &str, attempt| InvocationRecord {
-        seq: 0,
-        request_id: id.into(),
-        function: "f".into(),
-        version: 1,
-        delivery_id: None,
-        event_id: Some("e1".into()),
-        attempt,
-        started_ms: 0,
-        duration_us: 1,
-        cold: false,
-        outcome: InvocationOutcome::Success,
-        error_type: None,
-        error_message: None,
-        logs: String::new(),
-    };
-    let first = store
-        .fetch(
-            "f",
-            Fetch {
-                lease_ms: 1_000,
-                ..fetch(1)
-            },
-        )
-        .await
-        .unwrap()
-        .remove(0);
-    clock.advance(2_000);
+    let first = lease_until_it_runs_out(&store, &clock).await;
     let late = store
-        .settle(first.lease(), Settlement::Ack, Some(record("late", 1)))
+        .settle(
+            first.lease(),
+            Settlement::Ack,
+            Some(invocation("late", 0, String::new())),
+        )
         .await;
     assert!(
         matches!(late, Err(StoreError::LeaseLost { .. })),
@@ -451,7 +431,11 @@ async fn a_settle_and_its_record_are_one_write() {
     );
     let second = store.fetch("f", fetch(1)).await.unwrap().remove(0);
     store
-        .settle(second.lease(), Settlement::Ack, Some(record("second", 2)))
+        .settle(
+            second.lease(),
+            Settlement::Ack,
+            Some(invocation("second", 0, String::new())),
+        )
         .await
         .unwrap();
     let recorded: Vec<String> = store
