@@ -16,6 +16,7 @@ use lambent_engine::keepalive::Fixed;
 use lambent_engine::{DeployRequest, Engine, EngineConfig, InvokeOptions, RuleRequest};
 use lambent_runtime::{InstanceConfig, InvokeRequest, Runtime};
 use lambent_runtime_process::ProcessRuntime;
+use lambent_runtime_process::sandbox::{Isolation, Launcher};
 use lambent_sqlite::{FsCodeStore, SqliteStore};
 use lambent_store::Stores;
 use std::io::Write;
@@ -57,6 +58,7 @@ fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
             concurrency: 1,
             retry: RetryPolicy::default(),
             description: String::new(),
+            grants: Vec::new(),
         },
         version: 1,
         code_dir: code,
@@ -64,7 +66,7 @@ fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
 }
 
 async fn bare_instance(data: &std::path::Path) -> Result<Box<dyn lambent_runtime::Instance>> {
-    let runtime = ProcessRuntime::new(&data.join("bare"))?;
+    let runtime = ProcessRuntime::new(&data.join("bare"), isolation())?;
     Ok(runtime.start(noop_config(data)?).await?)
 }
 
@@ -100,7 +102,7 @@ async fn engine(data: &std::path::Path) -> Result<Engine> {
     Ok(Engine::start(
         EngineConfig::default(),
         stores,
-        Arc::new(ProcessRuntime::new(data)?),
+        Arc::new(ProcessRuntime::new(data, isolation())?),
         Arc::new(Fixed(Duration::from_secs(600))),
     )
     .await?)
@@ -121,17 +123,23 @@ async fn cold_starts(data: &std::path::Path) -> Result<()> {
     .to_owned();
     let b50 = interpreter_start(&python, &["-c", "pass"]).await?;
     let floor50 = interpreter_start(&python, &["-S", "-c", "pass"]).await?;
-    let runtime = ProcessRuntime::new(&data.join("cold"))?;
+    let runtime = ProcessRuntime::new(&data.join("cold"), isolation())?;
+    let unsandboxed = ProcessRuntime::new(&data.join("cold-none"), Isolation::None)?;
     runtime.resolve_interpreters().await;
+    unsandboxed.resolve_interpreters().await;
     let config = noop_config(&data.join("cold"))?;
-    let mut cold = Vec::new();
+    let (mut cold, mut cold_none) = (Vec::new(), Vec::new());
+    // Alternate the two so both see the same machine conditions.
     for i in 0..COLD_STARTS {
-        let start = Instant::now();
-        let mut inst = runtime.start(config.clone()).await?;
-        bare_call(&mut inst, i).await?;
-        cold.push(start.elapsed());
-        inst.shutdown().await;
+        for (rt, samples) in [(&runtime, &mut cold), (&unsandboxed, &mut cold_none)] {
+            let start = Instant::now();
+            let mut inst = rt.start(config.clone()).await?;
+            bare_call(&mut inst, i).await?;
+            samples.push(start.elapsed());
+            inst.shutdown().await;
+        }
     }
+    let (n50, _) = summary(cold_none);
     let (c50, c99) = summary(cold);
     println!("baseline  python3 -c pass (interpreter start) p50 {b50:>9.1?}");
     println!("floor     python3 -S -c pass (no site)        p50 {floor50:>9.1?}");
@@ -139,6 +147,11 @@ async fn cold_starts(data: &std::path::Path) -> Result<()> {
         "lambent   Python cold start to first answer     p50 {c50:>9.1?}  p99 {c99:>9.1?}  ({:.2}x the bare interpreter, {:.2}x the floor)",
         c50.as_secs_f64() / b50.as_secs_f64(),
         c50.as_secs_f64() / floor50.as_secs_f64()
+    );
+    println!(
+        "          the same without the sandbox           p50 {n50:>9.1?}  (the sandbox adds {:.2} ms, {:.2}x)",
+        (c50.as_secs_f64() - n50.as_secs_f64()) * 1000.0,
+        c50.as_secs_f64() / n50.as_secs_f64()
     );
     Ok(())
 }
@@ -158,8 +171,23 @@ async fn interpreter_start(python: &str, args: &[&str]) -> Result<Duration> {
     Ok(summary(samples).0)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Instances run sandboxed, as a node runs them: this program is its own launcher.
+fn isolation() -> Isolation {
+    match Launcher::current_exe() {
+        Ok(launcher) => Isolation::Sandbox(launcher),
+        Err(_) => Isolation::None,
+    }
+}
+
+fn main() -> Result<()> {
+    lambent_runtime_process::sandbox::run_if_launcher(std::env::args_os().skip(1));
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     println!("machine: {}", lambent_bench::machine());
     let dir = tempfile::tempdir()?;
     cold_starts(dir.path()).await?;

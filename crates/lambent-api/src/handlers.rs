@@ -320,6 +320,7 @@ pub async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
         "deliveries": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "warm_instances": s.engine.warm_instances().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "keep_alive": s.engine.keep_alive_policy(),
-        "limits": s.node,
+        "isolation": s.node.isolation,
+        "limits": &*s.node,
     })))
 }

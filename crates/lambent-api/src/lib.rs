@@ -53,12 +53,14 @@ pub const MAX_SMALL_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Engine,
-    pub node: NodeLimits,
+    pub node: std::sync::Arc<NodeLimits>,
 }
 
 /// The node's process and listener limits, shown by `GET /v1/status`.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NodeLimits {
+    /// How process instances are isolated (or why they cannot be).
+    pub isolation: String,
     /// The open-file limit the node runs with (raised to its hard limit at start).
     pub open_files: u64,
     pub max_connections: usize,
@@ -67,7 +69,10 @@ pub struct NodeLimits {
 
 /// The control API's routes.
 pub fn router(engine: Engine, node: NodeLimits) -> Router {
-    let state = ApiState { engine, node };
+    let state = ApiState {
+        engine,
+        node: std::sync::Arc::new(node),
+    };
     let events_limit = MAX_EVENTS_BODY.max(state.engine.config().max_event_bytes);
     let invoke_limit = state.engine.config().max_sync_payload_bytes;
     Router::new()

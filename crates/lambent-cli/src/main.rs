@@ -116,6 +116,12 @@ struct DeployArgs {
     retry_delay_ms: Option<u64>,
     #[arg(long)]
     description: Option<String>,
+    /// A capability beyond the sandbox's defaults, repeatable: `net` (outbound network).
+    #[arg(long = "grant")]
+    grants: Vec<String>,
+    /// Remove every grant.
+    #[arg(long, conflicts_with = "grants")]
+    no_grants: bool,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -176,8 +182,23 @@ enum DlqCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // The sandbox launcher is this binary re-executed: it must run before any thread
+    // (tokio's) exists.
+    lambent_runtime_process::sandbox::run_if_launcher(std::env::args_os().skip(1));
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,

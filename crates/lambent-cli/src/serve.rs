@@ -5,6 +5,7 @@ use clap::Args;
 use lambent_engine::keepalive::Fixed;
 use lambent_engine::{Engine, EngineConfig};
 use lambent_runtime_process::ProcessRuntime;
+use lambent_runtime_process::sandbox::{Isolation, Launcher};
 use lambent_sqlite::{FsCodeStore, SqliteStore};
 use lambent_store::Stores;
 use std::net::SocketAddr;
@@ -46,6 +47,11 @@ pub struct ServeArgs {
     /// On SIGTERM or Ctrl-C: how long running attempts may take to finish (seconds).
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
+    /// How process functions are isolated: `sandbox` (namespaces, an unprivileged id,
+    /// a read-only root, Landlock, seccomp, cgroups) or `none` (they run as the
+    /// node's user, with access to everything it has).
+    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "none"])]
+    isolation: String,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -79,7 +85,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         invocations: Arc::new(sqlite),
         code: Arc::new(FsCodeStore::open(data.join("code"))?),
     };
-    let runtime = Arc::new(ProcessRuntime::new(data)?);
+    let isolation = match args.isolation.as_str() {
+        "none" => Isolation::None,
+        _ => Isolation::Sandbox(
+            Launcher::current_exe().context("finding this program to run the sandbox launcher")?,
+        ),
+    };
+    let runtime = Arc::new(ProcessRuntime::new(data, isolation)?);
+    let isolation = runtime.isolation();
+    match runtime.isolation_available() {
+        true => tracing::info!(isolation = %isolation, "process isolation"),
+        false => tracing::error!(isolation = %isolation, "process isolation"),
+    }
     let resolving = runtime.clone();
     tokio::spawn(async move { resolving.resolve_interpreters().await });
     let config = EngineConfig {
@@ -100,6 +117,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
     };
     let node = lambent_api::NodeLimits {
+        isolation,
         open_files,
         max_connections,
         header_read_timeout_ms: limits.header_read_timeout.as_millis() as u64,

@@ -240,14 +240,14 @@ fn a_relative_data_dir_works() {
 fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
-    let started = tmp.path().join("started");
-    let release = tmp.path().join("release");
+    let sink = Sink::start();
     let code = code_dir(&[(
         "app.py",
-        "import os, time\ndef handler(event, context):\n    open(os.environ['STARTED'], 'w').close()\n    while not os.path.exists(os.environ['RELEASE']):\n        time.sleep(0.01)\n    return 'done'\n",
+        &format!(
+            "{SINK_PY}def handler(event, context):\n    report_and_wait('started')\n    return 'done'\n"
+        ),
     )]);
-    let env1 = format!("STARTED={}", started.display());
-    let env2 = format!("RELEASE={}", release.display());
+    let env = sink.env();
     node.deploy_app(
         "single",
         "python3.11",
@@ -257,10 +257,10 @@ fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
             "1",
             "--timeout",
             "60",
+            "--grant",
+            "net",
             "--env",
-            &env1,
-            "--env",
-            &env2,
+            &env,
         ],
     );
     let url = node.url.clone();
@@ -274,7 +274,7 @@ fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
             .unwrap()
     });
     wait_for("the first call to be running", || {
-        started.exists().then_some(())
+        sink.lines().contains(&"started".to_owned()).then_some(())
     });
     let resp = node.invoke_raw("single", "{}");
     assert_eq!(resp.status(), 429);
@@ -286,7 +286,7 @@ fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
             .unwrap()
             .contains("concurrency limit of 1")
     );
-    std::fs::write(&release, "").unwrap();
+    sink.release();
     assert_eq!(first.join().unwrap(), "\"done\"");
     // The throttled call was never run, so never recorded.
     assert_eq!(node.invocations("single").len(), 1);

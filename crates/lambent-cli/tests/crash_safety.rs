@@ -13,22 +13,14 @@ const PUBLISHERS: usize = 8;
 /// Kill the node when this many events have been acknowledged (cumulative).
 const KILL_POINTS: [usize; 3] = [700, 2_300, 3_900];
 
-fn handled_ids(out: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn every_acknowledged_event_is_handled_after_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = tmp.path().join("handled.txt");
+    let sink = Sink::start();
     let code = code_dir(&[(
         "app.py",
-        "import os\nOUT = os.environ['OUT']\ndef handler(event, context):\n    fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n    os.write(fd, (event['id'] + '\\n').encode())\n    os.close(fd)\n",
+        &format!("{SINK_PY}def handler(event, context):\n    report(event['id'])\n"),
     )]);
 
     let queue: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(
@@ -42,12 +34,12 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
         round += 1;
         let node = Node::start(&data);
         if round == 1 {
-            let env = format!("OUT={}", out.display());
+            let env = sink.env();
             node.deploy_app(
                 "recorder",
                 "python3.11",
                 code.path(),
-                &["--concurrency", "8", "--env", &env],
+                &["--concurrency", "8", "--grant", "net", "--env", &env],
             );
             node.ok(&[
                 "rules",
@@ -98,7 +90,7 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
                 for p in publishers {
                     p.join().unwrap();
                 }
-                let handled = handled_ids(&out).len();
+                let handled = sink.lines().len();
                 eprintln!(
                     "round {round}: killed with {} acknowledged, {handled} handled so far",
                     acked.lock().unwrap().len()
@@ -112,7 +104,7 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
                 let acked = acked.lock().unwrap().clone();
                 assert_eq!(acked.len(), EVENTS);
                 let handled = wait_for("every acknowledged event to be handled", || {
-                    let ids = handled_ids(&out);
+                    let ids = sink.lines();
                     let distinct: HashSet<String> = ids.iter().cloned().collect();
                     acked.is_subset(&distinct).then_some(ids)
                 });

@@ -178,7 +178,14 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
         "app.py",
         "import time\ndef handler(event, context):\n    if event.get('sleep'):\n        print('going to sleep')\n        time.sleep(60)\n    return 'awake'\n",
     )]);
-    node.deploy_app("sleepy", "python3.12", code.path(), &["--timeout", "1"]);
+    // A marker in the function's environment finds its processes on the host.
+    let marker = format!("SLEEPY_MARKER={}", std::process::id());
+    node.deploy_app(
+        "sleepy",
+        "python3.12",
+        code.path(),
+        &["--timeout", "1", "--env", &marker],
+    );
     let resp = node.invoke_raw("sleepy", r#"{"sleep": true}"#);
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-lambent-function-error"], "Unhandled");
@@ -201,15 +208,22 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
     let rec = node.invocations("sleepy").pop().unwrap();
     assert_eq!(rec["cold"], true);
     // And no process of the killed instance is left sleeping.
-    let ps = std::process::Command::new("ps")
-        .args(["-eo", "args"])
-        .output()
-        .unwrap();
-    let sleeping = String::from_utf8_lossy(&ps.stdout)
-        .lines()
-        .filter(|l| l.contains(node.data_dir.to_str().unwrap()) && l.contains("bootstrap.py"))
-        .count();
-    assert_eq!(sleeping, 1, "only the fresh instance runs");
+    let running = wait_for("the killed instance's process to be gone", || {
+        let live: Vec<u32> = processes_with_env(&marker)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+            })
+            .collect();
+        (live.len() <= 1).then_some(live)
+    });
+    assert_eq!(running.len(), 1, "only the fresh instance runs");
 }
 
 #[test]

@@ -53,26 +53,42 @@ fn alive(pid: u32) -> bool {
 fn no_function_process_outlives_a_kill_9_of_its_node() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
-    let pid_file = tmp.path().join("pid");
+    let sink = Sink::start();
     let code = code_dir(&[(
         "app.py",
-        "import os, time\ndef handler(e, c):\n    open(os.environ['PID_FILE'], 'w').write(str(os.getpid()))\n    time.sleep(300)\n",
+        &format!(
+            "{SINK_PY}import time\ndef handler(e, c):\n    report('busy')\n    time.sleep(300)\n"
+        ),
     )]);
-    let env = format!("PID_FILE={}", pid_file.display());
+    // A marker in the function's environment finds its processes on the host (in a
+    // sandbox, the pid it sees is its namespace's, not the host's).
+    let marker = format!("LIFECYCLE_MARKER={}", std::process::id());
+    let env = sink.env();
     node.deploy_app(
         "busy",
         "python3.11",
         code.path(),
-        &["--timeout", "600", "--env", &env],
+        &[
+            "--timeout",
+            "600",
+            "--grant",
+            "net",
+            "--env",
+            &env,
+            "--env",
+            &marker,
+        ],
     );
     node.ok(&["invoke", "busy", "--async"]);
-    let pid: u32 = wait_for("the handler to start", || {
-        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    wait_for("the handler to start", || {
+        sink.lines().contains(&"busy".to_owned()).then_some(())
     });
-    assert!(alive(pid));
+    let pids = processes_with_env(&marker);
+    assert!(!pids.is_empty(), "no process carries {marker}");
+    assert!(pids.iter().all(|&pid| alive(pid)));
     node.kill9();
     wait_for("the function's process to die with its node", || {
-        (!alive(pid)).then_some(())
+        pids.iter().all(|&pid| !alive(pid)).then_some(())
     });
 }
 
@@ -82,20 +98,21 @@ fn no_function_process_outlives_a_kill_9_of_its_node() {
 fn sigterm_drains_running_attempts_and_nothing_acknowledged_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = tmp.path().join("out.txt");
+    let sink = Sink::start();
     let code = code_dir(&[(
         "app.py",
-        "import os, time\nOUT = os.environ['OUT']\n\
-def log(line):\n    fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\n    os.write(fd, (line + '\\n').encode())\n    os.close(fd)\n\
-def handler(event, context):\n    log('start ' + event['id'])\n    time.sleep(1.5)\n    log('end ' + event['id'])\n",
+        &format!(
+            "{SINK_PY}import time\n\
+def handler(event, context):\n    report('start ' + event['id'])\n    time.sleep(1.5)\n    report('end ' + event['id'])\n"
+        ),
     )]);
     let mut node = Node::start(&data);
-    let env = format!("OUT={}", out.display());
+    let env = sink.env();
     node.deploy_app(
         "slow",
         "python3.11",
         code.path(),
-        &["--concurrency", "2", "--env", &env],
+        &["--concurrency", "2", "--grant", "net", "--env", &env],
     );
     node.ok(&[
         "rules",
@@ -111,13 +128,7 @@ def handler(event, context):\n    log('start ' + event['id'])\n    time.sleep(1.
         let (status, _) = node.publish(&event(id, "slow", json!({})));
         assert_eq!(status, 202);
     }
-    let lines = || -> Vec<String> {
-        std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    };
+    let lines = || sink.lines();
     let started_now = |l: &[String]| -> Vec<String> {
         l.iter()
             .filter_map(|x| x.strip_prefix("start ").map(str::to_owned))

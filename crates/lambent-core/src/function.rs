@@ -23,6 +23,8 @@ pub enum SpecError {
     Handler { function: String, runtime: String },
     #[error("function `{function}`: invalid environment variable name `{name}`")]
     EnvName { function: String, name: String },
+    #[error("function `{function}`: unknown grant `{grant}` (known: net)")]
+    Grant { function: String, grant: String },
     #[error("function `{function}`: environment variable `{name}` is reserved by the runtime")]
     ReservedEnv { function: String, name: String },
 }
@@ -130,6 +132,10 @@ pub struct FunctionSpec {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub description: String,
+    /// Capabilities beyond the sandbox's defaults, deny by default: `net` (outbound
+    /// network).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
 }
 
 /// Variables the runtime sets itself (LAMBDA-COMPAT.md); a function may not set them,
@@ -149,6 +155,9 @@ pub const RESERVED_ENV: &[&str] = &[
     "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
 ];
+
+/// The grants a function may be given.
+pub const GRANTS: &[&str] = &["net"];
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 pub const DEFAULT_TIMEOUT_S: u32 = 3;
@@ -218,7 +227,20 @@ impl FunctionSpec {
                 });
             }
         }
+        for grant in &self.grants {
+            if !GRANTS.contains(&grant.as_str()) {
+                return Err(SpecError::Grant {
+                    function: self.name.clone(),
+                    grant: grant.clone(),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the function may reach the network beyond its own Runtime API.
+    pub fn grants_net(&self) -> bool {
+        self.grants.iter().any(|g| g == "net")
     }
 
     pub fn timeout(&self) -> Duration {
@@ -264,6 +286,7 @@ mod tests {
             concurrency: DEFAULT_CONCURRENCY,
             retry: RetryPolicy::default(),
             description: String::new(),
+            grants: Vec::new(),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct DeployRequest {
     pub retry_base_delay_ms: Option<u64>,
     pub retry_max_delay_ms: Option<u64>,
     pub description: Option<String>,
+    /// Replaces the grants (`net`); absent keeps the previous version's.
+    pub grants: Option<Vec<String>>,
     /// The code as a zip archive.
     #[serde(skip)]
     pub code_zip: Option<Vec<u8>>,
@@ -83,6 +85,11 @@ impl DeployRequest {
                 .description
                 .clone()
                 .or_else(|| previous.map(|p| p.description.clone()))
+                .unwrap_or_default(),
+            grants: self
+                .grants
+                .clone()
+                .or_else(|| previous.map(|p| p.grants.clone()))
                 .unwrap_or_default(),
         };
         spec.validate()?;

@@ -306,6 +306,7 @@ mod tests {
             concurrency,
             retry: Default::default(),
             description: String::new(),
+            grants: Vec::new(),
         }
     }
 

@@ -51,8 +51,10 @@ pub struct Slots {
     pub init_error: Option<Reported>,
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+/// The Runtime API's routes, under `/{secret}` when the endpoint is on the host's
+/// loopback (where other processes could reach its port).
+pub fn router(shared: Arc<Shared>, secret: Option<&str>) -> Router {
+    let routes = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route(
             "/2018-06-01/runtime/invocation/{id}/response",
@@ -61,7 +63,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES))
-        .with_state(shared)
+        .with_state(shared);
+    match secret {
+        Some(secret) => Router::new().nest(&format!("/{secret}"), routes),
+        None => routes,
+    }
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> Response {

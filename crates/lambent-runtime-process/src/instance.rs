@@ -2,6 +2,10 @@
 
 use crate::api::{self, NextInvocation, Reported, Shared, Slots};
 use crate::capture::Capture;
+use crate::sandbox::{
+    self,
+    plan::{Bind, DEVICES, Plan, RUNTIME_API_PORT, RUNTIME_ROOT, TASK_ROOT},
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use lambent_core::function::RESERVED_ENV;
@@ -11,6 +15,7 @@ use lambent_runtime::{
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +28,17 @@ pub(super) struct Launch {
     pub runtime_dir: PathBuf,
     pub instances_dir: PathBuf,
     pub region: String,
+    /// Set when the instance runs in a sandbox.
+    pub sandbox: Option<Sandboxed>,
+}
+
+/// How to sandbox one instance.
+pub(super) struct Sandboxed {
+    pub launcher: sandbox::Launcher,
+    pub cgroups: Option<sandbox::Cgroups>,
+    /// Top-level links and system directories of the host's root.
+    pub links: Vec<(String, String)>,
+    pub system_dirs: Vec<PathBuf>,
 }
 
 pub struct ProcessInstance {
@@ -41,6 +57,39 @@ pub struct ProcessInstance {
     watcher: JoinHandle<()>,
 }
 
+/// The instance's Runtime API endpoint: in its own network namespace, or on the
+/// host's loopback under a secret prefix.
+struct Endpoint {
+    listener: tokio::net::TcpListener,
+    /// `AWS_LAMBDA_RUNTIME_API` as the function sees it.
+    address: String,
+    secret: Option<String>,
+    netns: Option<std::os::fd::OwnedFd>,
+}
+
+impl Endpoint {
+    async fn open(own_namespace: bool) -> std::io::Result<Self> {
+        if own_namespace {
+            let ns = sandbox::netns::create(RUNTIME_API_PORT)?;
+            ns.listener.set_nonblocking(true)?;
+            return Ok(Self {
+                listener: tokio::net::TcpListener::from_std(ns.listener)?,
+                address: format!("127.0.0.1:{RUNTIME_API_PORT}"),
+                secret: None,
+                netns: Some(ns.ns),
+            });
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            address: format!("{}/{secret}", listener.local_addr()?),
+            listener,
+            secret: Some(secret),
+            netns: None,
+        })
+    }
+}
+
 impl ProcessInstance {
     pub(super) async fn spawn(launch: Launch) -> Result<Self, RuntimeError> {
         let spec = &launch.config.spec;
@@ -49,16 +98,17 @@ impl ProcessInstance {
             function: name.clone(),
             source,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let sandboxed = launch.sandbox.is_some();
+        let endpoint = Endpoint::open(sandboxed && !spec.grants_net())
             .await
             .map_err(spawn_err)?;
-        let api_addr = listener.local_addr().map_err(spawn_err)?;
         let (next_tx, next_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             next: tokio::sync::Mutex::new(next_rx),
             state: Mutex::new(Slots::default()),
         });
-        let app = api::router(shared.clone());
+        let app = api::router(shared.clone(), endpoint.secret.as_deref());
+        let listener = endpoint.listener;
         let server = tokio::spawn(async move {
             // One runtime process talks to this endpoint: a few connections suffice.
             // Its keep-alive connection sits idle while a handler runs (up to Lambda's
@@ -79,73 +129,160 @@ impl ProcessInstance {
         }
         let child_err = child_out.try_clone().map_err(spawn_err)?;
 
+        // Paths as the function sees them.
+        let (task_root, runtime_root, tmp) = if sandboxed {
+            (TASK_ROOT.into(), RUNTIME_ROOT.into(), "/tmp".into())
+        } else {
+            (
+                launch.config.code_dir.clone(),
+                launch.runtime_dir.clone(),
+                scratch.clone(),
+            )
+        };
         let runtime_id = spec.runtime.declared();
-        let mut cmd = tokio::process::Command::new(&launch.command.program);
-        cmd.args(&launch.command.args)
-            .current_dir(&launch.config.code_dir)
-            .env_clear()
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
             // Refused at deploy; filtered again here so no spec can override them.
-            .envs(
-                spec.env
-                    .iter()
-                    .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str())),
-            )
-            .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
-            .env("_HANDLER", &spec.handler)
-            .env("LAMBDA_TASK_ROOT", &launch.config.code_dir)
-            .env("LAMBDA_RUNTIME_DIR", &launch.runtime_dir)
-            .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
-            .env(
-                "AWS_LAMBDA_FUNCTION_VERSION",
+            .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let text = |p: &std::path::Path| p.display().to_string();
+        env.extend([
+            ("AWS_LAMBDA_RUNTIME_API".into(), endpoint.address.clone()),
+            ("_HANDLER".into(), spec.handler.clone()),
+            ("LAMBDA_TASK_ROOT".into(), text(&task_root)),
+            ("LAMBDA_RUNTIME_DIR".into(), text(&runtime_root)),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), spec.name.clone()),
+            (
+                "AWS_LAMBDA_FUNCTION_VERSION".into(),
                 launch.config.version.to_string(),
-            )
-            .env(
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            ),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
                 spec.memory_mb.to_string(),
-            )
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
                 format!("/aws/lambda/{}", spec.name),
-            )
-            .env(
-                "AWS_LAMBDA_LOG_STREAM_NAME",
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME".into(),
                 format!(
                     "{}/[{}]{id}",
                     chrono::Utc::now().format("%Y/%m/%d"),
                     launch.config.version
                 ),
-            )
-            .env("AWS_REGION", &launch.region)
-            .env("AWS_DEFAULT_REGION", &launch.region)
-            .env("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime_id}"))
-            .env("TZ", ":UTC")
-            .env("LANG", "en_US.UTF-8")
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("TMPDIR", &scratch)
-            .stdin(std::process::Stdio::null())
-            .stdout(child_out)
+            ),
+            ("AWS_REGION".into(), launch.region.clone()),
+            ("AWS_DEFAULT_REGION".into(), launch.region.clone()),
+            (
+                "AWS_EXECUTION_ENV".into(),
+                format!("AWS_Lambda_{runtime_id}"),
+            ),
+            ("TZ".into(), ":UTC".into()),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("TMPDIR".into(), text(&tmp)),
+        ]);
+        env.extend(launch.command.env.iter().cloned());
+        let data_limit = data_limit_bytes(&spec.runtime, spec.memory_mb);
+
+        let mut cgroups = None;
+        let mut pending_plan = None;
+        let mut cmd = match &launch.sandbox {
+            None => {
+                let mut cmd = tokio::process::Command::new(&launch.command.program);
+                cmd.args(&launch.command.args)
+                    .current_dir(&launch.config.code_dir)
+                    .env_clear()
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .stdin(std::process::Stdio::null());
+                // SAFETY: the closure runs in the forked child before exec and only
+                // makes system calls (setrlimit(2), prctl(2)), which are
+                // async-signal-safe; it allocates nothing and touches no state shared
+                // with the parent.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        use nix::sys::resource::{Resource, setrlimit};
+                        setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024)?;
+                        setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+                        setrlimit(Resource::RLIMIT_DATA, data_limit, data_limit)?;
+                        // Die with the node, even by kill -9. (The signal follows the
+                        // thread that forked: instances are spawned from the runtime's
+                        // worker threads, which live as long as the node.)
+                        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                        Ok(())
+                    });
+                }
+                cmd
+            }
+            Some(sandboxed) => {
+                if let Some(found) = &sandboxed.cgroups {
+                    let made = found
+                        .create(&id, cgroup_limits(spec.memory_mb))
+                        .map_err(|e| RuntimeError::Isolation {
+                            function: name.clone(),
+                            detail: format!("cannot create its cgroups: {e}"),
+                        })?;
+                    cgroups = Some(made);
+                }
+                let plan = sandbox_plan(
+                    &launch,
+                    sandboxed,
+                    &scratch,
+                    env,
+                    data_limit,
+                    endpoint.netns.as_ref().map(|fd| fd.as_raw_fd()),
+                    cgroups
+                        .as_ref()
+                        .map(|c| c.dirs().to_vec())
+                        .unwrap_or_default(),
+                );
+                let plan = serde_json::to_vec(&plan).map_err(|e| RuntimeError::Isolation {
+                    function: name.clone(),
+                    detail: format!("cannot encode the sandbox plan: {e}"),
+                })?;
+                let netns = endpoint.netns.as_ref().map(|fd| fd.as_raw_fd());
+                let mut cmd = tokio::process::Command::new(&sandboxed.launcher.program);
+                cmd.args(&sandboxed.launcher.args)
+                    .current_dir("/")
+                    .env_clear()
+                    .stdin(std::process::Stdio::piped());
+                // SAFETY: the closure runs in the forked child before exec and only
+                // makes system calls (prctl(2), fcntl(2)), which are async-signal-safe;
+                // it allocates nothing. The descriptor is open in the parent until the
+                // spawn returns.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                        if let Some(fd) = netns {
+                            // Keep the namespace descriptor across exec, for the launcher.
+                            if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+                pending_plan = Some(plan);
+                cmd
+            }
+        };
+        cmd.stdout(child_out)
             .stderr(child_err)
             .process_group(0)
             .kill_on_drop(true);
-        cmd.envs(launch.command.env.iter().map(|(k, v)| (k, v)));
-        let data_limit = data_limit_bytes(&spec.runtime, spec.memory_mb);
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // system calls (setrlimit(2), prctl(2)), which are async-signal-safe; it
-        // allocates nothing and touches no state shared with the parent.
-        unsafe {
-            cmd.pre_exec(move || {
-                use nix::sys::resource::{Resource, setrlimit};
-                setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024)?;
-                setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
-                setrlimit(Resource::RLIMIT_DATA, data_limit, data_limit)?;
-                // Die with the node, even by kill -9. (The signal follows the thread that
-                // forked: instances are spawned from the runtime's worker threads, which
-                // live as long as the node.)
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                Ok(())
-            });
-        }
         let mut child = cmd.spawn().map_err(spawn_err)?;
+        drop(endpoint.netns);
+        if let Some(plan) = pending_plan
+            && let Some(mut stdin) = child.stdin.take()
+        {
+            use tokio::io::AsyncWriteExt;
+            // The launcher reads the whole plan before anything else; if it died, the
+            // watcher reports how.
+            let _ = stdin.write_all(&plan).await;
+        }
         let leader = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
@@ -162,6 +299,7 @@ impl ProcessInstance {
         });
         let group = Arc::new(Mutex::new(leader));
 
+        let memory_limit = cgroup_limits(spec.memory_mb).memory_bytes;
         let watch_shared = shared.clone();
         let watch_group = group.clone();
         let watcher = tokio::spawn(async move {
@@ -177,10 +315,20 @@ impl ProcessInstance {
             let status = child.wait().await;
             // Reaped (without a pidfd, only now known): never signal that id again.
             *watch_group.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            let detail = match status {
+            let mut detail = match status {
                 Ok(status) => format!("runtime process exited: {status}"),
                 Err(e) => format!("runtime process lost: {e}"),
             };
+            if let Some(groups) = cgroups {
+                if groups.hit_memory_limit() {
+                    detail = format!(
+                        "out of memory: the instance reached its memory limit ({} MiB) ({detail})",
+                        memory_limit >> 20
+                    );
+                }
+                // Everything in the sandbox died with its PID 1: the groups are empty.
+                drop(groups);
+            }
             if let Ok(mut slots) = watch_shared.state.lock() {
                 let report = slots.init_error.take().unwrap_or(Reported::Exited(detail));
                 match slots.inflight.take() {
@@ -314,6 +462,82 @@ impl ProcessInstance {
 fn kill_group(group: &Mutex<Option<Pid>>) {
     if let Some(pgid) = *group.lock().unwrap_or_else(|p| p.into_inner()) {
         let _ = killpg(pgid, Signal::SIGKILL);
+    }
+}
+
+/// cgroup limits for an instance: its memory (plus the runtime's headroom, and
+/// counting `/tmp` and `/dev/shm`), Lambda's 1024 processes and threads, at most one
+/// core, and a CPU weight in proportion to its memory as Lambda gives CPU.
+fn cgroup_limits(memory_mb: u32) -> sandbox::Limits {
+    sandbox::Limits {
+        memory_bytes: (u64::from(memory_mb) + 64) << 20,
+        max_pids: 1024,
+        cpu_quota_us: 100_000,
+        cpu_shares: (u64::from(memory_mb) * 1024 / 1769).max(64),
+    }
+}
+
+/// The sandbox's plan for one instance: the host's system directories, the
+/// interpreter's installation and the code and bootstraps, read-only.
+fn sandbox_plan(
+    launch: &Launch,
+    sandboxed: &Sandboxed,
+    scratch: &std::path::Path,
+    env: Vec<(String, String)>,
+    data_limit: u64,
+    netns_fd: Option<i32>,
+    cgroups: Vec<PathBuf>,
+) -> Plan {
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut add = |source: PathBuf, target: String| {
+        let covered = binds
+            .iter()
+            .any(|b| std::path::Path::new(&target).starts_with(&b.target));
+        if !covered && source.exists() {
+            binds.push(Bind {
+                source,
+                target,
+                device: false,
+            });
+        }
+    };
+    for dir in &sandboxed.system_dirs {
+        add(dir.clone(), dir.display().to_string());
+    }
+    add(launch.config.code_dir.clone(), TASK_ROOT.into());
+    add(launch.runtime_dir.clone(), RUNTIME_ROOT.into());
+    for dir in &launch.command.binds {
+        add(dir.clone(), dir.display().to_string());
+    }
+    binds.extend(DEVICES.iter().map(|dev| Bind {
+        source: dev.into(),
+        target: (*dev).to_owned(),
+        device: true,
+    }));
+    let id = sandbox::outside_id();
+    let own_net = netns_fd.is_some();
+    Plan {
+        root: scratch.join("root"),
+        binds,
+        links: sandboxed.links.clone(),
+        tmp_mb: 512,
+        shm_mb: 64,
+        outside_uid: id,
+        outside_gid: id,
+        netns_fd,
+        cgroups,
+        nofile: 1024,
+        data_bytes: data_limit,
+        connect_port: own_net.then_some(RUNTIME_API_PORT),
+        program: launch.command.program.display().to_string(),
+        args: launch
+            .command
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        env,
+        cwd: TASK_ROOT.into(),
     }
 }
 

@@ -1,14 +1,18 @@
 //! The process runtime (an implementation of `lambent-runtime`'s traits): runs `python3.x`, `nodejs*` and `provided` functions as
 //! processes speaking the AWS Lambda Runtime API, one process per instance.
 //!
-//! Each instance gets its own Runtime API endpoint (a port on 127.0.0.1), a scrubbed
-//! environment (LAMBDA-COMPAT.md's list plus the function's own variables), its own
-//! process group (killed whole on timeout or shutdown), rlimits, a private `TMPDIR`,
-//! and its stdout/stderr captured per invocation.
+//! Each instance runs in a sandbox (`sandbox`: namespaces, an unprivileged id, a
+//! read-only root, Landlock, seccomp, cgroups) unless the node runs with
+//! `--isolation none`, and gets its own Runtime API endpoint (in its own network
+//! namespace, or under a secret path on the host's loopback), a scrubbed environment
+//! (LAMBDA-COMPAT.md's list plus the function's own variables), its own process group
+//! (killed whole on timeout or shutdown), a private `/tmp`, and its stdout/stderr
+//! captured per invocation.
 
 mod api;
 mod capture;
 mod instance;
+pub mod sandbox;
 
 pub use api::MAX_RESPONSE_BYTES;
 pub use instance::ProcessInstance;
@@ -26,6 +30,9 @@ const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.js")
 
 /// Starts runtime processes.
 pub struct ProcessRuntime {
+    host: sandbox::Host,
+    links: Vec<(String, String)>,
+    system_dirs: Vec<PathBuf>,
     runtime_dir: PathBuf,
     instances_dir: PathBuf,
     region: String,
@@ -35,9 +42,11 @@ pub struct ProcessRuntime {
 }
 
 impl ProcessRuntime {
-    /// Writes the bundled bootstraps under `data_dir/runtimes` and prepares instance
-    /// directories under `data_dir/instances`.
-    pub fn new(data_dir: &Path) -> Result<Self, RuntimeError> {
+    /// Writes the bundled bootstraps under `data_dir/runtimes`, prepares instance
+    /// directories under `data_dir/instances`, and checks that the host can build the
+    /// sandbox `isolation` asks for (if it cannot, process functions do not start:
+    /// `isolation()` says why).
+    pub fn new(data_dir: &Path, isolation: sandbox::Isolation) -> Result<Self, RuntimeError> {
         let runtime_dir = data_dir.join("runtimes");
         let instances_dir = data_dir.join("instances");
         let files = |path: &Path, e: std::io::Error| RuntimeError::Files {
@@ -59,7 +68,12 @@ impl ProcessRuntime {
         // Instance scratch directories of a previous run are garbage now.
         let _ = std::fs::remove_dir_all(&instances_dir);
         std::fs::create_dir_all(&instances_dir).map_err(|e| files(&instances_dir, e))?;
+        let host = sandbox::Host::check(&isolation);
+        let (links, system_dirs) = sandbox::system_layout();
         Ok(Self {
+            host,
+            links,
+            system_dirs,
             runtime_dir,
             instances_dir,
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
@@ -115,6 +129,17 @@ impl ProcessRuntime {
         })
     }
 
+    /// How instances are isolated on this node, in one line (for `lambent status`).
+    pub fn isolation(&self) -> String {
+        self.host.describe()
+    }
+
+    /// False when a sandbox was asked for and the host cannot build one (process
+    /// functions then do not start).
+    pub fn isolation_available(&self) -> bool {
+        !matches!(self.host, sandbox::Host::Unavailable(_))
+    }
+
     /// Resolves the interpreters now, so the first cold start does not pay for it.
     pub async fn resolve_interpreters(&self) {
         let _ = self.python("python3", "").await;
@@ -122,8 +147,22 @@ impl ProcessRuntime {
     }
 
     /// The program, arguments and extra environment that run this function's runtime.
-    async fn command_for(&self, config: &InstanceConfig) -> Result<Command, RuntimeError> {
+    /// Paths are as the process sees them: inside a sandbox, the bootstraps are under
+    /// `/var/runtime` and the code under `/var/task`.
+    async fn command_for(
+        &self,
+        config: &InstanceConfig,
+        sandboxed: bool,
+    ) -> Result<Command, RuntimeError> {
         let name = &config.spec.name;
+        let (runtime_dir, task_root) = if sandboxed {
+            (
+                PathBuf::from(sandbox::plan::RUNTIME_ROOT),
+                PathBuf::from(sandbox::plan::TASK_ROOT),
+            )
+        } else {
+            (self.runtime_dir.clone(), config.code_dir.clone())
+        };
         Ok(match &config.spec.runtime {
             RuntimeKind::Python { declared } => {
                 let python = self.python(declared, name).await?;
@@ -136,25 +175,36 @@ impl ProcessRuntime {
                     Some(own) => own.clone(),
                     None => python.site_path.clone(),
                 };
+                let mut binds: Vec<PathBuf> =
+                    sandbox::install_prefix(&python.exe).into_iter().collect();
+                binds.extend(
+                    python
+                        .site_path
+                        .split(':')
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from),
+                );
                 Command {
                     program: python.exe,
-                    args: vec![
-                        "-S".into(),
-                        self.runtime_dir.join("python/bootstrap.py").into(),
-                    ],
+                    args: vec!["-S".into(), runtime_dir.join("python/bootstrap.py").into()],
                     env: vec![
                         ("PYTHONPATH".into(), path),
                         ("PYTHONUNBUFFERED".into(), "1".into()),
                     ],
                     note: python.note,
+                    binds,
                 }
             }
-            RuntimeKind::Node { .. } => Command {
-                program: self.node(name).await?.exe,
-                args: vec![self.runtime_dir.join("node/bootstrap.js").into()],
-                env: Vec::new(),
-                note: None,
-            },
+            RuntimeKind::Node { .. } => {
+                let exe = self.node(name).await?.exe;
+                Command {
+                    binds: sandbox::install_prefix(&exe).into_iter().collect(),
+                    program: exe,
+                    args: vec![runtime_dir.join("node/bootstrap.js").into()],
+                    env: Vec::new(),
+                    note: None,
+                }
+            }
             RuntimeKind::Provided { .. } => {
                 let bootstrap = config.code_dir.join("bootstrap");
                 if !bootstrap.is_file() {
@@ -163,10 +213,11 @@ impl ProcessRuntime {
                     });
                 }
                 Command {
-                    program: bootstrap,
+                    program: task_root.join("bootstrap"),
                     args: Vec::new(),
                     env: Vec::new(),
                     note: None,
+                    binds: Vec::new(),
                 }
             }
         })
@@ -262,6 +313,9 @@ pub(crate) struct Command {
     /// A line for the instance's log (e.g. that the runtime fell back to another
     /// interpreter version).
     pub note: Option<String>,
+    /// Host directories the process needs inside a sandbox (the interpreter's
+    /// installation and its site-packages), bound read-only at the same path.
+    pub binds: Vec<PathBuf>,
 }
 
 /// Runs `program` (or the one `env_var` names) and returns its output lines.
@@ -290,13 +344,31 @@ async fn run_probe(program: &str, args: &[&str]) -> Result<Vec<String>, String> 
 #[async_trait]
 impl Runtime for ProcessRuntime {
     async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
-        let command = self.command_for(&config).await?;
+        let sandbox = match &self.host {
+            sandbox::Host::Off => None,
+            sandbox::Host::Unavailable(why) => {
+                return Err(RuntimeError::Isolation {
+                    function: config.spec.name.clone(),
+                    detail: format!(
+                        "{why} (run the node with --isolation none to allow unsandboxed processes)"
+                    ),
+                });
+            }
+            sandbox::Host::Sandbox(s) => Some(instance::Sandboxed {
+                launcher: s.launcher.clone(),
+                cgroups: s.cgroups.clone(),
+                links: self.links.clone(),
+                system_dirs: self.system_dirs.clone(),
+            }),
+        };
+        let command = self.command_for(&config, sandbox.is_some()).await?;
         let instance = ProcessInstance::spawn(instance::Launch {
             config,
             command,
             runtime_dir: self.runtime_dir.clone(),
             instances_dir: self.instances_dir.clone(),
             region: self.region.clone(),
+            sandbox,
         })
         .await?;
         Ok(Box::new(instance))

@@ -7,6 +7,7 @@ use lambent_runtime::{
     ErrorReport, Instance, InstanceConfig, InvokeOutcome, InvokeRequest, Runtime,
 };
 use lambent_runtime_process::ProcessRuntime;
+use lambent_runtime_process::sandbox::{Isolation, Launcher};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -21,6 +22,7 @@ fn spec(name: &str, runtime: &str, handler: &str, timeout_s: u32) -> FunctionSpe
         concurrency: 1,
         retry: RetryPolicy::default(),
         description: String::new(),
+        grants: Vec::new(),
     }
 }
 
@@ -75,6 +77,21 @@ fn have(tool: &str) -> bool {
     found
 }
 
+/// A runtime whose instances run in the sandbox (the default a node uses).
+fn runtime(data: &Path) -> ProcessRuntime {
+    let launcher = Launcher {
+        program: env!("CARGO_BIN_EXE_lambent-sandbox").into(),
+        args: Vec::new(),
+    };
+    let runtime = ProcessRuntime::new(data, Isolation::Sandbox(launcher)).unwrap();
+    assert!(
+        runtime.isolation().starts_with("sandbox"),
+        "{}",
+        runtime.isolation()
+    );
+    runtime
+}
+
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
@@ -101,7 +118,7 @@ def handler(event, context):
             "no_site": sys.flags.no_site}
 "#,
     );
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     let mut inst = start(
         &runtime,
         spec("adder", "python3.8", "app.handler", 5),
@@ -140,7 +157,7 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
         "app.py",
         "import time\ndef boom(e, c):\n    raise ValueError('bad input')\ndef slow(e, c):\n    print('sleeping')\n    time.sleep(30)\n",
     );
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     let cfg = |handler: &str, timeout| InstanceConfig {
         spec: spec("f", "python3.12", handler, timeout),
         version: 1,
@@ -200,7 +217,7 @@ async fn a_response_over_6_mib_fails_the_invocation_instead_of_hanging() {
         "app.py",
         "def handler(e, c):\n    return 'x' * (7 * 1024 * 1024)\n",
     );
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     let mut inst = start(
         &runtime,
         spec("big", "python3.11", "app.handler", 30),
@@ -228,7 +245,7 @@ async fn node_handler_runs() {
         "index.js",
         "exports.handler = async (event, context) => { console.log('node got', event.x); return { y: event.x * 2, id: context.awsRequestId.length > 0 }; };\n",
     );
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     let mut inst = start(
         &runtime,
         spec("n", "nodejs20.x", "index.handler", 5),
@@ -271,12 +288,14 @@ done
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     let mut inst = start(&runtime, spec("p", "provided.al2023", "", 5), code.path()).await;
     let r = inst.invoke(request(r#"{"k":1}"#, 5000)).await;
     assert_eq!(
         r.outcome,
-        InvokeOutcome::Success(Bytes::from_static(br#"{"echo": {"k":1}}"#))
+        InvokeOutcome::Success(Bytes::from_static(br#"{"echo": {"k":1}}"#)),
+        "{}",
+        r.logs
     );
     assert_eq!(r.logs, "shell saw {\"k\":1}\n");
 }
@@ -291,7 +310,7 @@ async fn an_error_document_over_6_mib_fails_the_invocation_instead_of_hanging() 
         "app.py",
         "def handler(e, c):\n    raise ValueError('x' * (7 * 1024 * 1024))\n",
     );
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     let mut inst = start(
         &runtime,
         spec("bigerr", "python3.11", "app.handler", 60),
@@ -329,7 +348,7 @@ def handler(e, c):
     return e['n']
 "#,
     );
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     let mut inst = start(
         &runtime,
         spec("forger", "python3.11", "app.handler", 30),
@@ -359,7 +378,7 @@ async fn a_versioned_python_runtime_runs_that_version_or_says_what_it_ran() {
         "app.py",
         "import sys\ndef handler(e, c):\n    return '%d.%d' % sys.version_info[:2]\n",
     );
-    let runtime = ProcessRuntime::new(data.path()).unwrap();
+    let runtime = runtime(data.path());
     // Whichever Python 3 minor versions this host has (pyenv or the system's).
     let host: Vec<String> = (6..=14)
         .map(|minor| format!("3.{minor}"))

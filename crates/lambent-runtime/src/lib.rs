@@ -27,6 +27,8 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("function `{function}`: cannot isolate its process: {detail}")]
+    Isolation { function: String, detail: String },
     #[error("cannot prepare runtime files in {path}: {source}")]
     Files {
         path: String,

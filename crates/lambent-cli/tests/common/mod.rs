@@ -237,3 +237,72 @@ pub fn repo_root() -> PathBuf {
         .canonicalize()
         .unwrap()
 }
+
+/// Where sandboxed test functions report to: a TCP server in the test process that
+/// collects the lines functions send (functions deployed with `--grant net` share the
+/// host's loopback; without the grant they reach nothing). A function may also wait
+/// on its connection until the test calls `release`.
+pub struct Sink {
+    pub port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+/// Python for a handler module: `report(line)` sends one line to the sink;
+/// `report_and_wait(line)` sends it and blocks until the test releases it.
+pub const SINK_PY: &str = "import os, socket\n\
+def _sink():\n    return socket.create_connection(('127.0.0.1', int(os.environ['SINK_PORT'])))\n\
+def report(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.close()\n\
+def report_and_wait(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.recv(1)\n    s.close()\n";
+
+impl Sink {
+    pub fn start() -> Sink {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (l, o) = (lines.clone(), open.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                o.lock().unwrap().push(stream.try_clone().unwrap());
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        l.lock().unwrap().push(line);
+                    }
+                });
+            }
+        });
+        Sink { port, lines, open }
+    }
+
+    /// `--env SINK_PORT=...` for `deploy`, with the grant that lets it connect.
+    pub fn env(&self) -> String {
+        format!("SINK_PORT={}", self.port)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Lets every function waiting in `report_and_wait` go on.
+    pub fn release(&self) {
+        for mut stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.write_all(b"x");
+        }
+    }
+}
+
+/// Host pids of the processes whose environment holds `entry` (`NAME=value`).
+pub fn processes_with_env(entry: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|v| v == entry.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! cgroup v1 limits for one instance: memory (shared mappings, `/dev/shm` and `/tmp`
+//! pages are charged to it too), process count and CPU. Each instance gets a
+//! directory under `lambent/` beneath the node's own group in each controller.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The controllers used, and where this node's groups live in each.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    memory: PathBuf,
+    pids: PathBuf,
+    cpu: PathBuf,
+}
+
+/// The limits of one instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub max_pids: u32,
+    /// CPU time per 100 ms period, microseconds (100_000 = one core).
+    pub cpu_quota_us: u64,
+    pub cpu_shares: u64,
+}
+
+impl Cgroups {
+    /// Finds the memory, pids and cpu controllers (cgroup v1) and makes the node's
+    /// parent groups; an error says which is missing.
+    pub fn discover() -> Result<Self, String> {
+        let own = fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+        let find = |controller: &str| -> Result<PathBuf, String> {
+            let relative = own
+                .lines()
+                .filter_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    names
+                        .split(',')
+                        .any(|n| n == controller)
+                        .then(|| path.to_owned())
+                })
+                .next()
+                .ok_or_else(|| format!("no cgroup v1 `{controller}` controller"))?;
+            let mount = Path::new("/sys/fs/cgroup").join(controller);
+            let dir = mount.join(relative.trim_start_matches('/')).join("lambent");
+            fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            Ok(dir)
+        };
+        Ok(Self {
+            memory: find("memory")?,
+            pids: find("pids")?,
+            cpu: find("cpu")?,
+        })
+    }
+
+    /// Makes the instance's groups with its limits; the launcher joins them.
+    pub fn create(&self, id: &str, limits: Limits) -> io::Result<InstanceCgroups> {
+        let made = InstanceCgroups {
+            dirs: vec![self.memory.join(id), self.pids.join(id), self.cpu.join(id)],
+        };
+        for dir in &made.dirs {
+            fs::create_dir(dir)?;
+        }
+        let [memory, pids, cpu] = [&made.dirs[0], &made.dirs[1], &made.dirs[2]];
+        fs::write(
+            memory.join("memory.limit_in_bytes"),
+            limits.memory_bytes.to_string(),
+        )?;
+        // With swap accounting, swap may not extend the limit either.
+        let memsw = memory.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            fs::write(memsw, limits.memory_bytes.to_string())?;
+        }
+        fs::write(pids.join("pids.max"), limits.max_pids.to_string())?;
+        fs::write(cpu.join("cpu.cfs_period_us"), "100000")?;
+        fs::write(
+            cpu.join("cpu.cfs_quota_us"),
+            limits.cpu_quota_us.to_string(),
+        )?;
+        fs::write(cpu.join("cpu.shares"), limits.cpu_shares.to_string())?;
+        Ok(made)
+    }
+}
+
+/// One instance's groups; removed (after killing anything left) when dropped.
+#[derive(Debug)]
+pub struct InstanceCgroups {
+    dirs: Vec<PathBuf>,
+}
+
+impl InstanceCgroups {
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Whether the memory group saw its limit hit (an out-of-memory kill).
+    pub fn hit_memory_limit(&self) -> bool {
+        self.dirs
+            .first()
+            .and_then(|m| fs::read_to_string(m.join("memory.failcnt")).ok())
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    }
+}
+
+impl Drop for InstanceCgroups {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                // Still populated: kill what is left (the PID namespace's teardown
+                // normally did) and try again.
+                if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                    for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+    }
+}

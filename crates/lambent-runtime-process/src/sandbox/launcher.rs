@@ -1,0 +1,391 @@
+//! The launcher: the program the node starts for a sandboxed instance. It runs as a
+//! fresh, single-threaded process (the node's binary re-executed, or
+//! `lambent-sandbox`), so it can set up namespaces with ordinary code instead of in a
+//! `pre_exec` hook.
+//!
+//! Three processes:
+//! - the launcher (host root, in the instance's cgroups and network namespace) builds
+//!   the root skeleton, clones the sandbox's first process into new user, mount, PID,
+//!   IPC and UTS namespaces, writes its id maps and waits for it;
+//! - that first process (PID 1 inside, privileged only in its own user namespace)
+//!   mounts the new root, pivots into it, starts the function and reaps every process
+//!   until the function's own exits — then it exits, and the kernel kills whatever
+//!   else is left in the PID namespace (daemons included);
+//! - the function's process drops to the unprivileged id, restricts itself with
+//!   Landlock and seccomp, and executes the runtime.
+
+use super::filter;
+use super::plan::{INSIDE_ID, Plan};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::statvfs::{FsFlags, statvfs};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// A step of the set-up that failed, and why.
+#[derive(Debug)]
+struct Failed(String);
+
+trait Step<T> {
+    fn step(self, what: &str) -> Result<T, Failed>;
+}
+
+impl<T, E: std::fmt::Display> Step<T> for Result<T, E> {
+    fn step(self, what: &str) -> Result<T, Failed> {
+        self.map_err(|e| Failed(format!("{what}: {e}")))
+    }
+}
+
+/// Exit status of a launcher whose set-up failed (the reason is on stderr, which is
+/// the instance's log).
+const SETUP_FAILED: i32 = 125;
+
+/// The launcher's entry point: reads the plan from standard input, runs the sandbox,
+/// and exits with the function process's status.
+pub fn launcher_main() -> ! {
+    let code = match launch() {
+        Ok(code) => code,
+        Err(Failed(why)) => {
+            let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+/// `lambent-sandbox --probe`: can this host build a sandbox? Exits 0 if a process
+/// could be cloned into new namespaces and given an id map.
+pub fn probe_main() -> ! {
+    let code = match probe() {
+        Ok(()) => 0,
+        Err(Failed(why)) => {
+            let _ = writeln!(std::io::stderr(), "{why}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn probe() -> Result<(), Failed> {
+    nix::unistd::setgroups(&[]).step("dropping supplementary groups")?;
+    let (child, go) = clone_sandboxed(|| 0)?;
+    map_ids(child, 65_534, 65_534)?;
+    drop(go);
+    wait_exit(child)
+        .and_then(|code| {
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(Failed(format!("probe process exited {code}")))
+            }
+        })
+        .map(|_| ())
+}
+
+fn launch() -> Result<i32, Failed> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .step("reading the plan")?;
+    let plan: Plan = serde_json::from_slice(&input).step("decoding the plan")?;
+    // The function's stdin is /dev/null, not the node's pipe.
+    let null = fs::File::open("/dev/null").step("opening /dev/null")?;
+    nix::unistd::dup2_stdin(&null).step("redirecting stdin")?;
+
+    let pid = std::process::id().to_string();
+    for cgroup in &plan.cgroups {
+        fs::write(cgroup.join("cgroup.procs"), &pid)
+            .step(&format!("joining cgroup {}", cgroup.display()))?;
+    }
+    if let Some(fd) = plan.netns_fd {
+        // SAFETY: the node passed this descriptor for us alone (its number is in the
+        // plan and it was left open across exec); nothing else in this process owns it.
+        let ns = unsafe { OwnedFd::from_raw_fd(fd) };
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+            .step("entering the instance's network namespace")?;
+    }
+    // Root's supplementary groups would otherwise follow the function into its user
+    // namespace, where they can no longer be dropped.
+    nix::unistd::setgroups(&[]).step("dropping supplementary groups")?;
+    build_skeleton(&plan)?;
+
+    let (child, go) = clone_sandboxed(|| match sandbox_init(&plan) {
+        Ok(code) => code,
+        Err(Failed(why)) => {
+            let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
+            SETUP_FAILED
+        }
+    })?;
+    map_ids(child, plan.outside_uid, plan.outside_gid)?;
+    drop(go);
+    wait_exit(child)
+}
+
+/// Clones a process into new user, mount, PID, IPC and UTS namespaces; it runs
+/// `body` once the returned pipe end is closed (after its id maps are written).
+fn clone_sandboxed(body: impl FnMut() -> i32) -> Result<(Pid, OwnedFd), Failed> {
+    let (wait_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step("creating a pipe")?;
+    let go_raw = go_w.as_raw_fd();
+    let mut body = body;
+    let mut wait_r = Some(wait_r);
+    let mut stack = vec![0u8; 1024 * 1024];
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    let callback = Box::new(move || {
+        // Wait until the parent has written the id maps: it closes its end (this
+        // process's copy of that end is closed first, or the wait would never end).
+        let _ = nix::unistd::close(go_raw);
+        if let Some(r) = wait_r.take() {
+            let mut file = fs::File::from(r);
+            let mut byte = [0u8; 1];
+            let _ = file.read(&mut byte);
+        }
+        // Die with the launcher.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        body() as isize
+    });
+    // SAFETY: this process is single-threaded (the launcher runs before any runtime
+    // or thread is started), so the child's copy of memory holds no lock another
+    // thread owned; the stack outlives the call, and the child exits through `body`.
+    let child =
+        unsafe { nix::sched::clone(callback, &mut stack, flags, Some(Signal::SIGCHLD as i32)) }
+            .step("creating the sandbox's namespaces")?;
+    Ok((child, go_w))
+}
+
+/// Maps the sandbox's one inside id to the unprivileged outside id.
+fn map_ids(child: Pid, uid: u32, gid: u32) -> Result<(), Failed> {
+    let proc = PathBuf::from(format!("/proc/{child}"));
+    fs::write(proc.join("setgroups"), "deny").step("writing setgroups")?;
+    fs::write(proc.join("uid_map"), format!("{INSIDE_ID} {uid} 1\n")).step("writing uid_map")?;
+    fs::write(proc.join("gid_map"), format!("{INSIDE_ID} {gid} 1\n")).step("writing gid_map")?;
+    Ok(())
+}
+
+fn wait_exit(child: Pid) -> Result<i32, Failed> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Failed(format!("waiting for the sandbox: {e}"))),
+        }
+    }
+}
+
+/// Directories and empty files the binds mount over, on the host's disk (so the
+/// launcher, still host root, can create them), plus the top-level links.
+fn build_skeleton(plan: &Plan) -> Result<(), Failed> {
+    let root = &plan.root;
+    for dir in ["proc", "dev", "tmp", ".old"] {
+        fs::create_dir_all(root.join(dir)).step("creating the root skeleton")?;
+    }
+    for bind in &plan.binds {
+        let target = inside(root, &bind.target);
+        if bind.source.is_dir() {
+            fs::create_dir_all(&target).step("creating a mount point")?;
+        } else {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).step("creating a mount point")?;
+            }
+            fs::write(&target, b"").step("creating a file mount point")?;
+        }
+    }
+    for (link, to) in &plan.links {
+        let path = root.join(link);
+        if fs::symlink_metadata(&path).is_err() {
+            std::os::unix::fs::symlink(to, &path).step("creating a root link")?;
+        }
+    }
+    Ok(())
+}
+
+fn inside(root: &Path, target: &str) -> PathBuf {
+    root.join(target.trim_start_matches('/'))
+}
+
+/// PID 1 of the sandbox: assembles the root, starts the function, reaps.
+fn sandbox_init(plan: &Plan) -> Result<i32, Failed> {
+    let none = None::<&str>;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .step("making mounts private")?;
+    let root = &plan.root;
+    // pivot_root needs the new root to be a mount point.
+    mount(
+        Some(root),
+        root,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .step("binding the new root")?;
+    for bind in &plan.binds {
+        let target = inside(root, &bind.target);
+        if bind.device {
+            bind_device(&bind.source, &target)?;
+        } else {
+            bind_read_only(&bind.source, &target)?;
+        }
+    }
+    let tmpfs = |target: &str, size_mb: u32, mode: &str| {
+        let data = format!("size={size_mb}m,mode={mode}");
+        mount(
+            Some("tmpfs"),
+            &inside(root, target),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .step(&format!("mounting {target}"))
+    };
+    tmpfs("/tmp", plan.tmp_mb, "1777")?;
+    fs::create_dir_all(inside(root, "/dev/shm")).step("creating /dev/shm")?;
+    tmpfs("/dev/shm", plan.shm_mb, "1777")?;
+    mount(
+        Some("proc"),
+        &root.join("proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .step("mounting /proc")?;
+    for (link, to) in [
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        let path = root.join(link);
+        if fs::symlink_metadata(&path).is_err() {
+            std::os::unix::fs::symlink(to, &path).step("linking /dev")?;
+        }
+    }
+    nix::unistd::pivot_root(root, &root.join(".old")).step("pivoting into the new root")?;
+    nix::unistd::chdir("/").step("entering the new root")?;
+    umount2("/.old", MntFlags::MNT_DETACH).step("detaching the host's root")?;
+    let _ = fs::remove_dir("/.old");
+    remount_read_only(Path::new("/"))?;
+    nix::unistd::sethostname("lambent").step("setting the host name")?;
+
+    // SAFETY: this process is single-threaded (a clone of the single-threaded
+    // launcher), so the forked child may allocate and run ordinary code.
+    match unsafe { fork() }.step("starting the function process")? {
+        ForkResult::Child => {
+            let Err(Failed(why)) = exec_function(plan);
+            let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
+            std::process::exit(SETUP_FAILED);
+        }
+        ForkResult::Parent { child } => reap_until(child),
+    }
+}
+
+/// Reaps every process of the namespace (orphans come to PID 1) until `function`
+/// exits, and returns its status.
+fn reap_until(function: Pid) -> Result<i32, Failed> {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == function => return Ok(code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == function => {
+                return Ok(128 + signal as i32);
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Failed(format!("reaping: {e}"))),
+        }
+    }
+}
+
+/// In the function's process: drop to the unprivileged id, fence, execute.
+fn exec_function(plan: &Plan) -> Result<std::convert::Infallible, Failed> {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let id = Gid::from_raw(INSIDE_ID);
+    nix::unistd::setresgid(id, id, id).step("switching group")?;
+    let id = Uid::from_raw(INSIDE_ID);
+    nix::unistd::setresuid(id, id, id).step("switching user")?;
+    {
+        use nix::sys::resource::{Resource, setrlimit};
+        setrlimit(Resource::RLIMIT_NOFILE, plan.nofile, plan.nofile).step("limiting files")?;
+        setrlimit(Resource::RLIMIT_CORE, 0, 0).step("disabling core dumps")?;
+        setrlimit(Resource::RLIMIT_DATA, plan.data_bytes, plan.data_bytes)
+            .step("limiting memory")?;
+    }
+    nix::unistd::chdir(plan.cwd.as_str()).step("entering the code directory")?;
+    filter::landlock(plan).step("restricting with Landlock")?;
+    filter::seccomp().step("installing the seccomp filter")?;
+
+    let cstr = |s: &str| CString::new(s).step("a NUL in the command");
+    let program = cstr(&plan.program)?;
+    let mut args = vec![program.clone()];
+    for a in &plan.args {
+        args.push(cstr(a)?);
+    }
+    let env = plan
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    nix::unistd::execve(&program, &args, &env).step(&format!("executing {}", plan.program))
+}
+
+/// Binds `source` at `target` read-only, nosuid and nodev; keeps the flags the
+/// kernel locks on the source mount (a remount may not clear them).
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), Failed> {
+    let none = None::<&str>;
+    mount(
+        Some(source),
+        target,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .step(&format!("binding {}", source.display()))?;
+    remount_read_only(target)
+}
+
+/// Binds a device node writable (a read-only or nodev mount would refuse writes to
+/// `/dev/null`), without exec or setuid.
+fn bind_device(source: &Path, target: &Path) -> Result<(), Failed> {
+    let none = None::<&str>;
+    mount(Some(source), target, none, MsFlags::MS_BIND, none)
+        .step(&format!("binding {}", source.display()))?;
+    remount(target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)
+}
+
+fn remount_read_only(target: &Path) -> Result<(), Failed> {
+    remount(
+        target,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )
+}
+
+/// Remounts a bind with `wanted` plus the flags the kernel locks on it.
+fn remount(target: &Path, wanted: MsFlags) -> Result<(), Failed> {
+    let locked = statvfs(target)
+        .map(|s| s.flags())
+        .step(&format!("reading the flags of {}", target.display()))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted;
+    for (has, keep) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if locked.contains(has) {
+            flags |= keep;
+        }
+    }
+    let none = None::<&str>;
+    mount(none, target, none, flags, none).step(&format!("remounting {}", target.display()))
+}

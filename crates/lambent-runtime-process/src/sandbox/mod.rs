@@ -1,0 +1,169 @@
+//! The sandbox every process instance runs in (unless the node runs with
+//! `--isolation none`): its own user, mount, PID, IPC and UTS namespaces and, without
+//! a `net` grant, its own network namespace holding only its Runtime API; an
+//! unprivileged id; a root holding the runtime's files, the code (read-only) and a
+//! private size-capped `/tmp`; Landlock and seccomp; cgroup limits on memory,
+//! processes and CPU. See ARCHITECTURE.md, "Isolation".
+
+mod cgroup;
+mod filter;
+mod launcher;
+pub(crate) mod netns;
+pub mod plan;
+
+pub use launcher::{launcher_main, probe_main};
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The first argument that turns the node's own binary into the launcher.
+pub const LAUNCHER_ARG: &str = "__lambent-sandbox";
+/// The argument after it that asks only whether the host can sandbox.
+pub const PROBE_ARG: &str = "--probe";
+
+/// Runs the launcher (or the probe) if `args` (after the program name) ask for it;
+/// returns otherwise. Call first thing in `main`, before any thread is started.
+pub fn run_if_launcher(mut args: impl Iterator<Item = OsString>) {
+    if args.next().as_deref() != Some(LAUNCHER_ARG.as_ref()) {
+        return;
+    }
+    if args.next().as_deref() == Some(PROBE_ARG.as_ref()) {
+        probe_main();
+    }
+    launcher_main();
+}
+
+/// The program that becomes the launcher: the node's binary with `LAUNCHER_ARG`, or
+/// the `lambent-sandbox` binary.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl Launcher {
+    /// This very program, re-executed with `LAUNCHER_ARG` (its `main` must call
+    /// `run_if_launcher`).
+    pub fn current_exe() -> std::io::Result<Self> {
+        Ok(Self {
+            program: std::env::current_exe()?,
+            args: vec![LAUNCHER_ARG.into()],
+        })
+    }
+}
+
+/// How process instances are isolated.
+#[derive(Debug, Clone)]
+pub enum Isolation {
+    Sandbox(Launcher),
+    /// No sandbox: instances run as the node's user (`--isolation none`).
+    None,
+}
+
+/// What the host turned out to allow.
+pub(crate) enum Host {
+    Sandbox(Sandbox),
+    /// Sandboxing was asked for and the host cannot: process functions do not start.
+    Unavailable(String),
+    Off,
+}
+
+pub(crate) struct Sandbox {
+    pub launcher: Launcher,
+    /// None: no cgroup v1 controllers here; rlimits only.
+    pub cgroups: Option<cgroup::Cgroups>,
+    pub cgroups_missing: Option<String>,
+}
+
+pub(crate) use cgroup::{Cgroups, Limits};
+
+impl Host {
+    /// Checks the host: a probe launcher must create namespaces and an id map.
+    pub fn check(isolation: &Isolation) -> Self {
+        let Isolation::Sandbox(launcher) = isolation else {
+            return Host::Off;
+        };
+        let probe = std::process::Command::new(&launcher.program)
+            .args(&launcher.args)
+            .arg(PROBE_ARG)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match probe {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                return Host::Unavailable(format!(
+                    "this host cannot create the sandbox's namespaces: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Err(e) => {
+                return Host::Unavailable(format!(
+                    "cannot run the sandbox launcher {}: {e}",
+                    launcher.program.display()
+                ));
+            }
+        }
+        let (cgroups, cgroups_missing) = match cgroup::Cgroups::discover() {
+            Ok(c) => (Some(c), None),
+            Err(why) => (None, Some(why)),
+        };
+        Host::Sandbox(Sandbox {
+            launcher: launcher.clone(),
+            cgroups,
+            cgroups_missing,
+        })
+    }
+
+    /// One line for `lambent status` and the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Host::Sandbox(s) => {
+                let limits = match &s.cgroups_missing {
+                    None => "cgroup v1 memory, pids and cpu limits".to_owned(),
+                    Some(why) => format!("rlimits only ({why})"),
+                };
+                format!(
+                    "sandbox: user, mount, PID, IPC, UTS and network namespaces; \
+                     Landlock; seccomp; {limits}"
+                )
+            }
+            Host::Unavailable(why) => {
+                format!(
+                    "unavailable: {why}; process functions will not start (or run with --isolation none)"
+                )
+            }
+            Host::Off => "none (--isolation none): functions run as the node's user".into(),
+        }
+    }
+}
+
+/// A fresh unprivileged host uid (= gid) for an instance: no file on the host
+/// belongs to it, and no other instance shares it.
+pub(crate) fn outside_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 1_000_000_000;
+    BASE + NEXT.fetch_add(1, Ordering::Relaxed) % 1_000_000
+}
+
+/// Where an interpreter's installation lives: `/x/bin/python3` → `/x`.
+pub(crate) fn install_prefix(exe: &Path) -> Option<PathBuf> {
+    let bin = exe.parent()?;
+    (bin.file_name()? == "bin").then(|| bin.parent().map(Path::to_path_buf))?
+}
+
+/// The host's top-level links (`bin -> usr/bin` on merged-/usr systems), and the
+/// top-level directories to bind where they are real directories.
+pub(crate) fn system_layout() -> (Vec<(String, String)>, Vec<PathBuf>) {
+    let mut links = Vec::new();
+    let mut dirs = vec![PathBuf::from("/usr"), PathBuf::from("/etc")];
+    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let path = Path::new("/").join(top);
+        match std::fs::read_link(&path) {
+            Ok(to) => links.push((top.to_owned(), to.to_string_lossy().into_owned())),
+            Err(_) if path.is_dir() => dirs.push(path),
+            Err(_) => {}
+        }
+    }
+    (links, dirs)
+}
