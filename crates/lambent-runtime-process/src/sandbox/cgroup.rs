@@ -44,7 +44,9 @@ impl Cgroups {
                 .next()
                 .ok_or_else(|| format!("no cgroup v1 `{controller}` controller"))?;
             let mount = Path::new("/sys/fs/cgroup").join(controller);
-            let dir = mount.join(relative.trim_start_matches('/')).join("lambent");
+            let parent = mount.join(relative.trim_start_matches('/')).join("lambent");
+            sweep(&parent);
+            let dir = parent.join(format!("node-{}", std::process::id()));
             fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             Ok(dir)
         };
@@ -84,6 +86,32 @@ impl Cgroups {
     }
 }
 
+/// Removes the groups of nodes that are gone (killed without a chance to clean up):
+/// their instances died with them, so the groups are empty. A live node's are kept.
+fn sweep(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let live = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("node-"))
+            .is_some_and(|pid| Path::new("/proc").join(pid).exists());
+        if live || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Ok(children) = fs::read_dir(entry.path()) {
+            for child in children.flatten() {
+                if child.path().is_dir() {
+                    let _ = fs::remove_dir(child.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(entry.path());
+    }
+}
+
 /// One instance's groups; removed (after killing anything left) when dropped.
 #[derive(Debug)]
 pub struct InstanceCgroups {
@@ -95,12 +123,18 @@ impl InstanceCgroups {
         &self.dirs
     }
 
-    /// Whether the memory group saw its limit hit (an out-of-memory kill).
+    /// Whether the kernel killed a process of the instance for reaching its memory
+    /// limit (`oom_kill` in `memory.oom_control`; `memory.failcnt` stays 0 when the
+    /// memory+swap limit is the one reached).
     pub fn hit_memory_limit(&self) -> bool {
         self.dirs
             .first()
-            .and_then(|m| fs::read_to_string(m.join("memory.failcnt")).ok())
-            .and_then(|n| n.trim().parse::<u64>().ok())
+            .and_then(|m| fs::read_to_string(m.join("memory.oom_control")).ok())
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
             .is_some_and(|n| n > 0)
     }
 }

@@ -1,0 +1,330 @@
+//! The sandbox, tried as an attacker would: a probe function deployed with the plain
+//! CLI and no grants attempts each escape the isolation issue lists, and gets nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Tries each thing a function must not be able to do; reports what happened.
+const PROBE: &str = r##"
+import ctypes, errno, json, mmap, os, signal, socket, sqlite3, urllib.request
+
+def attempt(fn):
+    try:
+        return "ok: %s" % (fn(),)
+    except Exception as e:
+        return "denied: %s: %s" % (type(e).__name__, e)
+
+def open_db(path):
+    c = sqlite3.connect("file:%s?mode=rw" % path, uri=True, timeout=1)
+    c.execute("create table pwned(x)")
+    c.commit()
+    return "created a table"
+
+def environ_with(secret):
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    if secret.encode() in f.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+def syscall_refused(name, *args):
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = getattr(libc, name)(*args)
+    return "refused (%s)" % errno.errorcode.get(ctypes.get_errno(), "?") if rc != 0 else "allowed"
+
+def handler(event, context):
+    r = {}
+    r["database"] = attempt(lambda: open_db(event["db"]))
+    r["data_dir"] = attempt(lambda: os.listdir(event["data_dir"]))
+    r["secret_in"] = environ_with(event["secret"])
+    r["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    r["control_api"] = attempt(lambda: urllib.request.urlopen(event["api"] + "/v1/functions", timeout=2).status)
+    r["delete_other"] = attempt(lambda: urllib.request.urlopen(
+        urllib.request.Request(event["api"] + "/v1/functions/victim", method="DELETE"), timeout=2).status)
+    r["write_code"] = attempt(lambda: open(os.path.join(os.environ["LAMBDA_TASK_ROOT"], "app.py"), "a").write("#"))
+    r["write_root"] = attempt(lambda: open("/pwned", "w").write("x"))
+    r["kill_parent"] = attempt(lambda: os.kill(os.getppid(), signal.SIGKILL))
+    r["kill_node"] = attempt(lambda: os.kill(event["node_pid"], signal.SIGKILL))
+    r["unshare"] = syscall_refused("unshare", 0x10000000)
+    r["mount"] = syscall_refused("mount", b"none", b"/tmp", b"tmpfs", 0, None)
+    r["uid"] = os.getuid()
+    with open("/tmp/scratch", "w") as f:
+        f.write("mine")
+    r["tmp"] = open("/tmp/scratch").read()
+    r["outbound"] = attempt(lambda: socket.create_connection(("127.0.0.1", event["sink_port"]), timeout=2).close())
+    return r
+"##;
+
+fn node_db(node: &Node) -> String {
+    node.data_dir
+        .canonicalize()
+        .unwrap()
+        .join("lambent.db")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_function_with_no_grants_reaches_nothing_but_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let status = node.get("/v1/status");
+    assert!(
+        status["isolation"].as_str().unwrap().starts_with("sandbox"),
+        "{status}"
+    );
+    // A victim with a secret in its environment, running (warm) while the probe looks.
+    let secret = format!("s3cr3t-{}", std::process::id());
+    let victim = code_dir(&[("app.py", "def handler(e, c):\n    return 'alive'\n")]);
+    let env = format!("SECRET={secret}");
+    node.deploy_app("victim", "python3.11", victim.path(), &["--env", &env]);
+    assert_eq!(node.ok(&["invoke", "victim"]).trim(), "\"alive\"");
+
+    let probe = code_dir(&[("app.py", PROBE)]);
+    node.deploy_app("probe", "python3.11", probe.path(), &["--timeout", "30"]);
+    let sink = Sink::start();
+    let event = json!({
+        "db": node_db(&node),
+        "data_dir": node.data_dir.canonicalize().unwrap(),
+        "secret": secret,
+        "api": node.url,
+        "node_pid": node.pid(),
+        "sink_port": sink.port,
+    });
+    let resp = node.invoke_raw("probe", &event.to_string());
+    assert_eq!(resp.status(), 200);
+    let r: Value = resp.json().unwrap();
+    let denied = |key: &str| {
+        assert!(
+            r[key].as_str().unwrap().starts_with("denied"),
+            "{key}: {}",
+            r[key]
+        );
+    };
+    for key in [
+        "database",
+        "data_dir",
+        "control_api",
+        "delete_other",
+        "write_code",
+        "write_root",
+        "kill_parent",
+        "kill_node",
+        "outbound",
+    ] {
+        denied(key);
+    }
+    assert_eq!(r["secret_in"], json!([]), "another function's environment");
+    // Its own PID namespace: the sandbox's init and the function, nothing else.
+    assert!(
+        r["pids"].as_array().unwrap().len() <= 3,
+        "sees processes: {}",
+        r["pids"]
+    );
+    assert!(r["unshare"].as_str().unwrap().starts_with("refused"));
+    assert!(r["mount"].as_str().unwrap().starts_with("refused"));
+    assert_ne!(r["uid"], 0);
+    assert_eq!(r["tmp"], "mine");
+
+    // Nothing was changed: the victim still answers, the database has no new table,
+    // the code tree is as deployed.
+    assert_eq!(node.ok(&["invoke", "victim"]).trim(), "\"alive\"");
+    let conn = rusqlite_free_table_check(&node_db(&node));
+    assert!(!conn, "the probe created a table in the node's database");
+    assert_eq!(node.get("/v1/status")["isolation"], status["isolation"]);
+}
+
+/// Whether the node's database has a table named `pwned` (read with the sqlite3 CLI
+/// or Python, whichever is here).
+fn rusqlite_free_table_check(db: &str) -> bool {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True); \
+             print(c.execute(\"select count(*) from sqlite_master where name='pwned'\").fetchone()[0])",
+            db,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() != "0"
+}
+
+#[test]
+fn a_granted_function_reaches_the_network_and_keeps_its_tmp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let sink = Sink::start();
+    let code = code_dir(&[(
+        "app.py",
+        &format!(
+            "{SINK_PY}def handler(e, c):\n    report('reached')\n    open('/tmp/t', 'w').write('t')\n    return open('/tmp/t').read()\n"
+        ),
+    )]);
+    let env = sink.env();
+    node.deploy_app(
+        "online",
+        "python3.11",
+        code.path(),
+        &["--grant", "net", "--env", &env],
+    );
+    assert_eq!(node.ok(&["invoke", "online"]).trim(), "\"t\"");
+    assert_eq!(sink.lines(), vec!["reached".to_owned()]);
+    // The same code without the grant cannot connect.
+    node.ok(&["deploy", "online", "--no-grants"]);
+    let out = node.cli(&["invoke", "online"]);
+    assert!(!out.status.success());
+    assert_eq!(sink.lines(), vec!["reached".to_owned()]);
+}
+
+/// Limits hold for every way of taking a resource.
+#[test]
+fn memory_processes_and_shm_are_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let code = code_dir(&[(
+        "app.py",
+        r#"
+import mmap, os, time
+def handler(event, context):
+    what = event["what"]
+    if what == "shared_mmap":
+        m = mmap.mmap(-1, 1 << 30, flags=mmap.MAP_SHARED)
+        for i in range(0, 1 << 30, 4096):
+            m[i] = 1
+        return "held 1 GiB"
+    if what == "shm":
+        written = 0
+        try:
+            with open("/dev/shm/big", "wb") as f:
+                for _ in range(512):
+                    f.write(b"x" * (1 << 20))
+                    f.flush()
+                    written += 1
+        except OSError as e:
+            return {"written_mib": written, "error": str(e)}
+        return {"written_mib": written}
+    if what == "forks":
+        children = []
+        try:
+            for _ in range(10000):
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                children.append(pid)
+        except OSError:
+            pass
+        for pid in children:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        return {"forked": len(children)}
+"#,
+    )]);
+    node.deploy_app(
+        "greedy",
+        "python3.11",
+        code.path(),
+        &["--timeout", "60", "--memory", "128", "--max-attempts", "1"],
+    );
+    // Forking a thousand Pythons takes memory too: give that one room, so the process
+    // limit is what stops it.
+    node.deploy_app(
+        "forker",
+        "python3.11",
+        code.path(),
+        &["--timeout", "60", "--memory", "2048", "--max-attempts", "1"],
+    );
+    let call = |what: &str| {
+        let name = if what == "forks" { "forker" } else { "greedy" };
+        node.invoke_raw(name, &json!({ "what": what }).to_string())
+    };
+
+    let resp = call("shared_mmap");
+    assert_eq!(
+        resp.headers()["x-lambent-outcome"],
+        "crash",
+        "a 1 GiB shared mapping ran"
+    );
+    let body: Value = resp.json().unwrap();
+    assert!(
+        body.to_string().contains("out of memory"),
+        "not reported as out of memory: {body}"
+    );
+
+    let shm: Value = call("shm").json().unwrap();
+    assert!(
+        shm["written_mib"].as_u64().unwrap() < 128,
+        "/dev/shm took {shm}"
+    );
+
+    let forks: Value = call("forks").json().unwrap();
+    let n = forks["forked"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{forks}"));
+    assert!((10..1024).contains(&n), "forked {n} processes");
+}
+
+/// A detached daemon (double fork + setsid) dies with its instance when the function
+/// is removed.
+#[test]
+fn a_detached_daemon_dies_with_its_instance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let marker = format!("DAEMON_MARKER={}", std::process::id());
+    let code = code_dir(&[(
+        "app.py",
+        r#"
+import os, time
+def handler(event, context):
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(600)
+        os._exit(0)
+    os.wait()
+    return "detached"
+"#,
+    )]);
+    node.deploy_app("spawner", "python3.11", code.path(), &["--env", &marker]);
+    assert_eq!(node.ok(&["invoke", "spawner"]).trim(), "\"detached\"");
+    let pids = processes_with_env(&marker);
+    assert!(pids.len() >= 2, "the function and its daemon: {pids:?}");
+    node.ok(&["rm", "spawner"]);
+    wait_for("every process of the removed function to die", || {
+        processes_with_env(&marker)
+            .iter()
+            .all(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+            })
+            .then_some(())
+    });
+}
+
+/// With isolation off, the node says so in its status.
+#[test]
+fn isolation_none_is_stated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start_with(&tmp.path().join("data"), &["--isolation", "none"]);
+    let status = node.get("/v1/status");
+    assert!(
+        status["isolation"].as_str().unwrap().starts_with("none"),
+        "{status}"
+    );
+    let code = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
+    node.deploy_app("plain", "python3.11", code.path(), &[]);
+    assert_eq!(node.ok(&["invoke", "plain"]).trim(), "1");
+}
