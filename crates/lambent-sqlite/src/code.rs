@@ -76,7 +76,15 @@ impl CodeStore for FsCodeStore {
         };
         let tree = self.tree(&sha256);
         if tree.is_dir() {
-            return Ok(stored);
+            // Reused only as unpacked: a tree changed on disk since (by a process
+            // running without a sandbox, or by hand) is rebuilt, never served again.
+            if matches_zip(zip_bytes, &tree) {
+                return Ok(stored);
+            }
+            tracing::warn!(sha256 = %sha256, "code tree differs from its package: rebuilding it");
+            let aside = tempdir_in(&self.root.join("tmp"))?.join("tampered");
+            fs::rename(&tree, &aside).map_err(io(&tree))?;
+            let _ = fs::remove_dir_all(aside.parent().unwrap_or(&aside));
         }
         let staging = tempdir_in(&self.root.join("tmp"))?;
         let result = unpack(zip_bytes, &staging).and_then(|()| {
@@ -180,6 +188,69 @@ fn unpack(zip_bytes: &[u8], dest: &Path) -> Result<(), CodeError> {
     Ok(())
 }
 
+/// Whether `tree` holds exactly what `zip_bytes` unpacks to: the same files with the
+/// same bytes and executable bits, and nothing else (no extra file, no link).
+fn matches_zip(zip_bytes: &[u8], tree: &Path) -> bool {
+    let Ok(mut archive) = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)) else {
+        return false;
+    };
+    let mut expected_files = HashSet::new();
+    let mut expected_dirs = HashSet::new();
+    for i in 0..archive.len() {
+        let Ok(mut entry) = archive.by_index(i) else {
+            return false;
+        };
+        let Some(rel) = safe_relative(entry.name()) else {
+            return false;
+        };
+        for ancestor in rel.ancestors().skip(1) {
+            if !ancestor.as_os_str().is_empty() {
+                expected_dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        if entry.is_dir() {
+            expected_dirs.insert(rel);
+            continue;
+        }
+        let path = tree.join(&rel);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return false;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let exec = entry.unix_mode().map_or(0, |m| m & 0o111);
+            if !meta.is_file() || meta.permissions().mode() & 0o111 != exec {
+                return false;
+            }
+        }
+        if meta.len() != entry.size() {
+            return false;
+        }
+        let mut want = Vec::new();
+        if entry.read_to_end(&mut want).is_err() || fs::read(&path).ok() != Some(want) {
+            return false;
+        }
+        expected_files.insert(rel);
+    }
+    // Nothing more than the package: walk the tree.
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = fs::read_dir(tree.join(&rel)) else {
+            return false;
+        };
+        for entry in entries.flatten() {
+            let child = rel.join(entry.file_name());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && expected_dirs.contains(&child) => stack.push(child),
+                Ok(t) if t.is_file() && expected_files.contains(&child) => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +277,32 @@ mod tests {
         let b = store.put_zip(&z).unwrap();
         assert_eq!(a, b);
         assert!(store.tree(&a.sha256).join("pkg/mod.py").is_file());
+    }
+
+    /// Isolation issue: a tree changed after unpacking (a file edited, one added, an
+    /// executable bit set) is rebuilt when a deploy reuses it, never served again.
+    #[test]
+    fn a_tampered_tree_is_rebuilt_before_reuse() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsCodeStore::open(dir.path()).unwrap();
+        let z = zip_of(&[("app.py", b"print('good')"), ("pkg/mod.py", b"x = 1")]);
+        let sha = store.put_zip(&z).unwrap().sha256;
+        let tree = store.tree(&sha);
+        type Tamper = fn(&Path);
+        let tampers: [Tamper; 4] = [
+            |t| fs::write(t.join("app.py"), b"print('evil')").unwrap(),
+            |t| fs::write(t.join("pkg/extra.py"), b"evil").unwrap(),
+            |t| fs::set_permissions(t.join("app.py"), fs::Permissions::from_mode(0o755)).unwrap(),
+            |t| std::os::unix::fs::symlink("/etc/passwd", t.join("link")).unwrap(),
+        ];
+        for tamper in tampers {
+            tamper(&tree);
+            assert!(!matches_zip(&z, &tree));
+            store.put_zip(&z).unwrap();
+            assert!(matches_zip(&z, &tree), "not rebuilt");
+            assert_eq!(fs::read(tree.join("app.py")).unwrap(), b"print('good')");
+        }
     }
 
     #[test]
