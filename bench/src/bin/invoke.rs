@@ -96,8 +96,9 @@ async fn engine(data: &std::path::Path) -> Result<Engine> {
     let stores = Stores {
         registry: Arc::new(sqlite.clone()),
         events: Arc::new(sqlite.clone()),
-        invocations: Arc::new(sqlite),
+        invocations: Arc::new(sqlite.clone()),
         code: Arc::new(FsCodeStore::open(data.join("code"))?),
+        tokens: Arc::new(sqlite.clone()),
     };
     Ok(Engine::start(
         EngineConfig::default(),

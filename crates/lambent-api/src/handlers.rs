@@ -324,3 +324,40 @@ pub async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
         "limits": &*s.node,
     })))
 }
+
+#[derive(Deserialize)]
+pub struct CreateToken {
+    scope: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn create_token(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body = body.map_err(|r| body_error(r, crate::MAX_SMALL_BODY))?;
+    let req: CreateToken = parse_json(&body)?;
+    let scope = lambent_store::TokenScope::parse(&req.scope).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown scope `{}`: use admin, publish, invoke or read",
+            req.scope
+        ))
+    })?;
+    let (record, secret) = s.engine.create_token(&req.name, scope).await?;
+    let mut body = json!(record);
+    body["token"] = Value::from(secret);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn list_tokens(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "tokens": s.engine.list_tokens().await? })))
+}
+
+pub async fn revoke_token(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.engine.revoke_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,6 +1,7 @@
 //! Lambent's control API: JSON over HTTP, the CLI's only way in. Handlers parse the
 //! request into a typed call on the [`Engine`] and render its answer; nothing else.
 
+mod auth;
 mod cloudevents;
 mod error;
 mod handlers;
@@ -59,6 +60,8 @@ pub struct ApiState {
 /// The node's process and listener limits, shown by `GET /v1/status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NodeLimits {
+    /// Whether every request (but `/healthz`) needs an API token.
+    pub auth: bool,
     /// How process instances are isolated (or why they cannot be).
     pub isolation: String,
     /// The open-file limit the node runs with (raised to its hard limit at start).
@@ -108,11 +111,21 @@ pub fn router(engine: Engine, node: NodeLimits) -> Router {
         .route("/v1/dlq", get(handlers::dead_letters))
         .route("/v1/dlq/redrive", post(handlers::redrive))
         .route("/v1/status", get(handlers::status))
+        .route(
+            "/v1/tokens",
+            get(handlers::list_tokens).post(handlers::create_token),
+        )
+        .route("/v1/tokens/{id}", delete(handlers::revoke_token))
         .fallback(handlers::fallback)
         .layer(DefaultBodyLimit::max(MAX_SMALL_BODY))
         .layer(middleware::from_fn_with_state(
             MAX_DEPLOY_BODY,
             refuse_announced_oversize,
+        ))
+        // Outermost: nothing of a request is read before its token is checked.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
         ))
         .with_state(state)
 }

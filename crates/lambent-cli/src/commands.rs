@@ -2,7 +2,7 @@
 //! prints the answer for people.
 
 use crate::client::Client;
-use crate::{Command, DeployArgs, DlqCommand, EventsCommand, RulesCommand, package};
+use crate::{Command, DeployArgs, DlqCommand, EventsCommand, RulesCommand, TokensCommand, package};
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use reqwest::Method;
@@ -84,6 +84,45 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
                 .json(&json!({"name": name, "pattern": pattern, "targets": targets}));
             client.json(rb).await?;
             println!("rule {name} → {}", targets.join(", "));
+            Ok(())
+        }
+        Command::Tokens(TokensCommand::Create { scope, name }) => {
+            let rb = client
+                .request(Method::POST, "/v1/tokens")
+                .json(&json!({"scope": scope, "name": name}));
+            let v = client.json(rb).await?;
+            eprintln!(
+                "token {} ({}) made; it is shown once:",
+                v["id"].as_str().unwrap_or(""),
+                v["scope"].as_str().unwrap_or("")
+            );
+            println!("{}", v["token"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        Command::Tokens(TokensCommand::Ls) => {
+            let v = client
+                .json(client.request(Method::GET, "/v1/tokens"))
+                .await?;
+            for t in v["tokens"].as_array().into_iter().flatten() {
+                let state = match t["revoked_ms"].as_i64() {
+                    Some(ms) => format!("revoked {}", lambent_store::ms_to_rfc3339(ms)),
+                    None => "live".into(),
+                };
+                println!(
+                    "{:<18} {:<8} {:<30} {}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["scope"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or(""),
+                    state
+                );
+            }
+            Ok(())
+        }
+        Command::Tokens(TokensCommand::Revoke { id }) => {
+            client
+                .json(client.request(Method::DELETE, &format!("/v1/tokens/{id}")))
+                .await?;
+            println!("token {id} revoked");
             Ok(())
         }
         Command::Rules(RulesCommand::Ls) => {

@@ -57,6 +57,9 @@ enum Command {
     /// Listener registrations: event pattern → functions.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// API tokens (admin scope needed).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// List functions.
     Ls,
     /// Delete a function.
@@ -163,6 +166,23 @@ enum RulesCommand {
     Ls,
     Rm {
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make a token; it is printed once and only its hash is kept.
+    Create {
+        /// admin, publish (events), invoke (functions) or read (everything readable).
+        #[arg(long)]
+        scope: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    Ls,
+    /// Revoke a token by id (`tok_...`): it stops working at once.
+    Revoke {
+        id: String,
     },
 }
 

@@ -1,6 +1,6 @@
 //! `lambent serve`: a node on one SQLite file.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use lambent_engine::keepalive::Fixed;
 use lambent_engine::{Engine, EngineConfig};
@@ -52,16 +52,15 @@ pub struct ServeArgs {
     /// node's user, with access to everything it has).
     #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "none"])]
     isolation: String,
+    /// Require an API token on every request (but /healthz), also on loopback. A
+    /// non-loopback --listen always requires one.
+    #[arg(long)]
+    auth: bool,
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
-    if !args.listen.ip().is_loopback() {
-        // Tokens (DESIGN §8) are not implemented yet; refuse rather than expose the API.
-        bail!(
-            "refusing to listen on {}: without API tokens the control API may only listen on loopback",
-            args.listen
-        );
-    }
+    // Tokens are required on any listener other programs on the network can reach.
+    let auth = args.auth || !args.listen.ip().is_loopback();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LAMBENT_LOG")
@@ -82,8 +81,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let stores = Stores {
         registry: Arc::new(sqlite.clone()),
         events: Arc::new(sqlite.clone()),
-        invocations: Arc::new(sqlite),
+        invocations: Arc::new(sqlite.clone()),
         code: Arc::new(FsCodeStore::open(data.join("code"))?),
+        tokens: Arc::new(sqlite.clone()),
     };
     let isolation = match args.isolation.as_str() {
         "none" => Isolation::None,
@@ -116,7 +116,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_connections,
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
     };
+    if let Some(token) = engine.first_admin_token().await? {
+        // Shown once: only its hash is stored. `lambent tokens create` makes more.
+        eprintln!(
+            "lambent: admin token (shown once; export LAMBENT_TOKEN={token} to use it): {token}"
+        );
+    }
     let node = lambent_api::NodeLimits {
+        auth,
         isolation,
         open_files,
         max_connections,
@@ -128,7 +135,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     // The first line on stdout is the address: scripts and tests read it.
     println!("lambent: control API on http://{addr}");
-    tracing::info!(%addr, data_dir = %data.display(), open_files, max_connections, "node started");
+    tracing::info!(%addr, data_dir = %data.display(), open_files, max_connections, auth, "node started");
     // On a stop signal: the listener stops taking connections (requests in flight
     // finish) while the engine stops starting attempts and lets running ones settle.
     let stopping = Arc::new(tokio::sync::Notify::new());

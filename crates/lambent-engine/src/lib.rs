@@ -17,12 +17,14 @@ pub mod pool;
 mod records;
 mod retention;
 pub mod router;
+mod tokens;
 
 pub use error::{EngineError, Result};
 pub use events::{PublishResult, RuleRequest};
 pub use functions::DeployRequest;
 pub use invoke::{Invocation, InvokeOptions};
 pub use retention::Compacted;
+pub use tokens::AuthError;
 
 use keepalive::KeepAlivePolicy;
 use lambent_runtime::Runtime;
@@ -101,6 +103,8 @@ pub(crate) struct Inner {
     pub attempt_done: Notify,
     /// Writes synchronous invocations' records behind their answers.
     pub records: records::RecordWriter,
+    /// Live tokens recently checked, by hash.
+    pub tokens: Mutex<tokens::TokenCache>,
     /// The node's long-running tasks, watched by `health`.
     pub tasks: Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
 }
@@ -185,6 +189,7 @@ impl Engine {
                 attempt_done: Notify::new(),
                 records,
                 tasks: Mutex::new(Vec::new()),
+                tokens: Mutex::new(tokens::TokenCache::default()),
             }),
         };
         engine.reload_rules().await?;

@@ -115,6 +115,7 @@ fn sqlite_stores(
         events: events.unwrap_or_else(|| Arc::new(sqlite.clone())),
         invocations: invocations.unwrap_or_else(|| Arc::new(sqlite.clone())),
         code: Arc::new(FsCodeStore::open(dir.join("code")).unwrap()),
+        tokens: Arc::new(sqlite.clone()),
     }
 }
 

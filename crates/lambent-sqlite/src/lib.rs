@@ -21,6 +21,7 @@ mod events;
 mod invocations;
 mod registry;
 mod schema;
+mod tokens;
 
 mod code;
 

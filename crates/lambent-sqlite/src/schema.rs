@@ -14,6 +14,14 @@ CREATE TABLE IF NOT EXISTS function_versions (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS tokens (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
 CREATE TABLE IF NOT EXISTS rules (
     name    TEXT PRIMARY KEY,
     pattern TEXT NOT NULL,

@@ -38,3 +38,12 @@ async fn sqlite_store_keeps_the_delivery_contract() {
         }
     }
 }
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_token_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    if let Err(failure) = conformance::tokens(&store).await {
+        panic!("{failure}");
+    }
+}

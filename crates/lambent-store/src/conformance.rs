@@ -518,3 +518,77 @@ pub async fn run(harness: &mut dyn Harness, seed: u64, steps: usize) -> Result<(
     }
     Ok(())
 }
+
+/// The token contract: a token is found by its hash until revoked and after (marked),
+/// revocation happens once, listings hold every token ever made, and hashes are unique.
+pub async fn tokens(store: &dyn crate::TokenStore) -> Result<(), Failure> {
+    use crate::{TokenRecord, TokenScope};
+    let token = |id: &str, scope| TokenRecord {
+        id: id.into(),
+        name: format!("name-{id}"),
+        scope,
+        created_ms: 1_700_000_000_000,
+        revoked_ms: None,
+    };
+    let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
+    let e = |e: StoreError| format!("unexpected error: {e}");
+    check(
+        store.list_tokens().await.map_err(e)?.is_empty(),
+        "a new store has tokens",
+    )?;
+    store
+        .put_token(token("t1", TokenScope::Admin), "h1".into())
+        .await
+        .map_err(e)?;
+    store
+        .put_token(token("t2", TokenScope::Publish), "h2".into())
+        .await
+        .map_err(e)?;
+    check(
+        store
+            .put_token(token("t3", TokenScope::Read), "h1".into())
+            .await
+            .is_err(),
+        "a second token with the same hash was accepted",
+    )?;
+    check(
+        store.token_by_hash("h2").await.map_err(e)? == Some(token("t2", TokenScope::Publish)),
+        "token_by_hash did not return the publish token",
+    )?;
+    check(
+        store.token_by_hash("nope").await.map_err(e)?.is_none(),
+        "an unknown hash found a token",
+    )?;
+    check(
+        store.revoke_token("t2", 5).await.map_err(e)?,
+        "revoking a live token answered false",
+    )?;
+    check(
+        !store.revoke_token("t2", 6).await.map_err(e)?,
+        "revoking twice answered true",
+    )?;
+    check(
+        !store.revoke_token("nope", 6).await.map_err(e)?,
+        "revoking an unknown token answered true",
+    )?;
+    check(
+        store
+            .token_by_hash("h2")
+            .await
+            .map_err(e)?
+            .and_then(|t| t.revoked_ms)
+            == Some(5),
+        "a revoked token is not marked revoked at its first revocation time",
+    )?;
+    let ids: Vec<String> = store
+        .list_tokens()
+        .await
+        .map_err(e)?
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    check(
+        ids == ["t1", "t2"],
+        "the listing is not every token, oldest first",
+    )
+}

@@ -12,11 +12,13 @@ pub mod clock;
 pub mod code;
 pub mod conformance;
 mod lease;
+pub mod tokens;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use code::{CodeError, CodeStore, MAX_ENTRIES, MAX_UNPACKED_BYTES, StoredCode};
 pub use lease::Lease;
+pub use tokens::{TokenRecord, TokenScope, TokenStore};
 pub use types::*;
 
 use async_trait::async_trait;
@@ -206,6 +208,7 @@ pub struct Stores {
     pub events: std::sync::Arc<dyn EventLog>,
     pub invocations: std::sync::Arc<dyn InvocationLog>,
     pub code: std::sync::Arc<dyn CodeStore>,
+    pub tokens: std::sync::Arc<dyn TokenStore>,
 }
 
 /// The time of a stored record, for display.

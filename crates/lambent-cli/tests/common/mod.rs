@@ -58,8 +58,12 @@ impl Node {
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
+        command.arg("serve");
+        if !flags.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("--data-dir")
             .arg(data_dir)
             .args(flags)
             .env("LAMBENT_LOG", "warn")
@@ -152,6 +156,17 @@ impl Node {
             .post(format!("{}/v1/functions/{name}/invoke", self.url))
             .body(body.to_owned())
             .send()
+            .unwrap()
+    }
+
+    /// GET with an API token.
+    pub fn get_with(&self, path: &str, token: &str) -> Value {
+        self.http()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
             .unwrap()
     }
 
