@@ -21,6 +21,36 @@ fn compat_python() -> Option<String> {
     }
 }
 
+/// The venv's Python version (`3.11`) and its site-packages directory.
+fn venv_site(python: &str) -> (String, std::path::PathBuf) {
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import os, sys, awslambdaric; print('%d.%d' % sys.version_info[:2]); print(os.path.dirname(os.path.dirname(awslambdaric.__file__)))",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap().to_owned(),
+        lines.next().unwrap().into(),
+    )
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            if entry.file_name() != "__pycache__" {
+                copy_tree(&entry.path(), &to.join(entry.file_name()));
+            }
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
 #[test]
 fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
     let Some(python) = compat_python() else {
@@ -28,23 +58,38 @@ fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
+    // Packaged as on Lambda: the client and its dependencies ship in the code (the
+    // sandbox shows a function the system's directories, not this checkout's venv),
+    // run by the system interpreter of the same version.
+    let (version, site) = venv_site(&python);
+    let bootstrap = format!(
+        "#!/bin/sh\nexport PYTHONPATH=\"$LAMBDA_TASK_ROOT\"\nexec python{version} -m awslambdaric \"$HANDLER_SPEC\"\n"
+    );
     let code = code_dir(&[
-        (
-            "bootstrap",
-            "#!/bin/sh\nexec \"$COMPAT_PYTHON\" -m awslambdaric \"$HANDLER_SPEC\"\n",
-        ),
+        ("bootstrap", bootstrap.as_str()),
         (
             "app.py",
             "def handler(event, context):\n    print('ric got', event)\n    return {'echo': event, 'request_id': context.aws_request_id, 'name': context.function_name,\n            'remaining_ok': context.get_remaining_time_in_millis() > 0, 'mem': context.memory_limit_in_mb}\n\ndef fail(event, context):\n    raise KeyError('missing thing')\n",
         ),
     ]);
+    for entry in std::fs::read_dir(&site).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let wanted = [
+            "awslambdaric",
+            "simplejson",
+            "snapshot_restore_py",
+            "runtime_client",
+        ];
+        if wanted.iter().any(|w| name.starts_with(w)) && !name.ends_with(".dist-info") {
+            copy_tree(&entry.path(), &code.path().join(&name));
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         code.path().join("bootstrap"),
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    let py = format!("COMPAT_PYTHON={python}");
     for (name, handler) in [
         ("ric", "app.handler"),
         ("ricfail", "app.fail"),
@@ -58,8 +103,6 @@ fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
             "provided.al2023",
             "--code",
             code.path().to_str().unwrap(),
-            "--env",
-            &py,
             "--env",
             &spec,
             "--timeout",
