@@ -2,7 +2,7 @@
 //! request into a typed call on the [`Engine`] and render its answer; nothing else.
 
 mod auth;
-mod cloudevents;
+pub mod cloudevents;
 mod error;
 mod handlers;
 

@@ -271,4 +271,92 @@ mod tests {
         let r = error_report(&headers(None), Bytes::from_static(b"not json"));
         assert_eq!(r.error_type, "Unhandled");
     }
+
+    /// Fuzzing (bounded, run by the test command): any request to an instance's
+    /// Runtime API — any method, path, headers and body, with or without its secret
+    /// prefix — gets an answer, never a panic, and only the in-flight request id with
+    /// the right prefix completes the invocation.
+    mod fuzz {
+        use super::super::*;
+        use axum::body::Body;
+        use axum::http::{Method, Request};
+        use proptest::prelude::*;
+        use tower::ServiceExt;
+
+        const SECRET: &str = "s3cret";
+        const INFLIGHT: &str = "req-1";
+
+        fn path() -> impl Strategy<Value = String> {
+            let id = prop_oneof![Just(INFLIGHT.to_owned()), "[a-z0-9%.-]{0,12}"];
+            let tail = prop_oneof![
+                Just("response".to_owned()),
+                Just("error".to_owned()),
+                "[a-z/]{0,8}"
+            ];
+            let prefix = prop_oneof![
+                Just(format!("/{SECRET}")),
+                Just(String::new()),
+                "/[a-z0-9]{0,8}"
+            ];
+            prop_oneof![
+                (prefix.clone(), id, tail)
+                    .prop_map(|(p, id, t)| format!("{p}/2018-06-01/runtime/invocation/{id}/{t}")),
+                prefix
+                    .clone()
+                    .prop_map(|p| format!("{p}/2018-06-01/runtime/init/error")),
+                "/[ -~&&[^ ?#]]{0,30}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_request_is_answered_and_only_the_right_one_completes(
+                method in prop::sample::select(vec![Method::GET, Method::POST, Method::PUT, Method::DELETE]),
+                path in path(),
+                error_type in prop::option::of("[ -~]{0,20}"),
+                body in prop::collection::vec(any::<u8>(), 0..128),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let (_next_tx, next_rx) = mpsc::channel(1);
+                    let (tx, mut rx) = oneshot::channel();
+                    let shared = Arc::new(Shared {
+                        next: tokio::sync::Mutex::new(next_rx),
+                        state: Mutex::new(Slots {
+                            inflight: Some((INFLIGHT.to_owned(), tx)),
+                            init_error: None,
+                        }),
+                    });
+                    let app = router(shared.clone(), Some(SECRET));
+                    let mut req = Request::builder().method(method.clone()).uri(path.as_str());
+                    if let Some(t) = &error_type {
+                        req = req.header("lambda-runtime-function-error-type", t.as_str());
+                    }
+                    let Ok(req) = req.body(Body::from(body)) else {
+                        return Ok(()); // not a request hyper would hand over
+                    };
+                    // `next` long-polls: an answer within a moment, or none, is fine.
+                    let answered = tokio::time::timeout(
+                        std::time::Duration::from_millis(20),
+                        app.oneshot(req),
+                    )
+                    .await;
+                    if let Ok(resp) = answered {
+                        prop_assert!(resp.is_ok());
+                    }
+                    let completed = rx.try_recv().is_ok();
+                    let prefixed = path.starts_with(&format!("/{SECRET}/"));
+                    let completes = method == Method::POST
+                        && prefixed
+                        && (path.ends_with(&format!("/invocation/{INFLIGHT}/response"))
+                            || path.ends_with(&format!("/invocation/{INFLIGHT}/error"))
+                            || path.ends_with("/runtime/init/error"));
+                    prop_assert_eq!(completed, completes, "{} {}", method, path);
+                    Ok(())
+                })?;
+            }
+        }
+    }
 }
