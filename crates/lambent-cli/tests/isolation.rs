@@ -59,7 +59,7 @@ def handler(event, context):
     with open("/tmp/scratch", "w") as f:
         f.write("mine")
     r["tmp"] = open("/tmp/scratch").read()
-    r["outbound"] = attempt(lambda: socket.create_connection(("127.0.0.1", event["sink_port"]), timeout=2).close())
+    r["outbound"] = attempt(lambda: socket.create_connection((event["sink_host"], event["sink_port"]), timeout=2).close())
     return r
 "##;
 
@@ -97,6 +97,7 @@ fn a_function_with_no_grants_reaches_nothing_but_its_own() {
         "secret": secret,
         "api": node.url,
         "node_pid": node.pid(),
+        "sink_host": sink.host.to_string(),
         "sink_port": sink.port,
     });
     let resp = node.invoke_raw("probe", &event.to_string());
@@ -157,17 +158,34 @@ fn rusqlite_free_table_check(db: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).trim() != "0"
 }
 
+/// Reports to the sink, uses its /tmp, and tries the node's control API and the
+/// host's loopback behind the NAT gateway.
+const ONLINE: &str = r#"
+import urllib.request
+
+def attempt(fn):
+    try:
+        fn()
+        return "reached"
+    except Exception as e:
+        return "denied: %s" % e
+
+def handler(e, c):
+    report("reached")
+    open("/tmp/t", "w").write("t")
+    return {
+        "tmp": open("/tmp/t").read(),
+        "api": attempt(lambda: urllib.request.urlopen(e["api"] + "/v1/functions", timeout=2)),
+        "gateway": attempt(lambda: socket.create_connection(("10.0.2.2", e["port"]), timeout=2)),
+    }
+"#;
+
 #[test]
 fn a_granted_function_reaches_the_network_and_keeps_its_tmp() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let sink = Sink::start();
-    let code = code_dir(&[(
-        "app.py",
-        &format!(
-            "{SINK_PY}def handler(e, c):\n    report('reached')\n    open('/tmp/t', 'w').write('t')\n    return open('/tmp/t').read()\n"
-        ),
-    )]);
+    let code = code_dir(&[("app.py", &format!("{SINK_PY}{ONLINE}"))]);
     let env = sink.env();
     node.deploy_app(
         "online",
@@ -175,11 +193,21 @@ fn a_granted_function_reaches_the_network_and_keeps_its_tmp() {
         code.path(),
         &["--grant", "net", "--env", &env],
     );
-    assert_eq!(node.ok(&["invoke", "online"]).trim(), "\"t\"");
+    let port: u16 = node.url.rsplit(':').next().unwrap().parse().unwrap();
+    let event = json!({"api": node.url, "port": port}).to_string();
+    let out: Value =
+        serde_json::from_str(&node.ok(&["invoke", "online", "--data", &event])).unwrap();
+    assert_eq!(out["tmp"], "t");
     assert_eq!(sink.lines(), vec!["reached".to_owned()]);
+    // The network, not the host's loopback: the control API stays out of reach.
+    assert!(out["api"].as_str().unwrap().starts_with("denied"), "{out}");
+    assert!(
+        out["gateway"].as_str().unwrap().starts_with("denied"),
+        "{out}"
+    );
     // The same code without the grant cannot connect.
     node.ok(&["deploy", "online", "--no-grants"]);
-    let out = node.cli(&["invoke", "online"]);
+    let out = node.cli(&["invoke", "online", "--data", &event]);
     assert!(!out.status.success());
     assert_eq!(sink.lines(), vec!["reached".to_owned()]);
 }

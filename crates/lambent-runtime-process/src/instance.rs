@@ -55,6 +55,8 @@ pub struct ProcessInstance {
     scratch: PathBuf,
     server: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    /// The outbound network of a `net` grant (slirp4netns), stopped with the instance.
+    _outbound: Option<sandbox::slirp::Outbound>,
 }
 
 /// The instance's Runtime API endpoint: in its own network namespace, or on the
@@ -99,9 +101,23 @@ impl ProcessInstance {
             source,
         };
         let sandboxed = launch.sandbox.is_some();
-        let endpoint = Endpoint::open(sandboxed && !spec.grants_net())
-            .await
-            .map_err(spawn_err)?;
+        // A sandboxed instance always has its own network namespace; a `net` grant
+        // connects it outward (never to the host's loopback).
+        let endpoint = Endpoint::open(sandboxed).await.map_err(spawn_err)?;
+        let outbound = match &endpoint.netns {
+            Some(ns) if spec.grants_net() => {
+                Some(sandbox::slirp::connect(ns).await.map_err(|e| {
+                    RuntimeError::Isolation {
+                        function: name.clone(),
+                        detail: format!(
+                            "its `net` grant needs {} (install it, e.g. `apt-get install slirp4netns`): {e}",
+                            sandbox::slirp::PROGRAM
+                        ),
+                    }
+                })?)
+            }
+            _ => None,
+        };
         let (next_tx, next_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             next: tokio::sync::Mutex::new(next_rx),
@@ -354,6 +370,7 @@ impl ProcessInstance {
             scratch,
             server,
             watcher,
+            _outbound: outbound,
         })
     }
 
@@ -514,8 +531,23 @@ fn sandbox_plan(
         target: (*dev).to_owned(),
         device: true,
     }));
+    let net = launch.config.spec.grants_net();
+    if net {
+        // Names resolve through slirp4netns's forwarder; the host's resolver (often
+        // on its loopback) is out of reach.
+        let resolv = scratch.join("resolv.conf");
+        let host_has_one = std::fs::symlink_metadata("/etc/resolv.conf").is_ok_and(|m| m.is_file());
+        if host_has_one
+            && std::fs::write(&resolv, format!("nameserver {}\n", sandbox::slirp::DNS)).is_ok()
+        {
+            binds.push(Bind {
+                source: resolv,
+                target: "/etc/resolv.conf".into(),
+                device: false,
+            });
+        }
+    }
     let id = sandbox::outside_id();
-    let own_net = netns_fd.is_some();
     Plan {
         root: scratch.join("root"),
         binds,
@@ -528,7 +560,7 @@ fn sandbox_plan(
         cgroups,
         nofile: 1024,
         data_bytes: data_limit,
-        connect_port: own_net.then_some(RUNTIME_API_PORT),
+        connect_port: (!net).then_some(RUNTIME_API_PORT),
         program: launch.command.program.display().to_string(),
         args: launch
             .command

@@ -254,10 +254,12 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Where sandboxed test functions report to: a TCP server in the test process that
-/// collects the lines functions send (functions deployed with `--grant net` share the
-/// host's loopback; without the grant they reach nothing). A function may also wait
-/// on its connection until the test calls `release`.
+/// collects the lines functions send. Functions deployed with `--grant net` reach the
+/// host's network but not its loopback, so it listens on the host's own address;
+/// without the grant they reach nothing. A function may also wait on its connection
+/// until the test calls `release`.
 pub struct Sink {
+    pub host: std::net::IpAddr,
     pub port: u16,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
@@ -266,13 +268,14 @@ pub struct Sink {
 /// Python for a handler module: `report(line)` sends one line to the sink;
 /// `report_and_wait(line)` sends it and blocks until the test releases it.
 pub const SINK_PY: &str = "import os, socket\n\
-def _sink():\n    return socket.create_connection(('127.0.0.1', int(os.environ['SINK_PORT'])))\n\
+def _sink():\n    host, port = os.environ['SINK'].rsplit(':', 1)\n    return socket.create_connection((host, int(port)))\n\
 def report(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.close()\n\
 def report_and_wait(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.recv(1)\n    s.close()\n";
 
 impl Sink {
     pub fn start() -> Sink {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = host_address();
+        let listener = std::net::TcpListener::bind((host, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -288,12 +291,17 @@ impl Sink {
                 });
             }
         });
-        Sink { port, lines, open }
+        Sink {
+            host,
+            port,
+            lines,
+            open,
+        }
     }
 
-    /// `--env SINK_PORT=...` for `deploy`, with the grant that lets it connect.
+    /// `--env SINK=HOST:PORT` for `deploy` (with `--grant net`, which lets it connect).
     pub fn env(&self) -> String {
-        format!("SINK_PORT={}", self.port)
+        format!("SINK={}:{}", self.host, self.port)
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -306,6 +314,17 @@ impl Sink {
             let _ = stream.write_all(b"x");
         }
     }
+}
+
+/// This machine's address on its network (not loopback): what a function granted
+/// `net` can reach. Learned from the route a UDP socket would take (nothing is sent).
+pub fn host_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .connect("192.0.2.255:9")
+        .or_else(|_| socket.connect("10.255.255.255:9"))
+        .expect("this machine has no network address besides loopback");
+    socket.local_addr().unwrap().ip()
 }
 
 /// Host pids of the processes whose environment holds `entry` (`NAME=value`).

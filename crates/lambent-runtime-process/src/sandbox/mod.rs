@@ -10,6 +10,7 @@ mod filter;
 mod launcher;
 pub(crate) mod netns;
 pub mod plan;
+pub(crate) mod slirp;
 
 pub use launcher::{launcher_main, probe_main};
 
