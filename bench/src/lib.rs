@@ -85,3 +85,47 @@ pub fn start_server() -> anyhow::Result<Server> {
         .to_owned();
     Ok(Server { child, url, dir })
 }
+
+/// Instances run sandboxed, as a node runs them: the benchmark program is its own
+/// launcher (its `main` calls `run_if_launcher` first).
+pub fn sandbox() -> lambent_runtime_process::sandbox::Isolation {
+    use lambent_runtime_process::sandbox::{Isolation, Launcher};
+    match Launcher::current_exe() {
+        Ok(launcher) => Isolation::Sandbox(launcher),
+        Err(_) => Isolation::None,
+    }
+}
+
+/// An engine on a SQLite store in `data`, running process functions with `isolation`.
+pub async fn engine(
+    data: &std::path::Path,
+    isolation: lambent_runtime_process::sandbox::Isolation,
+) -> anyhow::Result<lambent_engine::Engine> {
+    use std::sync::Arc;
+    let sqlite = lambent_sqlite::SqliteStore::open(data)?;
+    let stores = lambent_store::Stores {
+        registry: Arc::new(sqlite.clone()),
+        events: Arc::new(sqlite.clone()),
+        invocations: Arc::new(sqlite.clone()),
+        code: Arc::new(lambent_sqlite::FsCodeStore::open(data.join("code"))?),
+        tokens: Arc::new(sqlite),
+    };
+    Ok(lambent_engine::Engine::start(
+        lambent_engine::EngineConfig::default(),
+        stores,
+        Arc::new(lambent_runtime_process::ProcessRuntime::new(
+            data, isolation,
+        )?),
+        Arc::new(lambent_engine::keepalive::Fixed(Duration::from_secs(600))),
+    )
+    .await?)
+}
+
+/// A zip holding one file.
+pub fn zip_of(name: &str, body: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(name, zip::write::SimpleFileOptions::default())?;
+    w.write_all(body.as_bytes())?;
+    Ok(w.finish()?.into_inner())
+}

@@ -12,15 +12,11 @@
 use anyhow::Result;
 use bytes::Bytes;
 use lambent_core::{CloudEvent, FunctionSpec, RetryPolicy, RuntimeKind, now_ms};
-use lambent_engine::keepalive::Fixed;
-use lambent_engine::{DeployRequest, Engine, EngineConfig, InvokeOptions, RuleRequest};
+use lambent_engine::{DeployRequest, Engine, InvokeOptions, RuleRequest};
 use lambent_runtime::{InstanceConfig, InvokeRequest, Runtime};
 use lambent_runtime_process::ProcessRuntime;
-use lambent_runtime_process::sandbox::{Isolation, Launcher};
-use lambent_sqlite::{FsCodeStore, SqliteStore};
-use lambent_store::Stores;
+use lambent_runtime_process::sandbox::Isolation;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WARM_CALLS: usize = 2_000;
@@ -92,21 +88,7 @@ async fn bare_call(inst: &mut Box<dyn lambent_runtime::Instance>, i: usize) -> R
 }
 
 async fn engine(data: &std::path::Path) -> Result<Engine> {
-    let sqlite = SqliteStore::open(data)?;
-    let stores = Stores {
-        registry: Arc::new(sqlite.clone()),
-        events: Arc::new(sqlite.clone()),
-        invocations: Arc::new(sqlite.clone()),
-        code: Arc::new(FsCodeStore::open(data.join("code"))?),
-        tokens: Arc::new(sqlite.clone()),
-    };
-    Ok(Engine::start(
-        EngineConfig::default(),
-        stores,
-        Arc::new(ProcessRuntime::new(data, isolation())?),
-        Arc::new(Fixed(Duration::from_secs(600))),
-    )
-    .await?)
+    lambent_bench::engine(data, isolation()).await
 }
 
 const COLD_STARTS: usize = 30;
@@ -172,12 +154,8 @@ async fn interpreter_start(python: &str, args: &[&str]) -> Result<Duration> {
     Ok(summary(samples).0)
 }
 
-/// Instances run sandboxed, as a node runs them: this program is its own launcher.
 fn isolation() -> Isolation {
-    match Launcher::current_exe() {
-        Ok(launcher) => Isolation::Sandbox(launcher),
-        Err(_) => Isolation::None,
-    }
+    lambent_bench::sandbox()
 }
 
 fn main() -> Result<()> {
