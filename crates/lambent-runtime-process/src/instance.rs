@@ -35,6 +35,7 @@ pub(super) struct Launch {
 /// How to sandbox one instance.
 pub(super) struct Sandboxed {
     pub launcher: sandbox::Launcher,
+    pub spares: Arc<sandbox::spare::Spares>,
     pub cgroups: Option<sandbox::Cgroups>,
     /// Top-level links and system directories of the host's root.
     pub links: Vec<(String, String)>,
@@ -57,6 +58,9 @@ pub struct ProcessInstance {
     watcher: JoinHandle<()>,
     /// The outbound network of a `net` grant (slirp4netns), stopped with the instance.
     _outbound: Option<sandbox::slirp::Outbound>,
+    /// The instance's network namespace, held open: the launcher enters it by its
+    /// `/proc` path.
+    _netns: Option<std::os::fd::OwnedFd>,
 }
 
 /// The instance's Runtime API endpoint: in its own network namespace, or on the
@@ -139,11 +143,6 @@ impl ProcessInstance {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let scratch = launch.instances_dir.join(&id);
         std::fs::create_dir_all(&scratch).map_err(spawn_err)?;
-        let (mut capture, child_out) = Capture::new().map_err(spawn_err)?;
-        if let Some(note) = &launch.command.note {
-            capture.note(note);
-        }
-        let child_err = child_out.try_clone().map_err(spawn_err)?;
 
         // Paths as the function sees them.
         let (task_root, runtime_root, tmp) = if sandboxed {
@@ -205,15 +204,20 @@ impl ProcessInstance {
         let data_limit = data_limit_bytes(&spec.runtime, spec.memory_mb);
 
         let mut cgroups = None;
-        let mut pending_plan = None;
-        let mut cmd = match &launch.sandbox {
+        let (mut child, mut capture) = match &launch.sandbox {
             None => {
+                let (capture, child_out) = Capture::new().map_err(spawn_err)?;
+                let child_err = child_out.try_clone().map_err(spawn_err)?;
                 let mut cmd = tokio::process::Command::new(&launch.command.program);
                 cmd.args(&launch.command.args)
                     .current_dir(&launch.config.code_dir)
                     .env_clear()
                     .envs(env.iter().map(|(k, v)| (k, v)))
-                    .stdin(std::process::Stdio::null());
+                    .stdin(std::process::Stdio::null())
+                    .stdout(child_out)
+                    .stderr(child_err)
+                    .process_group(0)
+                    .kill_on_drop(true);
                 // SAFETY: the closure runs in the forked child before exec and only
                 // makes system calls (setrlimit(2), prctl(2)), which are
                 // async-signal-safe; it allocates nothing and touches no state shared
@@ -231,73 +235,70 @@ impl ProcessInstance {
                         Ok(())
                     });
                 }
-                cmd
+                (cmd.spawn().map_err(spawn_err)?, capture)
             }
             Some(sandboxed) => {
-                if let Some(found) = &sandboxed.cgroups {
-                    let made = found
-                        .create(&id, cgroup_limits(spec.memory_mb))
-                        .map_err(|e| RuntimeError::Isolation {
-                            function: name.clone(),
-                            detail: format!("cannot create its cgroups: {e}"),
-                        })?;
-                    cgroups = Some(made);
-                }
-                let plan = sandbox_plan(
+                let isolation_err = |detail: String| RuntimeError::Isolation {
+                    function: name.clone(),
+                    detail,
+                };
+                let limits = cgroup_limits(spec.memory_mb);
+                let mut plan = sandbox_plan(
                     &launch,
                     sandboxed,
                     &scratch,
                     env,
                     data_limit,
-                    endpoint.netns.as_ref().map(|fd| fd.as_raw_fd()),
-                    cgroups
-                        .as_ref()
-                        .map(|c| c.dirs().to_vec())
-                        .unwrap_or_default(),
+                    endpoint.netns.as_ref().map(|fd| {
+                        PathBuf::from(format!(
+                            "/proc/{}/fd/{}",
+                            std::process::id(),
+                            fd.as_raw_fd()
+                        ))
+                    }),
                 );
-                let plan = serde_json::to_vec(&plan).map_err(|e| RuntimeError::Isolation {
-                    function: name.clone(),
-                    detail: format!("cannot encode the sandbox plan: {e}"),
-                })?;
-                let netns = endpoint.netns.as_ref().map(|fd| fd.as_raw_fd());
-                let mut cmd = tokio::process::Command::new(&sandboxed.launcher.program);
-                cmd.args(&sandboxed.launcher.args)
-                    .current_dir("/")
-                    .env_clear()
-                    .stdin(std::process::Stdio::piped());
-                // SAFETY: the closure runs in the forked child before exec and only
-                // makes system calls (prctl(2), fcntl(2)), which are async-signal-safe;
-                // it allocates nothing. The descriptor is open in the parent until the
-                // spawn returns.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                        if let Some(fd) = netns {
-                            // Keep the namespace descriptor across exec, for the launcher.
-                            if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) < 0 {
-                                return Err(std::io::Error::last_os_error());
-                            }
+                let (mut child, capture) = match sandboxed.spares.take() {
+                    // Already in its groups: only the limits are left to set.
+                    Some(spare) => {
+                        if let Some(groups) = &spare.cgroups {
+                            groups.limit(limits).map_err(|e| {
+                                isolation_err(format!("cannot limit its cgroups: {e}"))
+                            })?;
                         }
-                        Ok(())
-                    });
+                        cgroups = spare.cgroups;
+                        (spare.child, spare.capture)
+                    }
+                    None => {
+                        if let Some(found) = &sandboxed.cgroups {
+                            let made = found.create(&id).map_err(|e| {
+                                isolation_err(format!("cannot create its cgroups: {e}"))
+                            })?;
+                            made.limit(limits).map_err(|e| {
+                                isolation_err(format!("cannot limit its cgroups: {e}"))
+                            })?;
+                            // The launcher joins them itself, before it clones.
+                            plan.cgroups = made.dirs().to_vec();
+                            cgroups = Some(made);
+                        }
+                        let (capture, out) = Capture::new().map_err(spawn_err)?;
+                        let child = sandbox::spare::spawn_launcher(&sandboxed.launcher, out)
+                            .map_err(spawn_err)?;
+                        (child, capture)
+                    }
+                };
+                let plan = serde_json::to_vec(&plan)
+                    .map_err(|e| isolation_err(format!("cannot encode the sandbox plan: {e}")))?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    use tokio::io::AsyncWriteExt;
+                    // The launcher reads the whole plan before anything else; if it
+                    // died, the watcher reports how.
+                    let _ = stdin.write_all(&plan).await;
                 }
-                pending_plan = Some(plan);
-                cmd
+                (child, capture)
             }
         };
-        cmd.stdout(child_out)
-            .stderr(child_err)
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        drop(endpoint.netns);
-        if let Some(plan) = pending_plan
-            && let Some(mut stdin) = child.stdin.take()
-        {
-            use tokio::io::AsyncWriteExt;
-            // The launcher reads the whole plan before anything else; if it died, the
-            // watcher reports how.
-            let _ = stdin.write_all(&plan).await;
+        if let Some(note) = &launch.command.note {
+            capture.note(note);
         }
         let leader = child
             .id()
@@ -371,6 +372,7 @@ impl ProcessInstance {
             server,
             watcher,
             _outbound: outbound,
+            _netns: endpoint.netns,
         })
     }
 
@@ -502,8 +504,7 @@ fn sandbox_plan(
     scratch: &std::path::Path,
     env: Vec<(String, String)>,
     data_limit: u64,
-    netns_fd: Option<i32>,
-    cgroups: Vec<PathBuf>,
+    netns: Option<PathBuf>,
 ) -> Plan {
     let mut binds: Vec<Bind> = Vec::new();
     let mut add = |source: PathBuf, target: String| {
@@ -556,8 +557,8 @@ fn sandbox_plan(
         shm_mb: 64,
         outside_uid: id,
         outside_gid: id,
-        netns_fd,
-        cgroups,
+        netns,
+        cgroups: Vec::new(),
         nofile: 1024,
         data_bytes: data_limit,
         connect_port: (!net).then_some(RUNTIME_API_PORT),

@@ -134,6 +134,14 @@ impl ProcessRuntime {
         self.host.describe()
     }
 
+    /// Sandbox launchers started ahead of need and ready now.
+    pub fn spare_launchers(&self) -> usize {
+        match &self.host {
+            sandbox::Host::Sandbox(s) => s.spares.ready(),
+            _ => 0,
+        }
+    }
+
     /// False when a sandbox was asked for and the host cannot build one (process
     /// functions then do not start).
     pub fn isolation_available(&self) -> bool {
@@ -142,6 +150,9 @@ impl ProcessRuntime {
 
     /// Resolves the interpreters now, so the first cold start does not pay for it.
     pub async fn resolve_interpreters(&self) {
+        if let sandbox::Host::Sandbox(s) = &self.host {
+            s.spares.refill();
+        }
         let _ = self.python("python3", "").await;
         let _ = self.node("").await;
     }
@@ -356,6 +367,7 @@ impl Runtime for ProcessRuntime {
             }
             sandbox::Host::Sandbox(s) => Some(instance::Sandboxed {
                 launcher: s.launcher.clone(),
+                spares: s.spares.clone(),
                 cgroups: s.cgroups.clone(),
                 links: self.links.clone(),
                 system_dirs: self.system_dirs.clone(),

@@ -439,3 +439,44 @@ fn glob_pyenv(version: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Cold starts take a spare launcher (already in its cgroups) when one is ready, and
+/// the spare is replaced; an instance from a spare runs like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_starts_use_spare_launchers_and_replace_them() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(
+        code.path(),
+        "app.py",
+        "import os\ndef handler(event, context):\n    return {'uid': os.getuid(), 'cwd': os.getcwd()}\n",
+    );
+    let runtime = runtime(data.path());
+    runtime.resolve_interpreters().await;
+    spares_ready(&runtime, 2).await;
+    let mut inst = start(
+        &runtime,
+        spec("spare", "python3.11", "app.handler", 5),
+        code.path(),
+    )
+    .await;
+    assert!(runtime.spare_launchers() < 2, "no spare was taken");
+    let r = inst.invoke(request("{}", 5000)).await;
+    assert_eq!(
+        r.outcome,
+        InvokeOutcome::Success(Bytes::from_static(br#"{"uid": 993, "cwd": "/var/task"}"#)),
+        "{}",
+        r.logs
+    );
+    spares_ready(&runtime, 2).await;
+}
+
+async fn spares_ready(runtime: &ProcessRuntime, n: usize) {
+    for _ in 0..1000 {
+        if runtime.spare_launchers() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("spares never became ready: {}", runtime.spare_launchers());
+}

@@ -57,33 +57,26 @@ impl Cgroups {
         })
     }
 
-    /// Makes the instance's groups with its limits; the launcher joins them.
-    pub fn create(&self, id: &str, limits: Limits) -> io::Result<InstanceCgroups> {
+    /// Makes an instance's groups, with no limits yet (`InstanceCgroups::limit`).
+    pub fn create(&self, id: &str) -> io::Result<InstanceCgroups> {
         let made = InstanceCgroups {
             dirs: vec![self.memory.join(id), self.pids.join(id), self.cpu.join(id)],
         };
         for dir in &made.dirs {
             fs::create_dir(dir)?;
         }
-        let [memory, pids, cpu] = [&made.dirs[0], &made.dirs[1], &made.dirs[2]];
-        fs::write(
-            memory.join("memory.limit_in_bytes"),
-            limits.memory_bytes.to_string(),
-        )?;
-        // With swap accounting, swap may not extend the limit either.
-        let memsw = memory.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
-            fs::write(memsw, limits.memory_bytes.to_string())?;
-        }
-        fs::write(pids.join("pids.max"), limits.max_pids.to_string())?;
-        fs::write(cpu.join("cpu.cfs_period_us"), "100000")?;
-        fs::write(
-            cpu.join("cpu.cfs_quota_us"),
-            limits.cpu_quota_us.to_string(),
-        )?;
-        fs::write(cpu.join("cpu.shares"), limits.cpu_shares.to_string())?;
         Ok(made)
     }
+}
+
+/// Moves a process into every group of `dirs`. Slow (a cgroup v1 migration waits for
+/// an RCU grace period, ~5-20 ms a group here), so spare launchers are moved ahead of
+/// need.
+pub fn join(dirs: &[PathBuf], pid: u32) -> io::Result<()> {
+    for dir in dirs {
+        fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+    }
+    Ok(())
 }
 
 /// Removes the groups of nodes that are gone (killed without a chance to clean up):
@@ -121,6 +114,29 @@ pub struct InstanceCgroups {
 impl InstanceCgroups {
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// Sets the limits (cheap: no task moves).
+    pub fn limit(&self, limits: Limits) -> io::Result<()> {
+        let [memory, pids, cpu] = [&self.dirs[0], &self.dirs[1], &self.dirs[2]];
+        // The memory limit first: memory+swap may never be below it.
+        fs::write(
+            memory.join("memory.limit_in_bytes"),
+            limits.memory_bytes.to_string(),
+        )?;
+        // With swap accounting, swap may not extend the limit either.
+        let memsw = memory.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            fs::write(memsw, limits.memory_bytes.to_string())?;
+        }
+        fs::write(pids.join("pids.max"), limits.max_pids.to_string())?;
+        fs::write(cpu.join("cpu.cfs_period_us"), "100000")?;
+        fs::write(
+            cpu.join("cpu.cfs_quota_us"),
+            limits.cpu_quota_us.to_string(),
+        )?;
+        fs::write(cpu.join("cpu.shares"), limits.cpu_shares.to_string())?;
+        Ok(())
     }
 
     /// Whether the kernel killed a process of the instance for reaching its memory

@@ -25,7 +25,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A step of the set-up that failed, and why.
@@ -103,10 +103,8 @@ fn launch() -> Result<i32, Failed> {
         fs::write(cgroup.join("cgroup.procs"), &pid)
             .step(&format!("joining cgroup {}", cgroup.display()))?;
     }
-    if let Some(fd) = plan.netns_fd {
-        // SAFETY: the node passed this descriptor for us alone (its number is in the
-        // plan and it was left open across exec); nothing else in this process owns it.
-        let ns = unsafe { OwnedFd::from_raw_fd(fd) };
+    if let Some(path) = &plan.netns {
+        let ns = fs::File::open(path).step("opening the instance's network namespace")?;
         nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
             .step("entering the instance's network namespace")?;
     }

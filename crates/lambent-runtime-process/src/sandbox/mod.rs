@@ -11,12 +11,16 @@ mod launcher;
 pub(crate) mod netns;
 pub mod plan;
 pub(crate) mod slirp;
+pub(crate) mod spare;
 
 pub use launcher::{launcher_main, probe_main};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Spare launchers kept ready (each a small waiting process with its cgroups).
+const SPARES: usize = 2;
 
 /// The first argument that turns the node's own binary into the launcher.
 pub const LAUNCHER_ARG: &str = "__lambent-sandbox";
@@ -72,6 +76,8 @@ pub(crate) enum Host {
 
 pub(crate) struct Sandbox {
     pub launcher: Launcher,
+    /// Launchers started ahead of need (made on first use of the runtime).
+    pub spares: std::sync::Arc<spare::Spares>,
     /// None: no cgroup v1 controllers here; rlimits only.
     pub cgroups: Option<cgroup::Cgroups>,
     pub cgroups_missing: Option<String>,
@@ -111,6 +117,7 @@ impl Host {
         };
         Host::Sandbox(Sandbox {
             launcher: launcher.clone(),
+            spares: spare::Spares::new(launcher.clone(), cgroups.clone(), SPARES),
             cgroups,
             cgroups_missing,
         })

@@ -29,10 +29,11 @@ pub struct Plan {
     /// The host uid/gid the function's inside id maps to.
     pub outside_uid: u32,
     pub outside_gid: u32,
-    /// A network namespace to enter (an inherited descriptor): the instance's own,
-    /// holding only its Runtime API. None: the host's network (granted `net`).
-    pub netns_fd: Option<i32>,
-    /// cgroup directories (one per controller) the instance joins.
+    /// The network namespace to enter (`/proc/NODE/fd/N`, which the node holds open
+    /// for the instance's life): the instance's own, holding its Runtime API.
+    pub netns: Option<PathBuf>,
+    /// cgroup directories (one per controller) the launcher joins; empty when the
+    /// node placed it in its groups already (a spare launcher).
     pub cgroups: Vec<PathBuf>,
     /// Descriptor and data-segment rlimits.
     pub nofile: u64,
