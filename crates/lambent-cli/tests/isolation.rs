@@ -56,6 +56,12 @@ def handler(event, context):
     r["unshare"] = syscall_refused("unshare", 0x10000000)
     r["mount"] = syscall_refused("mount", b"none", b"/tmp", b"tmpfs", 0, None)
     r["uid"] = os.getuid()
+    status = dict(l.split(":", 1) for l in open("/proc/self/status"))
+    r["caps"] = [status["CapEff"].strip(), status["CapPrm"].strip(), status["CapBnd"].strip()]
+    init = dict(l.split(":", 1) for l in open("/proc/1/status"))
+    r["init_uid"] = init["Uid"].split()[0]
+    r["init_mem"] = attempt(lambda: open("/proc/1/mem", "rb").read(1))
+    r["shadow"] = attempt(lambda: open("/etc/shadow").read(1))
     with open("/tmp/scratch", "w") as f:
         f.write("mine")
     r["tmp"] = open("/tmp/scratch").read()
@@ -120,6 +126,8 @@ fn a_function_with_no_grants_reaches_nothing_but_its_own() {
         "kill_parent",
         "kill_node",
         "outbound",
+        "init_mem",
+        "shadow",
     ] {
         denied(key);
     }
@@ -133,6 +141,14 @@ fn a_function_with_no_grants_reaches_nothing_but_its_own() {
     assert!(r["unshare"].as_str().unwrap().starts_with("refused"));
     assert!(r["mount"].as_str().unwrap().starts_with("refused"));
     assert_ne!(r["uid"], 0);
+    // No capability, not even one it could regain, and an init that is the user
+    // namespace's root (an unprivileged id on the host), not the host's root.
+    assert_eq!(
+        r["caps"],
+        json!(["0000000000000000", "0000000000000000", "0000000000000000"]),
+        "{r}"
+    );
+    assert_eq!(r["init_uid"], "0", "{r}");
     assert_eq!(r["tmp"], "mine");
 
     // Nothing was changed: the victim still answers, the database has no new table,

@@ -161,12 +161,15 @@ fn clone_sandboxed(body: impl FnMut() -> i32) -> Result<(Pid, OwnedFd), Failed> 
     Ok((child, go_w))
 }
 
-/// Maps the sandbox's one inside id to the unprivileged outside id.
+/// Maps the sandbox's two inside ids to unprivileged outside ids: root of the user
+/// namespace (the sandbox's init, once its set-up is done) to `uid`, the function's
+/// id to `uid + 1`. Neither is anyone on the host.
 fn map_ids(child: Pid, uid: u32, gid: u32) -> Result<(), Failed> {
     let proc = PathBuf::from(format!("/proc/{child}"));
+    let map = |outside: u32| format!("0 {outside} 1\n{INSIDE_ID} {} 1\n", outside + 1);
     fs::write(proc.join("setgroups"), "deny").step("writing setgroups")?;
-    fs::write(proc.join("uid_map"), format!("{INSIDE_ID} {uid} 1\n")).step("writing uid_map")?;
-    fs::write(proc.join("gid_map"), format!("{INSIDE_ID} {gid} 1\n")).step("writing gid_map")?;
+    fs::write(proc.join("uid_map"), map(uid)).step("writing uid_map")?;
+    fs::write(proc.join("gid_map"), map(gid)).step("writing gid_map")?;
     Ok(())
 }
 
@@ -274,6 +277,12 @@ fn sandbox_init(plan: &Plan) -> Result<i32, Failed> {
     let _ = fs::remove_dir("/.old");
     remount_read_only(Path::new("/"))?;
     nix::unistd::sethostname("lambent").step("setting the host name")?;
+    // The set-up needed the host's root as owner (to reach and bind host paths); from
+    // here the init is the namespace's root, an unprivileged id on the host.
+    let root = Gid::from_raw(0);
+    nix::unistd::setresgid(root, root, root).step("switching the init's group")?;
+    let root = Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root).step("switching the init's user")?;
 
     // SAFETY: this process is single-threaded (a clone of the single-threaded
     // launcher), so the forked child may allocate and run ordinary code.
@@ -305,6 +314,7 @@ fn reap_until(function: Pid) -> Result<i32, Failed> {
 /// In the function's process: drop to the unprivileged id, fence, execute.
 fn exec_function(plan: &Plan) -> Result<std::convert::Infallible, Failed> {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    drop_bounding_set();
     let id = Gid::from_raw(INSIDE_ID);
     nix::unistd::setresgid(id, id, id).step("switching group")?;
     let id = Uid::from_raw(INSIDE_ID);
@@ -332,6 +342,18 @@ fn exec_function(plan: &Plan) -> Result<std::convert::Infallible, Failed> {
         .map(|(k, v)| cstr(&format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
     nix::unistd::execve(&program, &args, &env).step(&format!("executing {}", plan.program))
+}
+
+/// Empties the capability bounding set, so nothing the function executes can hold a
+/// capability, whatever its file says (no_new_privs, set with seccomp, agrees).
+fn drop_bounding_set() {
+    for cap in 0..=63 {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers; numbers
+        // past the kernel's last capability fail with EINVAL, which ends the loop.
+        if unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            break;
+        }
+    }
 }
 
 /// Binds `source` at `target` read-only, nosuid and nodev; keeps the flags the

@@ -146,12 +146,13 @@ impl Host {
     }
 }
 
-/// A fresh unprivileged host uid (= gid) for an instance: no file on the host
-/// belongs to it, and no other instance shares it.
+/// Fresh unprivileged host uids (= gids) for an instance, this one and the next (its
+/// init, and its function): no file on the host belongs to them, and no other
+/// instance shares them.
 pub(crate) fn outside_id() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     const BASE: u32 = 1_000_000_000;
-    BASE + NEXT.fetch_add(1, Ordering::Relaxed) % 1_000_000
+    BASE + 2 * (NEXT.fetch_add(1, Ordering::Relaxed) % 500_000)
 }
 
 /// Where an interpreter's installation lives: `/x/bin/python3` → `/x`.

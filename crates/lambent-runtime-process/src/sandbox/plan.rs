@@ -26,7 +26,7 @@ pub struct Plan {
     pub tmp_mb: u32,
     /// Size of `/dev/shm` (tmpfs), MiB.
     pub shm_mb: u32,
-    /// The host uid/gid the function's inside id maps to.
+    /// The host uid/gid the sandbox's root maps to; the function's id maps to the next.
     pub outside_uid: u32,
     pub outside_gid: u32,
     /// The network namespace to enter (`/proc/NODE/fd/N`, which the node holds open
