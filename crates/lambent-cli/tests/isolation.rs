@@ -214,7 +214,10 @@ fn a_granted_function_reaches_the_network_and_keeps_its_tmp() {
     let out: Value =
         serde_json::from_str(&node.ok(&["invoke", "online", "--data", &event])).unwrap();
     assert_eq!(out["tmp"], "t");
-    assert_eq!(sink.lines(), vec!["reached".to_owned()]);
+    // The sink reads on its own thread: the line arrives, but not necessarily yet.
+    wait_for("the function's report", || {
+        (sink.lines() == ["reached"]).then_some(())
+    });
     // The network, not the host's loopback: the control API stays out of reach.
     assert!(out["api"].as_str().unwrap().starts_with("denied"), "{out}");
     assert!(

@@ -4,7 +4,7 @@ use crate::api::{self, NextInvocation, Reported, Shared, Slots};
 use crate::capture::Capture;
 use crate::sandbox::{
     self,
-    plan::{Bind, DEVICES, Plan, RUNTIME_API_PORT, RUNTIME_ROOT, TASK_ROOT},
+    plan::{Bind, Plan, RUNTIME_API_PORT, RUNTIME_ROOT, TASK_ROOT},
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,7 +15,6 @@ use lambent_runtime::{
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -32,14 +31,9 @@ pub(super) struct Launch {
     pub sandbox: Option<Sandboxed>,
 }
 
-/// How to sandbox one instance.
+/// How to sandbox one instance: from a spare.
 pub(super) struct Sandboxed {
-    pub launcher: sandbox::Launcher,
     pub spares: Arc<sandbox::spare::Spares>,
-    pub cgroups: Option<sandbox::Cgroups>,
-    /// Top-level links and system directories of the host's root.
-    pub links: Vec<(String, String)>,
-    pub system_dirs: Vec<PathBuf>,
 }
 
 pub struct ProcessInstance {
@@ -58,40 +52,34 @@ pub struct ProcessInstance {
     watcher: JoinHandle<()>,
     /// The outbound network of a `net` grant (slirp4netns), stopped with the instance.
     _outbound: Option<sandbox::slirp::Outbound>,
-    /// The instance's network namespace, held open: the launcher enters it by its
-    /// `/proc` path.
-    _netns: Option<std::os::fd::OwnedFd>,
 }
 
-/// The instance's Runtime API endpoint: in its own network namespace, or on the
-/// host's loopback under a secret prefix.
+/// The instance's Runtime API endpoint: in its own network namespace (bound there by
+/// the sandbox), or on the host's loopback under a secret prefix.
 struct Endpoint {
     listener: tokio::net::TcpListener,
     /// `AWS_LAMBDA_RUNTIME_API` as the function sees it.
     address: String,
     secret: Option<String>,
-    netns: Option<std::os::fd::OwnedFd>,
 }
 
 impl Endpoint {
-    async fn open(own_namespace: bool) -> std::io::Result<Self> {
-        if own_namespace {
-            let ns = sandbox::netns::create(RUNTIME_API_PORT)?;
-            ns.listener.set_nonblocking(true)?;
-            return Ok(Self {
-                listener: tokio::net::TcpListener::from_std(ns.listener)?,
-                address: format!("127.0.0.1:{RUNTIME_API_PORT}"),
-                secret: None,
-                netns: Some(ns.ns),
-            });
-        }
+    fn inside(listener: std::net::TcpListener) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener: tokio::net::TcpListener::from_std(listener)?,
+            address: format!("127.0.0.1:{RUNTIME_API_PORT}"),
+            secret: None,
+        })
+    }
+
+    async fn on_host() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let secret = uuid::Uuid::new_v4().simple().to_string();
         Ok(Self {
             address: format!("{}/{secret}", listener.local_addr()?),
             listener,
             secret: Some(secret),
-            netns: None,
         })
     }
 }
@@ -105,19 +93,42 @@ impl ProcessInstance {
             source,
         };
         let sandboxed = launch.sandbox.is_some();
-        // A sandboxed instance always has its own network namespace; a `net` grant
-        // connects it outward (never to the host's loopback).
-        let endpoint = Endpoint::open(sandboxed).await.map_err(spawn_err)?;
-        let outbound = match &endpoint.netns {
-            Some(ns) if spec.grants_net() => {
-                Some(sandbox::slirp::connect(ns).await.map_err(|e| {
-                    RuntimeError::Isolation {
-                        function: name.clone(),
-                        detail: format!(
-                            "its `net` grant needs {} (install it, e.g. `apt-get install slirp4netns`): {e}",
-                            sandbox::slirp::PROGRAM
-                        ),
-                    }
+        let isolation_err = |detail: String| RuntimeError::Isolation {
+            function: name.clone(),
+            detail,
+        };
+        // A sandbox made ahead of need, or now.
+        let mut spare = match &launch.sandbox {
+            Some(s) => Some(match s.spares.take() {
+                Some(spare) => spare,
+                None => s
+                    .spares
+                    .make()
+                    .await
+                    .map_err(|e| isolation_err(format!("cannot build its sandbox: {e}")))?,
+            }),
+            None => None,
+        };
+        let endpoint = match &mut spare {
+            Some(spare) => {
+                let listener = spare.listener.try_clone().map_err(spawn_err)?;
+                Endpoint::inside(listener).map_err(spawn_err)?
+            }
+            None => Endpoint::on_host().await.map_err(spawn_err)?,
+        };
+        // A `net` grant connects the sandbox's own namespace outward (never to the
+        // host's loopback).
+        let outbound = match &spare {
+            Some(spare) if spec.grants_net() => {
+                let connected = async {
+                    let ns = std::fs::File::open(format!("/proc/{}/ns/net", spare.init_pid))?;
+                    sandbox::slirp::connect(&std::os::fd::OwnedFd::from(ns)).await
+                };
+                Some(connected.await.map_err(|e| {
+                    isolation_err(format!(
+                        "its `net` grant needs {} (install it, e.g. `apt-get install slirp4netns`): {e}",
+                        sandbox::slirp::PROGRAM
+                    ))
                 })?)
             }
             _ => None,
@@ -140,9 +151,15 @@ impl ProcessInstance {
             lambent_http::serve(listener, app, limits, std::future::pending()).await;
         });
 
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let scratch = launch.instances_dir.join(&id);
-        std::fs::create_dir_all(&scratch).map_err(spawn_err)?;
+        let (id, scratch) = match &spare {
+            Some(spare) => (spare.id.clone(), spare.scratch.clone()),
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let scratch = launch.instances_dir.join(&id);
+                std::fs::create_dir_all(&scratch).map_err(spawn_err)?;
+                (id, scratch)
+            }
+        };
 
         // Paths as the function sees them.
         let (task_root, runtime_root, tmp) = if sandboxed {
@@ -204,7 +221,7 @@ impl ProcessInstance {
         let data_limit = data_limit_bytes(&spec.runtime, spec.memory_mb);
 
         let mut cgroups = None;
-        let (mut child, mut capture) = match &launch.sandbox {
+        let (mut child, mut capture) = match spare {
             None => {
                 let (capture, child_out) = Capture::new().map_err(spawn_err)?;
                 let child_err = child_out.try_clone().map_err(spawn_err)?;
@@ -237,64 +254,23 @@ impl ProcessInstance {
                 }
                 (cmd.spawn().map_err(spawn_err)?, capture)
             }
-            Some(sandboxed) => {
-                let isolation_err = |detail: String| RuntimeError::Isolation {
-                    function: name.clone(),
-                    detail,
-                };
-                let limits = cgroup_limits(spec.memory_mb);
-                let mut plan = sandbox_plan(
-                    &launch,
-                    sandboxed,
-                    &scratch,
-                    env,
-                    data_limit,
-                    endpoint.netns.as_ref().map(|fd| {
-                        PathBuf::from(format!(
-                            "/proc/{}/fd/{}",
-                            std::process::id(),
-                            fd.as_raw_fd()
-                        ))
-                    }),
-                );
-                let (mut child, capture) = match sandboxed.spares.take() {
-                    // Already in its groups: only the limits are left to set.
-                    Some(spare) => {
-                        if let Some(groups) = &spare.cgroups {
-                            groups.limit(limits).map_err(|e| {
-                                isolation_err(format!("cannot limit its cgroups: {e}"))
-                            })?;
-                        }
-                        cgroups = spare.cgroups;
-                        (spare.child, spare.capture)
-                    }
-                    None => {
-                        if let Some(found) = &sandboxed.cgroups {
-                            let made = found.create(&id).map_err(|e| {
-                                isolation_err(format!("cannot create its cgroups: {e}"))
-                            })?;
-                            made.limit(limits).map_err(|e| {
-                                isolation_err(format!("cannot limit its cgroups: {e}"))
-                            })?;
-                            // The launcher joins them itself, before it clones.
-                            plan.cgroups = made.dirs().to_vec();
-                            cgroups = Some(made);
-                        }
-                        let (capture, out) = Capture::new().map_err(spawn_err)?;
-                        let child = sandbox::spare::spawn_launcher(&sandboxed.launcher, out)
-                            .map_err(spawn_err)?;
-                        (child, capture)
-                    }
-                };
-                let plan = serde_json::to_vec(&plan)
-                    .map_err(|e| isolation_err(format!("cannot encode the sandbox plan: {e}")))?;
-                if let Some(mut stdin) = child.stdin.take() {
-                    use tokio::io::AsyncWriteExt;
-                    // The launcher reads the whole plan before anything else; if it
-                    // died, the watcher reports how.
-                    let _ = stdin.write_all(&plan).await;
+            Some(spare) => {
+                if let Some(groups) = &spare.cgroups {
+                    groups
+                        .limit(cgroup_limits(spec.memory_mb))
+                        .map_err(|e| isolation_err(format!("cannot limit its cgroups: {e}")))?;
                 }
-                (child, capture)
+                cgroups = spare.cgroups;
+                let system_dirs = launch
+                    .sandbox
+                    .as_ref()
+                    .map(|s| s.spares.system_dirs().to_vec())
+                    .unwrap_or_default();
+                let plan = sandbox_plan(&launch, &system_dirs, &scratch, env, data_limit);
+                // A plan is far smaller than the socket's buffer: this does not block.
+                // If the sandbox died meanwhile, the watcher reports how.
+                let _ = sandbox::channel::write_message(&mut &spare.control, &plan);
+                (spare.child, spare.capture)
             }
         };
         if let Some(note) = &launch.command.note {
@@ -372,7 +348,6 @@ impl ProcessInstance {
             server,
             watcher,
             _outbound: outbound,
-            _netns: endpoint.netns,
         })
     }
 
@@ -497,20 +472,21 @@ fn cgroup_limits(memory_mb: u32) -> sandbox::Limits {
 }
 
 /// The sandbox's plan for one instance: the host's system directories, the
-/// interpreter's installation and the code and bootstraps, read-only.
+/// The plan that makes a spare sandbox this function's: its code, the interpreter's
+/// installation (where the system's directories do not hold it already), a resolver
+/// for a `net` grant, and the command.
 fn sandbox_plan(
     launch: &Launch,
-    sandboxed: &Sandboxed,
+    system_dirs: &[PathBuf],
     scratch: &std::path::Path,
     env: Vec<(String, String)>,
     data_limit: u64,
-    netns: Option<PathBuf>,
 ) -> Plan {
     let mut binds: Vec<Bind> = Vec::new();
     let mut add = |source: PathBuf, target: String| {
-        let covered = binds
-            .iter()
-            .any(|b| std::path::Path::new(&target).starts_with(&b.target));
+        let path = std::path::Path::new(&target);
+        let covered = system_dirs.iter().any(|d| path.starts_with(d))
+            || binds.iter().any(|b| path.starts_with(&b.target));
         if !covered && source.exists() {
             binds.push(Bind {
                 source,
@@ -519,19 +495,10 @@ fn sandbox_plan(
             });
         }
     };
-    for dir in &sandboxed.system_dirs {
-        add(dir.clone(), dir.display().to_string());
-    }
     add(launch.config.code_dir.clone(), TASK_ROOT.into());
-    add(launch.runtime_dir.clone(), RUNTIME_ROOT.into());
     for dir in &launch.command.binds {
         add(dir.clone(), dir.display().to_string());
     }
-    binds.extend(DEVICES.iter().map(|dev| Bind {
-        source: dev.into(),
-        target: (*dev).to_owned(),
-        device: true,
-    }));
     let net = launch.config.spec.grants_net();
     if net {
         // Names resolve through slirp4netns's forwarder; the host's resolver (often
@@ -548,17 +515,8 @@ fn sandbox_plan(
             });
         }
     }
-    let id = sandbox::outside_id();
     Plan {
-        root: scratch.join("root"),
         binds,
-        links: sandboxed.links.clone(),
-        tmp_mb: 512,
-        shm_mb: 64,
-        outside_uid: id,
-        outside_gid: id,
-        netns,
-        cgroups: Vec::new(),
         nofile: 1024,
         data_bytes: data_limit,
         connect_port: (!net).then_some(RUNTIME_API_PORT),

@@ -31,8 +31,6 @@ const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.js")
 /// Starts runtime processes.
 pub struct ProcessRuntime {
     host: sandbox::Host,
-    links: Vec<(String, String)>,
-    system_dirs: Vec<PathBuf>,
     runtime_dir: PathBuf,
     instances_dir: PathBuf,
     region: String,
@@ -68,12 +66,9 @@ impl ProcessRuntime {
         // Instance scratch directories of a previous run are garbage now.
         let _ = std::fs::remove_dir_all(&instances_dir);
         std::fs::create_dir_all(&instances_dir).map_err(|e| files(&instances_dir, e))?;
-        let host = sandbox::Host::check(&isolation);
-        let (links, system_dirs) = sandbox::system_layout();
+        let host = sandbox::Host::check(&isolation, &instances_dir, &runtime_dir);
         Ok(Self {
             host,
-            links,
-            system_dirs,
             runtime_dir,
             instances_dir,
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
@@ -366,11 +361,7 @@ impl Runtime for ProcessRuntime {
                 });
             }
             sandbox::Host::Sandbox(s) => Some(instance::Sandboxed {
-                launcher: s.launcher.clone(),
                 spares: s.spares.clone(),
-                cgroups: s.cgroups.clone(),
-                links: self.links.clone(),
-                system_dirs: self.system_dirs.clone(),
             }),
         };
         let command = self.command_for(&config, sandbox.is_some()).await?;

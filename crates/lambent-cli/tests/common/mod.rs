@@ -265,12 +265,13 @@ pub struct Sink {
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
-/// Python for a handler module: `report(line)` sends one line to the sink;
-/// `report_and_wait(line)` sends it and blocks until the test releases it.
+/// Python for a handler module: `report(line)` sends one line to the sink and returns
+/// once the sink has recorded it; `report_and_wait(line)` then also blocks until the
+/// test releases it.
 pub const SINK_PY: &str = "import os, socket\n\
 def _sink():\n    host, port = os.environ['SINK'].rsplit(':', 1)\n    return socket.create_connection((host, int(port)))\n\
-def report(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.close()\n\
-def report_and_wait(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.recv(1)\n    s.close()\n";
+def report(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.recv(1)\n    s.close()\n\
+def report_and_wait(line):\n    s = _sink()\n    s.sendall((line + '\\n').encode())\n    s.recv(1)\n    s.recv(1)\n    s.close()\n";
 
 impl Sink {
     pub fn start() -> Sink {
@@ -285,8 +286,11 @@ impl Sink {
                 o.lock().unwrap().push(stream.try_clone().unwrap());
                 let l = l.clone();
                 std::thread::spawn(move || {
+                    let mut ack = stream.try_clone().unwrap();
                     for line in BufReader::new(stream).lines().map_while(Result::ok) {
                         l.lock().unwrap().push(line);
+                        // Recorded: `report` returns only now.
+                        let _ = ack.write_all(b"k");
                     }
                 });
             }

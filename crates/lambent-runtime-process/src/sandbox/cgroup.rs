@@ -69,16 +69,6 @@ impl Cgroups {
     }
 }
 
-/// Moves a process into every group of `dirs`. Slow (a cgroup v1 migration waits for
-/// an RCU grace period, ~5-20 ms a group here), so spare launchers are moved ahead of
-/// need.
-pub fn join(dirs: &[PathBuf], pid: u32) -> io::Result<()> {
-    for dir in dirs {
-        fs::write(dir.join("cgroup.procs"), pid.to_string())?;
-    }
-    Ok(())
-}
-
 /// Removes the groups of nodes that are gone (killed without a chance to clean up):
 /// their instances died with them, so the groups are empty. A live node's are kept.
 fn sweep(parent: &Path) {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 /// read and execute what the root holds, write only `/tmp`, `/dev/shm` and the
 /// character devices; no signals to processes outside the sandbox (the node);
 /// without a network grant, TCP connects only to the Runtime API's port.
-pub fn landlock(plan: &Plan) -> Result<(), landlock::RulesetError> {
+pub fn landlock(plan: &Plan, readable: &[String]) -> Result<(), landlock::RulesetError> {
     let abi = ABI::V7;
     let mut read: Vec<String> = vec![
         "/usr".into(),
@@ -28,6 +28,7 @@ pub fn landlock(plan: &Plan) -> Result<(), landlock::RulesetError> {
         RUNTIME_ROOT.into(),
     ];
     read.extend(plan.binds.iter().map(|b| b.target.clone()));
+    read.extend(readable.iter().cloned());
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))?
         .scope(Scope::from_all(abi))?;

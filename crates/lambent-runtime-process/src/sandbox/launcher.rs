@@ -1,21 +1,26 @@
 //! The launcher: the program the node starts for a sandboxed instance. It runs as a
 //! fresh, single-threaded process (the node's binary re-executed, or
 //! `lambent-sandbox`), so it can set up namespaces with ordinary code instead of in a
-//! `pre_exec` hook.
+//! `pre_exec` hook. It talks to the node over its standard input, a Unix socket
+//! (`channel`).
 //!
 //! Three processes:
-//! - the launcher (host root, in the instance's cgroups and network namespace) builds
+//! - the launcher (host root, in the instance's cgroups) reads the prelude, builds
 //!   the root skeleton, clones the sandbox's first process into new user, mount, PID,
-//!   IPC and UTS namespaces, writes its id maps and waits for it;
+//!   IPC, UTS and network namespaces, writes its id maps and waits for it;
 //! - that first process (PID 1 inside, privileged only in its own user namespace)
-//!   mounts the new root, pivots into it, starts the function and reaps every process
-//!   until the function's own exits — then it exits, and the kernel kills whatever
-//!   else is left in the PID namespace (daemons included);
+//!   mounts what every sandbox has, brings up its loopback, binds the Runtime API's
+//!   listener and passes it to the node — and waits. This much is done ahead of need
+//!   (a spare). When the plan comes, it binds the function's code and interpreter,
+//!   pivots into the new root, drops to the namespace's root, starts the function and
+//!   reaps every process until the function's own exits — then it exits, and the
+//!   kernel kills whatever else is left in the PID namespace (daemons included);
 //! - the function's process drops to the unprivileged id, restricts itself with
 //!   Landlock and seccomp, and executes the runtime.
 
+use super::channel;
 use super::filter;
-use super::plan::{INSIDE_ID, Plan};
+use super::plan::{Bind, INSIDE_ID, Plan, Prelude, RUNTIME_API_PORT, Ready};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -25,7 +30,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A step of the set-up that failed, and why.
@@ -74,60 +79,57 @@ pub fn probe_main() -> ! {
 
 fn probe() -> Result<(), Failed> {
     nix::unistd::setgroups(&[]).step("dropping supplementary groups")?;
-    let (child, go) = clone_sandboxed(|| 0)?;
+    let (child, go) = clone_sandboxed(CloneFlags::CLONE_NEWNET, || 0)?;
     map_ids(child, 65_534, 65_534)?;
     drop(go);
-    wait_exit(child)
-        .and_then(|code| {
-            if code == 0 {
-                Ok(())
-            } else {
-                Err(Failed(format!("probe process exited {code}")))
-            }
-        })
-        .map(|_| ())
+    match wait_exit(child)? {
+        0 => Ok(()),
+        code => Err(Failed(format!("probe process exited {code}"))),
+    }
+}
+
+/// The control socket: this process's standard input, a Unix socket to the node.
+fn control() -> std::mem::ManuallyDrop<fs::File> {
+    // SAFETY: descriptor 0 is open for the whole life of the process (the node made
+    // it the launcher's stdin); ManuallyDrop keeps this handle from closing it.
+    std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(0) })
 }
 
 fn launch() -> Result<i32, Failed> {
-    let mut input = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut input)
-        .step("reading the plan")?;
-    let plan: Plan = serde_json::from_slice(&input).step("decoding the plan")?;
-    // The function's stdin is /dev/null, not the node's pipe.
-    let null = fs::File::open("/dev/null").step("opening /dev/null")?;
-    nix::unistd::dup2_stdin(&null).step("redirecting stdin")?;
-
+    let prelude: Prelude = channel::read_message(&mut *control()).step("reading the prelude")?;
     let pid = std::process::id().to_string();
-    for cgroup in &plan.cgroups {
+    for cgroup in &prelude.cgroups {
         fs::write(cgroup.join("cgroup.procs"), &pid)
             .step(&format!("joining cgroup {}", cgroup.display()))?;
-    }
-    if let Some(path) = &plan.netns {
-        let ns = fs::File::open(path).step("opening the instance's network namespace")?;
-        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
-            .step("entering the instance's network namespace")?;
     }
     // Root's supplementary groups would otherwise follow the function into its user
     // namespace, where they can no longer be dropped.
     nix::unistd::setgroups(&[]).step("dropping supplementary groups")?;
-    build_skeleton(&plan)?;
+    build_skeleton(&prelude.root, &prelude.binds, &prelude.links)?;
+    for dir in ["proc", "dev", "tmp", ".old"] {
+        fs::create_dir_all(prelude.root.join(dir)).step("creating the root skeleton")?;
+    }
 
-    let (child, go) = clone_sandboxed(|| match sandbox_init(&plan) {
+    let (child, go) = clone_sandboxed(CloneFlags::CLONE_NEWNET, || match sandbox_init(&prelude) {
         Ok(code) => code,
         Err(Failed(why)) => {
             let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
             SETUP_FAILED
         }
     })?;
-    map_ids(child, plan.outside_uid, plan.outside_gid)?;
+    map_ids(child, prelude.outside_uid, prelude.outside_gid)?;
+    let ready = Ready {
+        init_pid: u32::try_from(child.as_raw()).unwrap_or_default(),
+    };
+    // Before the init may go on: this message precedes the listener it passes.
+    channel::write_message(&mut *control(), &ready).step("reporting the sandbox")?;
     drop(go);
     wait_exit(child)
 }
 
-/// Clones a process into new user, mount, PID, IPC and UTS namespaces; it runs
-/// `body` once the returned pipe end is closed (after its id maps are written).
-fn clone_sandboxed(body: impl FnMut() -> i32) -> Result<(Pid, OwnedFd), Failed> {
+/// Clones a process into new user, mount, PID, IPC and UTS namespaces (and `extra`);
+/// it runs `body` once the returned pipe end is closed (after its id maps are written).
+fn clone_sandboxed(extra: CloneFlags, body: impl FnMut() -> i32) -> Result<(Pid, OwnedFd), Failed> {
     let (wait_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step("creating a pipe")?;
     let go_raw = go_w.as_raw_fd();
@@ -138,7 +140,8 @@ fn clone_sandboxed(body: impl FnMut() -> i32) -> Result<(Pid, OwnedFd), Failed> 
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
+        | CloneFlags::CLONE_NEWUTS
+        | extra;
     let callback = Box::new(move || {
         // Wait until the parent has written the id maps: it closes its end (this
         // process's copy of that end is closed first, or the wait would never end).
@@ -184,25 +187,21 @@ fn wait_exit(child: Pid) -> Result<i32, Failed> {
     }
 }
 
-/// Directories and empty files the binds mount over, on the host's disk (so the
-/// launcher, still host root, can create them), plus the top-level links.
-fn build_skeleton(plan: &Plan) -> Result<(), Failed> {
-    let root = &plan.root;
-    for dir in ["proc", "dev", "tmp", ".old"] {
-        fs::create_dir_all(root.join(dir)).step("creating the root skeleton")?;
-    }
-    for bind in &plan.binds {
+/// Directories and empty files the binds mount over, on the host's disk (so a
+/// process that is still the host's root as owner can create them), plus links.
+fn build_skeleton(root: &Path, binds: &[Bind], links: &[(String, String)]) -> Result<(), Failed> {
+    for bind in binds {
         let target = inside(root, &bind.target);
         if bind.source.is_dir() {
             fs::create_dir_all(&target).step("creating a mount point")?;
-        } else {
+        } else if fs::symlink_metadata(&target).is_err() {
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).step("creating a mount point")?;
             }
             fs::write(&target, b"").step("creating a file mount point")?;
         }
     }
-    for (link, to) in &plan.links {
+    for (link, to) in links {
         let path = root.join(link);
         if fs::symlink_metadata(&path).is_err() {
             std::os::unix::fs::symlink(to, &path).step("creating a root link")?;
@@ -215,12 +214,26 @@ fn inside(root: &Path, target: &str) -> PathBuf {
     root.join(target.trim_start_matches('/'))
 }
 
-/// PID 1 of the sandbox: assembles the root, starts the function, reaps.
-fn sandbox_init(plan: &Plan) -> Result<i32, Failed> {
+fn mount_binds(root: &Path, binds: &[Bind]) -> Result<(), Failed> {
+    for bind in binds {
+        let target = inside(root, &bind.target);
+        if bind.device {
+            bind_device(&bind.source, &target)?;
+        } else {
+            bind_read_only(&bind.source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// PID 1 of the sandbox: assembles what every sandbox has, hands the node its
+/// Runtime API listener, waits for the plan, finishes the root, starts the function,
+/// reaps.
+fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     let none = None::<&str>;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .step("making mounts private")?;
-    let root = &plan.root;
+    let root = &prelude.root;
     // pivot_root needs the new root to be a mount point.
     mount(
         Some(root),
@@ -230,14 +243,7 @@ fn sandbox_init(plan: &Plan) -> Result<i32, Failed> {
         none,
     )
     .step("binding the new root")?;
-    for bind in &plan.binds {
-        let target = inside(root, &bind.target);
-        if bind.device {
-            bind_device(&bind.source, &target)?;
-        } else {
-            bind_read_only(&bind.source, &target)?;
-        }
-    }
+    mount_binds(root, &prelude.binds)?;
     let tmpfs = |target: &str, size_mb: u32, mode: &str| {
         let data = format!("size={size_mb}m,mode={mode}");
         mount(
@@ -249,9 +255,9 @@ fn sandbox_init(plan: &Plan) -> Result<i32, Failed> {
         )
         .step(&format!("mounting {target}"))
     };
-    tmpfs("/tmp", plan.tmp_mb, "1777")?;
+    tmpfs("/tmp", prelude.tmp_mb, "1777")?;
     fs::create_dir_all(inside(root, "/dev/shm")).step("creating /dev/shm")?;
-    tmpfs("/dev/shm", plan.shm_mb, "1777")?;
+    tmpfs("/dev/shm", prelude.shm_mb, "1777")?;
     mount(
         Some("proc"),
         &root.join("proc"),
@@ -271,28 +277,48 @@ fn sandbox_init(plan: &Plan) -> Result<i32, Failed> {
             std::os::unix::fs::symlink(to, &path).step("linking /dev")?;
         }
     }
+    nix::unistd::sethostname("lambent").step("setting the host name")?;
+    // The Runtime API's listener, on this namespace's own loopback: only the
+    // instance reaches it. The node serves it.
+    super::netns::loopback_up().step("bringing up the loopback")?;
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, RUNTIME_API_PORT))
+        .step("binding the Runtime API")?;
+    channel::send_fd(0, listener.as_raw_fd()).step("handing over the Runtime API")?;
+    drop(listener);
+
+    // Ready ahead of need: the rest waits for a function.
+    let plan: Plan = channel::read_message(&mut *control()).step("reading the plan")?;
+    build_skeleton(root, &plan.binds, &[])?;
+    mount_binds(root, &plan.binds)?;
     nix::unistd::pivot_root(root, &root.join(".old")).step("pivoting into the new root")?;
     nix::unistd::chdir("/").step("entering the new root")?;
     umount2("/.old", MntFlags::MNT_DETACH).step("detaching the host's root")?;
-    let _ = fs::remove_dir("/.old");
     remount_read_only(Path::new("/"))?;
-    nix::unistd::sethostname("lambent").step("setting the host name")?;
     // The set-up needed the host's root as owner (to reach and bind host paths); from
     // here the init is the namespace's root, an unprivileged id on the host.
-    let root = Gid::from_raw(0);
-    nix::unistd::setresgid(root, root, root).step("switching the init's group")?;
-    let root = Uid::from_raw(0);
-    nix::unistd::setresuid(root, root, root).step("switching the init's user")?;
+    let id = Gid::from_raw(0);
+    nix::unistd::setresgid(id, id, id).step("switching the init's group")?;
+    let id = Uid::from_raw(0);
+    nix::unistd::setresuid(id, id, id).step("switching the init's user")?;
+    // A change of credentials clears the parent-death signal: set it again, or the
+    // init (and with it the whole sandbox) would outlive a launcher killed with its
+    // node.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step("asking to die with the launcher")?;
 
     // SAFETY: this process is single-threaded (a clone of the single-threaded
     // launcher), so the forked child may allocate and run ordinary code.
     match unsafe { fork() }.step("starting the function process")? {
         ForkResult::Child => {
-            let Err(Failed(why)) = exec_function(plan);
+            let readable: Vec<String> = prelude.binds.iter().map(|b| b.target.clone()).collect();
+            let Err(Failed(why)) = exec_function(&plan, &readable);
             let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
             std::process::exit(SETUP_FAILED);
         }
-        ForkResult::Parent { child } => reap_until(child),
+        ForkResult::Parent { child } => {
+            // The node's end of the control socket is not the function's business.
+            let _ = nix::unistd::close(0);
+            reap_until(child)
+        }
     }
 }
 
@@ -312,13 +338,20 @@ fn reap_until(function: Pid) -> Result<i32, Failed> {
 }
 
 /// In the function's process: drop to the unprivileged id, fence, execute.
-fn exec_function(plan: &Plan) -> Result<std::convert::Infallible, Failed> {
+fn exec_function(plan: &Plan, readable: &[String]) -> Result<std::convert::Infallible, Failed> {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // Its stdin is /dev/null, not the node's control socket.
+    let null = fs::File::open("/dev/null").step("opening /dev/null")?;
+    nix::unistd::dup2_stdin(&null).step("redirecting stdin")?;
+    drop(null);
     drop_bounding_set();
     let id = Gid::from_raw(INSIDE_ID);
     nix::unistd::setresgid(id, id, id).step("switching group")?;
     let id = Uid::from_raw(INSIDE_ID);
     nix::unistd::setresuid(id, id, id).step("switching user")?;
+    // Cleared by the change of credentials (the PID namespace's end would take this
+    // process down anyway).
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     {
         use nix::sys::resource::{Resource, setrlimit};
         setrlimit(Resource::RLIMIT_NOFILE, plan.nofile, plan.nofile).step("limiting files")?;
@@ -327,7 +360,7 @@ fn exec_function(plan: &Plan) -> Result<std::convert::Infallible, Failed> {
             .step("limiting memory")?;
     }
     nix::unistd::chdir(plan.cwd.as_str()).step("entering the code directory")?;
-    filter::landlock(plan).step("restricting with Landlock")?;
+    filter::landlock(plan, readable).step("restricting with Landlock")?;
     filter::seccomp().step("installing the seccomp filter")?;
 
     let cstr = |s: &str| CString::new(s).step("a NUL in the command");

@@ -6,6 +6,7 @@
 //! processes and CPU. See ARCHITECTURE.md, "Isolation".
 
 mod cgroup;
+pub(crate) mod channel;
 mod filter;
 mod launcher;
 pub(crate) mod netns;
@@ -75,19 +76,16 @@ pub(crate) enum Host {
 }
 
 pub(crate) struct Sandbox {
-    pub launcher: Launcher,
     /// Launchers started ahead of need (made on first use of the runtime).
     pub spares: std::sync::Arc<spare::Spares>,
-    /// None: no cgroup v1 controllers here; rlimits only.
-    pub cgroups: Option<cgroup::Cgroups>,
     pub cgroups_missing: Option<String>,
 }
 
-pub(crate) use cgroup::{Cgroups, Limits};
+pub(crate) use cgroup::Limits;
 
 impl Host {
     /// Checks the host: a probe launcher must create namespaces and an id map.
-    pub fn check(isolation: &Isolation) -> Self {
+    pub fn check(isolation: &Isolation, instances_dir: &Path, runtime_dir: &Path) -> Self {
         let Isolation::Sandbox(launcher) = isolation else {
             return Host::Off;
         };
@@ -111,14 +109,23 @@ impl Host {
                 ));
             }
         }
+        let (links, system_dirs) = system_layout();
         let (cgroups, cgroups_missing) = match cgroup::Cgroups::discover() {
             Ok(c) => (Some(c), None),
             Err(why) => (None, Some(why)),
         };
         Host::Sandbox(Sandbox {
-            launcher: launcher.clone(),
-            spares: spare::Spares::new(launcher.clone(), cgroups.clone(), SPARES),
-            cgroups,
+            spares: spare::Spares::new(
+                spare::Layout {
+                    launcher: launcher.clone(),
+                    cgroups,
+                    instances_dir: instances_dir.to_path_buf(),
+                    runtime_dir: runtime_dir.to_path_buf(),
+                    system_dirs,
+                    links,
+                },
+                SPARES,
+            ),
             cgroups_missing,
         })
     }

@@ -1,5 +1,8 @@
-//! What the launcher is told to build: handed to it as JSON on its standard input, so
-//! the function's environment (which may hold secrets) never appears in an argv.
+//! What the launcher is told, over its control socket (its standard input): first a
+//! prelude (what every sandbox has: the root, the system's directories, the ids, the
+//! cgroups), then — when an instance takes it — the plan (this function's code,
+//! interpreter and environment). The environment, which may hold secrets, never
+//! appears in an argv.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -14,11 +17,22 @@ pub const RUNTIME_API_PORT: u16 = 9001;
 /// `sbx_user1051`); outside, a per-instance unprivileged id.
 pub const INSIDE_ID: u32 = 993;
 
+/// The devices a sandbox has.
+pub const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+/// Everything about a sandbox that does not depend on the function: built before
+/// any instance asks for it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
+pub struct Prelude {
     /// An empty directory on the host where the new root is assembled.
     pub root: PathBuf,
-    /// Host paths mounted read-only at the same or another path inside.
+    /// The host's system directories and the runtime's bootstraps, read-only.
     pub binds: Vec<Bind>,
     /// Symbolic links at the top of the new root (`bin -> usr/bin`), as on the host.
     pub links: Vec<(String, String)>,
@@ -29,12 +43,15 @@ pub struct Plan {
     /// The host uid/gid the sandbox's root maps to; the function's id maps to the next.
     pub outside_uid: u32,
     pub outside_gid: u32,
-    /// The network namespace to enter (`/proc/NODE/fd/N`, which the node holds open
-    /// for the instance's life): the instance's own, holding its Runtime API.
-    pub netns: Option<PathBuf>,
-    /// cgroup directories (one per controller) the launcher joins; empty when the
-    /// node placed it in its groups already (a spare launcher).
+    /// cgroup directories (one per controller) the launcher joins before it clones.
     pub cgroups: Vec<PathBuf>,
+}
+
+/// What makes the sandbox this function's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// The code, the interpreter's installation, a resolver configuration: read-only.
+    pub binds: Vec<Bind>,
     /// Descriptor and data-segment rlimits.
     pub nofile: u64,
     pub data_bytes: u64,
@@ -46,6 +63,15 @@ pub struct Plan {
     pub cwd: String,
 }
 
+/// What the launcher reports once its sandbox waits for a plan (the Runtime API's
+/// listener comes with it, as a passed descriptor).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    /// The sandbox's init, as the host numbers it (its network namespace is
+    /// `/proc/PID/ns/net`).
+    pub init_pid: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bind {
     pub source: PathBuf,
@@ -55,12 +81,3 @@ pub struct Bind {
     #[serde(default)]
     pub device: bool,
 }
-
-/// The devices a sandbox has.
-pub const DEVICES: &[&str] = &[
-    "/dev/null",
-    "/dev/zero",
-    "/dev/full",
-    "/dev/random",
-    "/dev/urandom",
-];

@@ -1,34 +1,60 @@
-//! Spare launchers: started and moved into fresh cgroups ahead of need, each waiting
-//! on its standard input for a plan. Moving a process between cgroup v1 groups waits
-//! for an RCU grace period (~5-20 ms a group on these machines), which a cold start
-//! would otherwise pay three times; a spare has paid it already.
+//! Spare sandboxes, made ahead of need. A spare is a launcher moved into fresh
+//! cgroups (a cgroup v1 move waits for an RCU grace period, ~5-20 ms a group on these
+//! machines) whose sandbox is assembled as far as any function allows — namespaces,
+//! system directories, `/tmp`, `/proc`, the Runtime API's listener — and waits for a
+//! plan. A cold start finishes one instead of building one.
 
 use super::Launcher;
 use super::cgroup::{Cgroups, InstanceCgroups};
+use super::channel;
+use super::plan::{Bind, DEVICES, Prelude, RUNTIME_ROOT, Ready};
 use crate::capture::Capture;
 use nix::sys::signal::Signal;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// A launcher waiting for its plan, in its own (not yet limited) cgroups, its output
-/// going to its capture.
+/// A sandbox waiting for its plan.
 pub(crate) struct Spare {
+    /// Names its scratch directory (and the instance that takes it).
+    pub id: String,
+    pub scratch: PathBuf,
     pub child: tokio::process::Child,
     pub capture: Capture,
+    /// Its groups, not yet limited.
     pub cgroups: Option<InstanceCgroups>,
+    /// The control socket: the plan goes here.
+    pub control: UnixStream,
+    /// The Runtime API's listener, bound in the sandbox's network namespace.
+    pub listener: std::net::TcpListener,
+    /// The sandbox's init as the host numbers it.
+    pub init_pid: u32,
+}
+
+/// What every sandbox of this node has.
+pub(crate) struct Layout {
+    pub launcher: Launcher,
+    pub cgroups: Option<Cgroups>,
+    pub instances_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub system_dirs: Vec<PathBuf>,
+    pub links: Vec<(String, String)>,
 }
 
 pub(crate) struct Spares {
-    launcher: Launcher,
-    cgroups: Option<Cgroups>,
+    layout: Layout,
     want: usize,
     ready: Mutex<Vec<Spare>>,
     filling: AtomicUsize,
 }
 
-/// Starts a launcher with its output going to `out`; it waits for a plan on stdin.
-pub(crate) fn spawn_launcher(
+/// Starts a launcher with `control` as its stdin and its output going to `out`.
+fn spawn_launcher(
     launcher: &Launcher,
+    control: OwnedFd,
     out: os_pipe::PipeWriter,
 ) -> std::io::Result<tokio::process::Child> {
     let err = out.try_clone()?;
@@ -36,7 +62,7 @@ pub(crate) fn spawn_launcher(
     cmd.args(&launcher.args)
         .current_dir("/")
         .env_clear()
-        .stdin(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::from(control))
         .stdout(out)
         .stderr(err)
         .process_group(0)
@@ -55,14 +81,18 @@ pub(crate) fn spawn_launcher(
 }
 
 impl Spares {
-    pub fn new(launcher: Launcher, cgroups: Option<Cgroups>, want: usize) -> Arc<Self> {
+    pub fn new(layout: Layout, want: usize) -> Arc<Self> {
         Arc::new(Self {
-            launcher,
-            cgroups,
+            layout,
             want,
             ready: Mutex::new(Vec::new()),
             filling: AtomicUsize::new(0),
         })
+    }
+
+    /// The host directories every sandbox binds (so a plan need not).
+    pub fn system_dirs(&self) -> &[PathBuf] {
+        &self.layout.system_dirs
     }
 
     /// How many spares are ready now.
@@ -90,7 +120,7 @@ impl Spares {
     /// from within the async runtime.
     pub fn refill(self: &Arc<Self>) {
         loop {
-            let ready = self.ready.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let ready = self.ready();
             let filling = self.filling.load(Ordering::SeqCst);
             if ready + filling >= self.want {
                 return;
@@ -112,30 +142,94 @@ impl Spares {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(spare),
-                    // Cold starts take the slow path, which reports the error.
-                    Err(e) => tracing::warn!(error = %e, "cannot prepare a spare sandbox launcher"),
+                    // Cold starts make their own, which reports the error.
+                    Err(e) => tracing::warn!(error = %e, "cannot prepare a spare sandbox"),
                 }
             });
         }
     }
 
-    async fn make(&self) -> std::io::Result<Spare> {
+    /// Makes a spare now (a cold start with none ready pays for this).
+    pub async fn make(&self) -> std::io::Result<Spare> {
+        let layout = &self.layout;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let scratch = layout.instances_dir.join(&id);
+        std::fs::create_dir_all(&scratch)?;
+        let made = self.make_in(&id, &scratch).await;
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        made
+    }
+
+    async fn make_in(&self, id: &str, scratch: &std::path::Path) -> std::io::Result<Spare> {
+        let layout = &self.layout;
         let (capture, out) = Capture::new()?;
-        let cgroups = match &self.cgroups {
-            Some(found) => Some(found.create(&uuid::Uuid::new_v4().simple().to_string())?),
+        let cgroups = match &layout.cgroups {
+            Some(found) => Some(found.create(id)?),
             None => None,
         };
-        let child = spawn_launcher(&self.launcher, out)?;
-        if let (Some(groups), Some(pid)) = (&cgroups, child.id()) {
-            let dirs = groups.dirs().to_vec();
-            tokio::task::spawn_blocking(move || super::cgroup::join(&dirs, pid))
-                .await
-                .map_err(std::io::Error::other)??;
-        }
+        let (node_end, launcher_end) = UnixStream::pair()?;
+        let child = spawn_launcher(&layout.launcher, launcher_end.into(), out)?;
+        let outside = super::outside_id();
+        let prelude = Prelude {
+            root: scratch.join("root"),
+            binds: self.system_binds(),
+            links: layout.links.clone(),
+            tmp_mb: 512,
+            shm_mb: 64,
+            outside_uid: outside,
+            outside_gid: outside,
+            cgroups: cgroups
+                .as_ref()
+                .map(|c| c.dirs().to_vec())
+                .unwrap_or_default(),
+        };
+        // The launcher joins its cgroups (slow), then reports; a broken host fails
+        // the read, never hangs it.
+        let (control, ready, listener) = tokio::task::spawn_blocking(move || {
+            node_end.set_read_timeout(Some(Duration::from_secs(30)))?;
+            channel::write_message(&mut &node_end, &prelude)?;
+            let ready: Ready = channel::read_message(&mut &node_end)?;
+            let listener = std::net::TcpListener::from(channel::recv_fd(&node_end)?);
+            Ok::<_, std::io::Error>((node_end, ready, listener))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         Ok(Spare {
+            id: id.to_owned(),
+            scratch: scratch.to_path_buf(),
             child,
             capture,
             cgroups,
+            control,
+            listener,
+            init_pid: ready.init_pid,
         })
+    }
+
+    /// The host's system directories, the runtime's bootstraps and the devices.
+    fn system_binds(&self) -> Vec<Bind> {
+        let layout = &self.layout;
+        let mut binds: Vec<Bind> = layout
+            .system_dirs
+            .iter()
+            .map(|dir| Bind {
+                source: dir.clone(),
+                target: dir.display().to_string(),
+                device: false,
+            })
+            .collect();
+        binds.push(Bind {
+            source: layout.runtime_dir.clone(),
+            target: RUNTIME_ROOT.into(),
+            device: false,
+        });
+        binds.extend(DEVICES.iter().map(|dev| Bind {
+            source: dev.into(),
+            target: (*dev).to_owned(),
+            device: true,
+        }));
+        binds
     }
 }
