@@ -286,6 +286,8 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     channel::send_fd(0, listener.as_raw_fd()).step("handing over the Runtime API")?;
     drop(listener);
 
+    let filters = filter::programs().step("compiling the seccomp filter")?;
+
     // Ready ahead of need: the rest waits for a function.
     let plan: Plan = channel::read_message(&mut *control()).step("reading the plan")?;
     build_skeleton(root, &plan.binds, &[])?;
@@ -310,7 +312,7 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     match unsafe { fork() }.step("starting the function process")? {
         ForkResult::Child => {
             let readable: Vec<String> = prelude.binds.iter().map(|b| b.target.clone()).collect();
-            let Err(Failed(why)) = exec_function(&plan, &readable);
+            let Err(Failed(why)) = exec_function(&plan, &readable, &filters);
             let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
             std::process::exit(SETUP_FAILED);
         }
@@ -338,7 +340,11 @@ fn reap_until(function: Pid) -> Result<i32, Failed> {
 }
 
 /// In the function's process: drop to the unprivileged id, fence, execute.
-fn exec_function(plan: &Plan, readable: &[String]) -> Result<std::convert::Infallible, Failed> {
+fn exec_function(
+    plan: &Plan,
+    readable: &[String],
+    filters: &[seccompiler::BpfProgram],
+) -> Result<std::convert::Infallible, Failed> {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     // Its stdin is /dev/null, not the node's control socket.
     let null = fs::File::open("/dev/null").step("opening /dev/null")?;
@@ -361,7 +367,7 @@ fn exec_function(plan: &Plan, readable: &[String]) -> Result<std::convert::Infal
     }
     nix::unistd::chdir(plan.cwd.as_str()).step("entering the code directory")?;
     filter::landlock(plan, readable).step("restricting with Landlock")?;
-    filter::seccomp().step("installing the seccomp filter")?;
+    filter::seccomp(filters).step("installing the seccomp filter")?;
 
     let cstr = |s: &str| CString::new(s).step("a NUL in the command");
     let program = cstr(&plan.program)?;
