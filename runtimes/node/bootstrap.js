@@ -7,12 +7,9 @@ const path = require('path');
 const fs = require('fs');
 const { pathToFileURL } = require('url');
 
-// `host:port`, or `host:port/PREFIX` where the endpoint sits on a shared loopback and
-// answers only under a per-instance secret prefix.
-const [address, ...prefix] = process.env.AWS_LAMBDA_RUNTIME_API.split('/');
-const [host, port] = address.split(':');
+const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-const BASE = (prefix.length ? '/' + prefix.join('/') : '') + '/2018-06-01/runtime';
+const BASE = '/2018-06-01/runtime';
 
 function request(method, urlPath, body, headers) {
   return new Promise((resolve, reject) => {

@@ -16,10 +16,8 @@ import socket
 import sys
 import time
 
-# `host:port`, or `host:port/PREFIX` where the endpoint sits on a shared loopback and
-# answers only under a per-instance secret prefix.
-API, _, _PREFIX = os.environ["AWS_LAMBDA_RUNTIME_API"].partition("/")
-BASE = ("/" + _PREFIX if _PREFIX else "") + "/2018-06-01/runtime"
+API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+BASE = "/2018-06-01/runtime"
 
 
 class LambdaContext:

@@ -56,12 +56,27 @@ fn awslambdaric_serves_invocations_errors_init_errors_and_events() {
     let Some(python) = compat_python() else {
         return;
     };
+    ric_round(&python, &[]);
+}
+
+/// Without a sandbox the Runtime API sits on a port of the host's loopback; AWS's
+/// client must work there too (it takes no path in `AWS_LAMBDA_RUNTIME_API`: a secret
+/// path there broke its init-error report).
+#[test]
+fn awslambdaric_works_on_an_unsandboxed_node_too() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    ric_round(&python, &["--isolation", "none"]);
+}
+
+fn ric_round(python: &str, flags: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
-    let node = Node::start(&tmp.path().join("data"));
+    let node = Node::start_with(&tmp.path().join("data"), flags);
     // Packaged as on Lambda: the client and its dependencies ship in the code (the
     // sandbox shows a function the system's directories, not this checkout's venv),
     // run by the system interpreter of the same version.
-    let (version, site) = venv_site(&python);
+    let (version, site) = venv_site(python);
     let bootstrap = format!(
         "#!/bin/sh\nexport PYTHONPATH=\"$LAMBDA_TASK_ROOT\"\nexec python{version} -m awslambdaric \"$HANDLER_SPEC\"\n"
     );

@@ -51,10 +51,8 @@ pub struct Slots {
     pub init_error: Option<Reported>,
 }
 
-/// The Runtime API's routes, under `/{secret}` when the endpoint is on the host's
-/// loopback (where other processes could reach its port).
-pub fn router(shared: Arc<Shared>, secret: Option<&str>) -> Router {
-    let routes = Router::new()
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route(
             "/2018-06-01/runtime/invocation/{id}/response",
@@ -63,11 +61,7 @@ pub fn router(shared: Arc<Shared>, secret: Option<&str>) -> Router {
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES))
-        .with_state(shared);
-    match secret {
-        Some(secret) => Router::new().nest(&format!("/{secret}"), routes),
-        None => routes,
-    }
+        .with_state(shared)
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
@@ -273,9 +267,9 @@ mod tests {
     }
 
     /// Fuzzing (bounded, run by the test command): any request to an instance's
-    /// Runtime API — any method, path, headers and body, with or without its secret
-    /// prefix — gets an answer, never a panic, and only the in-flight request id with
-    /// the right prefix completes the invocation.
+    /// Runtime API — any method, path, headers and body — gets an answer, never a
+    /// panic, and only the in-flight request id (or an init error) completes the
+    /// invocation.
     mod fuzz {
         use super::super::*;
         use axum::body::Body;
@@ -283,7 +277,6 @@ mod tests {
         use proptest::prelude::*;
         use tower::ServiceExt;
 
-        const SECRET: &str = "s3cret";
         const INFLIGHT: &str = "req-1";
 
         fn path() -> impl Strategy<Value = String> {
@@ -293,11 +286,7 @@ mod tests {
                 Just("error".to_owned()),
                 "[a-z/]{0,8}"
             ];
-            let prefix = prop_oneof![
-                Just(format!("/{SECRET}")),
-                Just(String::new()),
-                "/[a-z0-9]{0,8}"
-            ];
+            let prefix = prop_oneof![Just(String::new()), "/[a-z0-9]{1,8}"];
             prop_oneof![
                 (prefix.clone(), id, tail)
                     .prop_map(|(p, id, t)| format!("{p}/2018-06-01/runtime/invocation/{id}/{t}")),
@@ -329,7 +318,7 @@ mod tests {
                             init_error: None,
                         }),
                     });
-                    let app = router(shared.clone(), Some(SECRET));
+                    let app = router(shared.clone());
                     let mut req = Request::builder().method(method.clone()).uri(path.as_str());
                     if let Some(t) = &error_type {
                         req = req.header("lambda-runtime-function-error-type", t.as_str());
@@ -347,7 +336,7 @@ mod tests {
                         prop_assert!(resp.is_ok());
                     }
                     let completed = rx.try_recv().is_ok();
-                    let prefixed = path.starts_with(&format!("/{SECRET}/"));
+                    let prefixed = path.starts_with("/2018-06-01/");
                     let completes = method == Method::POST
                         && prefixed
                         && (path.ends_with(&format!("/invocation/{INFLIGHT}/response"))

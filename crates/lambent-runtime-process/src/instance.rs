@@ -55,12 +55,11 @@ pub struct ProcessInstance {
 }
 
 /// The instance's Runtime API endpoint: in its own network namespace (bound there by
-/// the sandbox), or on the host's loopback under a secret prefix.
+/// the sandbox), or — with isolation off — on a port of the host's loopback.
 struct Endpoint {
     listener: tokio::net::TcpListener,
     /// `AWS_LAMBDA_RUNTIME_API` as the function sees it.
     address: String,
-    secret: Option<String>,
 }
 
 impl Endpoint {
@@ -69,17 +68,16 @@ impl Endpoint {
         Ok(Self {
             listener: tokio::net::TcpListener::from_std(listener)?,
             address: format!("127.0.0.1:{RUNTIME_API_PORT}"),
-            secret: None,
         })
     }
 
+    /// Without a sandbox, any local process could reach this port: isolation off
+    /// means exactly that (and AWS's client takes no path in the address).
     async fn on_host() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let secret = uuid::Uuid::new_v4().simple().to_string();
         Ok(Self {
-            address: format!("{}/{secret}", listener.local_addr()?),
+            address: listener.local_addr()?.to_string(),
             listener,
-            secret: Some(secret),
         })
     }
 }
@@ -138,7 +136,7 @@ impl ProcessInstance {
             next: tokio::sync::Mutex::new(next_rx),
             state: Mutex::new(Slots::default()),
         });
-        let app = api::router(shared.clone(), endpoint.secret.as_deref());
+        let app = api::router(shared.clone());
         let listener = endpoint.listener;
         let server = tokio::spawn(async move {
             // One runtime process talks to this endpoint: a few connections suffice.

@@ -4,7 +4,7 @@
 //! Each instance runs in a sandbox (`sandbox`: namespaces, an unprivileged id, a
 //! read-only root, Landlock, seccomp, cgroups) unless the node runs with
 //! `--isolation none`, and gets its own Runtime API endpoint (in its own network
-//! namespace, or under a secret path on the host's loopback), a scrubbed environment
+//! namespace, or on a port of the host's loopback with isolation off), a scrubbed environment
 //! (LAMBDA-COMPAT.md's list plus the function's own variables), its own process group
 //! (killed whole on timeout or shutdown), a private `/tmp`, and its stdout/stderr
 //! captured per invocation.
