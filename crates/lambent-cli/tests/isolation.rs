@@ -258,6 +258,17 @@ def handler(event, context):
         except OSError as e:
             return {"written_mib": written, "error": str(e)}
         return {"written_mib": written}
+    if what == "tmp":
+        written = 0
+        try:
+            with open("/tmp/fill", "wb") as f:
+                for _ in range(1024):
+                    f.write(b"x" * (1 << 20))
+                    f.flush()
+                    written += 1
+        except OSError as e:
+            return {"written_mib": written, "error": str(e)}
+        return {"written_mib": written}
     if what == "forks":
         children = []
         try:
@@ -312,6 +323,29 @@ def handler(event, context):
         "/dev/shm took {shm}"
     );
 
+    // /tmp is its own size-capped filesystem, charged to the instance's memory: a
+    // gigabyte does not fit, and the data directory's disk never sees it.
+    let before = dir_bytes(&node.data_dir);
+    let resp = call("tmp");
+    let outcome = resp.headers()["x-lambent-outcome"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = resp.text().unwrap();
+    if outcome == "success" {
+        let tmp: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            tmp["written_mib"].as_u64().unwrap() < 1024,
+            "/tmp took {tmp}"
+        );
+    } else {
+        assert!(body.contains("out of memory"), "{outcome}: {body}");
+    }
+    assert!(
+        dir_bytes(&node.data_dir) < before + (64 << 20),
+        "the data directory grew"
+    );
+
     let forks: Value = call("forks").json().unwrap();
     let n = forks["forked"]
         .as_u64()
@@ -319,16 +353,72 @@ def handler(event, context):
     assert!((10..1024).contains(&n), "forked {n} processes");
 }
 
-/// A detached daemon (double fork + setsid) dies with its instance when the function
-/// is removed.
+/// Bytes of the regular files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// The Runtime API endpoints live in the instances' own network namespaces: on the
+/// host, the node listens on its control API and nothing else.
 #[test]
-fn a_detached_daemon_dies_with_its_instance() {
+fn instance_endpoints_are_not_on_the_host_network() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
-    let marker = format!("DAEMON_MARKER={}", std::process::id());
-    let code = code_dir(&[(
-        "app.py",
-        r#"
+    let code = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
+    for name in ["one", "two"] {
+        node.deploy_app(name, "python3.11", code.path(), &[]);
+        assert_eq!(node.ok(&["invoke", name]).trim(), "1");
+    }
+    // Sockets the node holds, by inode; listeners of the host's network, by inode.
+    let held: std::collections::HashSet<String> =
+        std::fs::read_dir(format!("/proc/{}/fd", node.pid()))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter_map(|l| {
+                l.to_str()?
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')
+                    .map(str::to_owned)
+            })
+            .collect();
+    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // State 0A is LISTEN; column 9 is the inode.
+            (cols.get(3) == Some(&"0A")).then(|| cols.get(9).map(|s| s.to_string()))?
+        })
+        .filter(|inode| held.contains(inode))
+        .collect();
+    assert_eq!(
+        listening.len(),
+        1,
+        "the node listens on the host network beyond its control API: {listening:?}"
+    );
+}
+
+/// Starts a daemon (double fork + setsid) that would sleep for ten minutes.
+const DAEMON: &str = r#"
 import os, time
 def handler(event, context):
     if os.fork() == 0:
@@ -338,27 +428,55 @@ def handler(event, context):
         os._exit(0)
     os.wait()
     return "detached"
-"#,
-    )]);
+"#;
+
+/// A detached daemon (double fork + setsid) dies with its instance when the function
+/// is removed.
+#[test]
+fn a_detached_daemon_dies_with_its_instance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let marker = format!("DAEMON_MARKER={}", std::process::id());
+    let code = code_dir(&[("app.py", DAEMON)]);
     node.deploy_app("spawner", "python3.11", code.path(), &["--env", &marker]);
     assert_eq!(node.ok(&["invoke", "spawner"]).trim(), "\"detached\"");
     let pids = processes_with_env(&marker);
     assert!(pids.len() >= 2, "the function and its daemon: {pids:?}");
     node.ok(&["rm", "spawner"]);
     wait_for("every process of the removed function to die", || {
-        processes_with_env(&marker)
-            .iter()
-            .all(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-                    s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-            })
-            .then_some(())
+        live(&processes_with_env(&marker)).is_empty().then_some(())
     });
+}
+
+/// A detached daemon also dies when its instance is dropped for being idle.
+#[test]
+fn a_detached_daemon_dies_when_its_instance_expires() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start_with(&tmp.path().join("data"), &["--keep-alive", "1"]);
+    let marker = format!("EXPIRY_MARKER={}", std::process::id());
+    let code = code_dir(&[("app.py", DAEMON)]);
+    node.deploy_app("spawner", "python3.11", code.path(), &["--env", &marker]);
+    assert_eq!(node.ok(&["invoke", "spawner"]).trim(), "\"detached\"");
+    assert!(processes_with_env(&marker).len() >= 2);
+    wait_for("the idle instance and its daemon to be gone", || {
+        live(&processes_with_env(&marker)).is_empty().then_some(())
+    });
+}
+
+/// The pids of `pids` that are not zombies.
+fn live(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        })
+        .collect()
 }
 
 /// With isolation off, the node says so in its status.

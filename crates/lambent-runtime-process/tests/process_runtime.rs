@@ -480,3 +480,34 @@ async fn spares_ready(runtime: &ProcessRuntime, n: usize) {
     }
     panic!("spares never became ready: {}", runtime.spare_launchers());
 }
+
+/// A host that cannot build the sandbox: process functions do not start (the error
+/// says how to run without one), and the runtime says so.
+#[tokio::test]
+async fn without_a_working_sandbox_process_functions_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(code.path(), "app.py", "def handler(e, c):\n    return 1\n");
+    let broken = Launcher {
+        program: "/bin/false".into(),
+        args: Vec::new(),
+    };
+    let runtime = ProcessRuntime::new(data.path(), Isolation::Sandbox(broken)).unwrap();
+    assert!(!runtime.isolation_available());
+    assert!(
+        runtime.isolation().starts_with("unavailable"),
+        "{}",
+        runtime.isolation()
+    );
+    let refused = runtime
+        .start(InstanceConfig {
+            spec: spec("nosandbox", "python3.11", "app.handler", 5),
+            version: 1,
+            code_dir: code.path().to_path_buf(),
+        })
+        .await;
+    let Err(e) = refused else {
+        panic!("an unsandboxed instance started");
+    };
+    assert!(e.to_string().contains("--isolation none"), "{e}");
+}
