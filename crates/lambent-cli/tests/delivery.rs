@@ -209,18 +209,7 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
     assert_eq!(rec["cold"], true);
     // And no process of the killed instance is left sleeping.
     let running = wait_for("the killed instance's process to be gone", || {
-        let live: Vec<u32> = processes_with_env(&marker)
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    !s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-            })
-            .collect();
+        let live = live(&processes_with_env(&marker));
         (live.len() <= 1).then_some(live)
     });
     assert_eq!(running.len(), 1, "only the fresh instance runs");

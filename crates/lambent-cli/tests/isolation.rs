@@ -240,6 +240,19 @@ fn memory_processes_and_shm_are_limited() {
         "app.py",
         r#"
 import mmap, os, time
+
+def fill(path, mib):
+    written = 0
+    try:
+        with open(path, "wb") as f:
+            for _ in range(mib):
+                f.write(b"x" * (1 << 20))
+                f.flush()
+                written += 1
+    except OSError as e:
+        return {"written_mib": written, "error": str(e)}
+    return {"written_mib": written}
+
 def handler(event, context):
     what = event["what"]
     if what == "shared_mmap":
@@ -248,27 +261,9 @@ def handler(event, context):
             m[i] = 1
         return "held 1 GiB"
     if what == "shm":
-        written = 0
-        try:
-            with open("/dev/shm/big", "wb") as f:
-                for _ in range(512):
-                    f.write(b"x" * (1 << 20))
-                    f.flush()
-                    written += 1
-        except OSError as e:
-            return {"written_mib": written, "error": str(e)}
-        return {"written_mib": written}
+        return fill("/dev/shm/big", 512)
     if what == "tmp":
-        written = 0
-        try:
-            with open("/tmp/fill", "wb") as f:
-                for _ in range(1024):
-                    f.write(b"x" * (1 << 20))
-                    f.flush()
-                    written += 1
-        except OSError as e:
-            return {"written_mib": written, "error": str(e)}
-        return {"written_mib": written}
+        return fill("/tmp/fill", 1024)
     if what == "forks":
         children = []
         try:
@@ -461,22 +456,6 @@ fn a_detached_daemon_dies_when_its_instance_expires() {
     wait_for("the idle instance and its daemon to be gone", || {
         live(&processes_with_env(&marker)).is_empty().then_some(())
     });
-}
-
-/// The pids of `pids` that are not zombies.
-fn live(pids: &[u32]) -> Vec<u32> {
-    pids.iter()
-        .copied()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-        })
-        .collect()
 }
 
 /// With isolation off, the node says so in its status.

@@ -37,16 +37,6 @@ fn a_second_node_on_the_same_data_directory_is_refused() {
     assert_eq!(status["warm_instances"]["ping"], 1, "{status}");
 }
 
-fn alive(pid: u32) -> bool {
-    // A zombie (state Z) waiting for a reaper is dead already.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            !state.starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 /// Finding 10: runtime processes die with their node, even by kill -9 — also one
 /// busy inside a handler (an idle one would notice its Runtime API vanish).
 #[test]
@@ -85,10 +75,10 @@ fn no_function_process_outlives_a_kill_9_of_its_node() {
     });
     let pids = processes_with_env(&marker);
     assert!(!pids.is_empty(), "no process carries {marker}");
-    assert!(pids.iter().all(|&pid| alive(pid)));
+    assert_eq!(live(&pids), pids);
     node.kill9();
     wait_for("the function's process to die with its node", || {
-        pids.iter().all(|&pid| !alive(pid)).then_some(())
+        live(&pids).is_empty().then_some(())
     });
 }
 

@@ -344,3 +344,19 @@ pub fn processes_with_env(entry: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The pids of `pids` that are alive (a zombie waiting for its reaper is dead).
+pub fn live(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        })
+        .collect()
+}
