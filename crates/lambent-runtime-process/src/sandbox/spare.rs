@@ -44,6 +44,9 @@ pub(crate) struct Layout {
     pub links: Vec<(String, String)>,
 }
 
+/// How long a cold start has to itself before its spare's replacement is built.
+const REFILL_DELAY: Duration = Duration::from_millis(100);
+
 pub(crate) struct Spares {
     layout: Layout,
     want: usize,
@@ -112,13 +115,19 @@ impl Spares {
                 }
             }
         }
-        self.refill();
+        self.refill_after(REFILL_DELAY);
         taken
     }
 
     /// Starts making spares until `want` are ready or on their way. Must be called
     /// from within the async runtime.
     pub fn refill(self: &Arc<Self>) {
+        self.refill_after(Duration::ZERO);
+    }
+
+    /// `refill`, each new spare started after `delay` (so the cold start that took a
+    /// spare does not share the CPU with building its replacement).
+    fn refill_after(self: &Arc<Self>, delay: Duration) {
         loop {
             let ready = self.ready();
             let filling = self.filling.load(Ordering::SeqCst);
@@ -134,6 +143,7 @@ impl Spares {
             }
             let spares = self.clone();
             tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
                 let made = spares.make().await;
                 spares.filling.fetch_sub(1, Ordering::SeqCst);
                 match made {
