@@ -231,6 +231,72 @@ fn a_granted_function_reaches_the_network_and_keeps_its_tmp() {
     assert_eq!(sink.lines(), vec!["reached".to_owned()]);
 }
 
+/// Tries to connect to each `[host, port]` of the event; says which it reached.
+const CONNECTS: &str = r#"
+import socket
+
+def handler(event, context):
+    out = []
+    for host, port in event["targets"]:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            out.append("reached")
+        except OSError as e:
+            out.append("denied: %s" % e)
+    return out
+"#;
+
+/// Grants by address: a function reaches the destinations it names and nothing else;
+/// a service on the node's loopback is reachable only when granted by its port (at the
+/// NAT's gateway, 10.0.2.2), and the control API stays out of reach.
+#[test]
+fn grants_by_address_reach_only_what_they_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let (a, b) = (Sink::start(), Sink::start());
+    // A service bound to the host's loopback only (as a local database would be).
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local_port = local.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in local.incoming() {});
+    let api_port: u16 = node.url.rsplit(':').next().unwrap().parse().unwrap();
+    let code = code_dir(&[("app.py", CONNECTS)]);
+    let grant_a = format!("net:{}:{}", a.host, a.port);
+    let grant_local = format!("net:127.0.0.1:{local_port}");
+    node.deploy_app(
+        "narrow",
+        "python3.11",
+        code.path(),
+        &["--grant", &grant_a, "--grant", &grant_local],
+    );
+    node.deploy_app("wide", "python3.11", code.path(), &["--grant", "net"]);
+    let targets = json!({"targets": [
+        [a.host.to_string(), a.port],
+        [b.host.to_string(), b.port],
+        ["10.0.2.2", local_port],
+        ["10.0.2.2", api_port],
+    ]})
+    .to_string();
+    let narrow: Value =
+        serde_json::from_str(&node.ok(&["invoke", "narrow", "--data", &targets])).unwrap();
+    let wide: Value =
+        serde_json::from_str(&node.ok(&["invoke", "wide", "--data", &targets])).unwrap();
+    let reached = |v: &Value| -> Vec<bool> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap() == "reached")
+            .collect()
+    };
+    // narrow: A and its loopback service; not B, not the control API.
+    assert_eq!(reached(&narrow), [true, false, true, false], "{narrow}");
+    // wide: the network (A and B), never the host's loopback.
+    assert_eq!(reached(&wide), [true, true, false, false], "{wide}");
+    // A bad grant is refused at deploy, naming what is accepted.
+    let out = node.cli(&["deploy", "wide", "--grant", "net:*.example.com"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("net:HOST:PORT"));
+}
+
 /// Limits hold for every way of taking a resource.
 #[test]
 fn memory_processes_and_shm_are_limited() {

@@ -23,8 +23,8 @@ pub enum SpecError {
     Handler { function: String, runtime: String },
     #[error("function `{function}`: invalid environment variable name `{name}`")]
     EnvName { function: String, name: String },
-    #[error("function `{function}`: unknown grant `{grant}` (known: net)")]
-    Grant { function: String, grant: String },
+    #[error("function `{function}`: {detail}")]
+    Grant { function: String, detail: String },
     #[error("function `{function}`: environment variable `{name}` is reserved by the runtime")]
     ReservedEnv { function: String, name: String },
 }
@@ -132,8 +132,8 @@ pub struct FunctionSpec {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub description: String,
-    /// Capabilities beyond the sandbox's defaults, deny by default: `net` (outbound
-    /// network).
+    /// Capabilities beyond the sandbox's defaults, deny by default: `net`, or
+    /// `net:HOST[:PORT]` (see `grant`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<String>,
 }
@@ -155,9 +155,6 @@ pub const RESERVED_ENV: &[&str] = &[
     "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
 ];
-
-/// The grants a function may be given.
-pub const GRANTS: &[&str] = &["net"];
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 pub const DEFAULT_TIMEOUT_S: u32 = 3;
@@ -228,19 +225,25 @@ impl FunctionSpec {
             }
         }
         for grant in &self.grants {
-            if !GRANTS.contains(&grant.as_str()) {
-                return Err(SpecError::Grant {
-                    function: self.name.clone(),
-                    grant: grant.clone(),
-                });
-            }
+            crate::grant::parse(grant).map_err(|detail| SpecError::Grant {
+                function: self.name.clone(),
+                detail,
+            })?;
         }
         Ok(())
     }
 
     /// Whether the function may reach the network beyond its own Runtime API.
     pub fn grants_net(&self) -> bool {
-        self.grants.iter().any(|g| g == "net")
+        !self.net_grants().is_empty()
+    }
+
+    /// Its network grants (the spec was validated: none fails to parse).
+    pub fn net_grants(&self) -> Vec<crate::grant::NetGrant> {
+        self.grants
+            .iter()
+            .filter_map(|g| crate::grant::parse(g).ok())
+            .collect()
     }
 
     pub fn timeout(&self) -> Duration {

@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod function;
+pub mod grant;
 pub mod outcome;
 pub mod pattern;
 

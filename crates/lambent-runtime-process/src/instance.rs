@@ -116,11 +116,21 @@ impl ProcessInstance {
         };
         // A `net` grant connects the sandbox's own namespace outward (never to the
         // host's loopback).
-        let outbound = match &spare {
-            Some(spare) if spec.grants_net() => {
+        let net_grants = spec.net_grants();
+        let egress = match &spare {
+            Some(_) if !net_grants.is_empty() => Some(
+                sandbox::egress::plan(&net_grants, sandbox::egress::resolve)
+                    .await
+                    .map_err(isolation_err)?,
+            ),
+            _ => None,
+        };
+        let outbound = match (&spare, &egress) {
+            (Some(spare), Some(egress)) => {
                 let connected = async {
                     let ns = std::fs::File::open(format!("/proc/{}/ns/net", spare.init_pid))?;
-                    sandbox::slirp::connect(&std::os::fd::OwnedFd::from(ns)).await
+                    sandbox::slirp::connect(&std::os::fd::OwnedFd::from(ns), egress.host_loopback)
+                        .await
                 };
                 Some(connected.await.map_err(|e| {
                     isolation_err(format!(
@@ -264,7 +274,8 @@ impl ProcessInstance {
                     .as_ref()
                     .map(|s| s.spares.system_dirs().to_vec())
                     .unwrap_or_default();
-                let plan = sandbox_plan(&launch, &system_dirs, &scratch, env, data_limit);
+                let mut plan = sandbox_plan(&launch, &system_dirs, &scratch, env, data_limit);
+                plan.firewall = egress.and_then(|e| e.firewall);
                 // A plan is far smaller than the socket's buffer: this does not block.
                 // If the sandbox died meanwhile, the watcher reports how.
                 let _ = sandbox::channel::write_message(&mut &spare.control, &plan);
@@ -518,6 +529,7 @@ fn sandbox_plan(
         nofile: 1024,
         data_bytes: data_limit,
         connect_port: (!net).then_some(RUNTIME_API_PORT),
+        firewall: None,
         program: launch.command.program.display().to_string(),
         args: launch
             .command

@@ -306,6 +306,11 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     // init (and with it the whole sandbox) would outlive a launcher killed with its
     // node.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step("asking to die with the launcher")?;
+    if let Some(rules) = &plan.firewall {
+        // Now root of the namespace (an exec as the host's unmapped root would keep no
+        // capability), with the sandbox's `/usr` in place.
+        apply_firewall(rules)?;
+    }
 
     // SAFETY: this process is single-threaded (a clone of the single-threaded
     // launcher), so the forked child may allocate and run ordinary code.
@@ -321,6 +326,37 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
             let _ = nix::unistd::close(0);
             reap_until(child)
         }
+    }
+}
+
+/// Loads an nftables ruleset into the sandbox's network namespace.
+fn apply_firewall(rules: &str) -> Result<(), Failed> {
+    let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| {
+            Failed(
+                "a grant by address needs nft (install it, e.g. `apt-get install nftables`)".into(),
+            )
+        })?;
+    let mut child = std::process::Command::new(nft)
+        .args(["-f", "-"])
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .step("starting nft")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(rules.as_bytes())
+            .step("writing the ruleset")?;
+    }
+    let status = child.wait().step("waiting for nft")?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failed(format!(
+            "nft refused the sandbox's ruleset ({status})"
+        )))
     }
 }
 

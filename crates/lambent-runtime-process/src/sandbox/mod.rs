@@ -7,6 +7,7 @@
 
 mod cgroup;
 pub(crate) mod channel;
+pub(crate) mod egress;
 mod filter;
 mod launcher;
 pub(crate) mod netns;

@@ -57,6 +57,10 @@ pub struct Plan {
     pub data_bytes: u64,
     /// With no network granted, TCP connects are limited to this port (Landlock).
     pub connect_port: Option<u16>,
+    /// An nftables ruleset for the sandbox's network namespace (grants narrower than
+    /// the whole network).
+    #[serde(default)]
+    pub firewall: Option<String>,
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,

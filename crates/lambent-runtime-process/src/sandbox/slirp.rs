@@ -20,23 +20,23 @@ pub struct Outbound {
 }
 
 /// Starts slirp4netns on the namespace `ns` and waits until its interface is up.
-pub async fn connect(ns: &OwnedFd) -> std::io::Result<Outbound> {
+/// `host_loopback`: whether the gateway forwards to the host's loopback (a grant by
+/// address to a service there; the sandbox's firewall then admits only that port).
+pub async fn connect(ns: &OwnedFd, host_loopback: bool) -> std::io::Result<Outbound> {
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (ns_fd, ready_fd) = (ns.as_raw_fd(), ready_w.as_raw_fd());
     let mut cmd = tokio::process::Command::new(PROGRAM);
-    cmd.args([
-        "--configure",
-        "--mtu=65520",
-        "--disable-host-loopback",
-        "--netns-type=path",
-    ])
-    .arg(format!("--ready-fd={ready_fd}"))
-    .arg(format!("/proc/self/fd/{ns_fd}"))
-    .arg("tap0")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .kill_on_drop(true);
+    cmd.args(["--configure", "--mtu=65520", "--netns-type=path"]);
+    if !host_loopback {
+        cmd.arg("--disable-host-loopback");
+    }
+    cmd.arg(format!("--ready-fd={ready_fd}"))
+        .arg(format!("/proc/self/fd/{ns_fd}"))
+        .arg("tap0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec and only makes system
     // calls (prctl(2), fcntl(2)), which are async-signal-safe; it allocates nothing.
     // Both descriptors stay open in the parent until the spawn returns.

@@ -1,0 +1,132 @@
+//! What a function may reach beyond its sandbox: `--grant` values, deny by default.
+//!
+//! - `net`: the network, but not the host's loopback;
+//! - `net:HOST`, `net:HOST:PORT`: only that destination (`HOST` an IPv4 address, a
+//!   CIDR block or a name resolved when an instance starts); `127.0.0.1` or
+//!   `localhost` names a service on the host's loopback, which the function reaches
+//!   at `10.0.2.2` (the NAT's gateway).
+
+use std::net::Ipv4Addr;
+
+/// One outbound destination a function may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetGrant {
+    /// Anything but the host's loopback.
+    Any,
+    /// One host (or block), on one port or every port.
+    To { host: Host, port: Option<u16> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An address or block, `prefix` bits long.
+    Block { addr: Ipv4Addr, prefix: u8 },
+    /// A name, resolved when an instance starts.
+    Name(String),
+    /// The host's own loopback.
+    Loopback,
+}
+
+/// Parses one `--grant` value; the error says what is accepted.
+pub fn parse(grant: &str) -> Result<NetGrant, String> {
+    const FORMS: &str = "use `net`, `net:HOST` or `net:HOST:PORT` (HOST an IPv4 address, a CIDR block, a host name, or 127.0.0.1 / localhost for the node's loopback)";
+    if grant == "net" {
+        return Ok(NetGrant::Any);
+    }
+    let Some(target) = grant.strip_prefix("net:") else {
+        return Err(format!("unknown grant `{grant}`: {FORMS}"));
+    };
+    let (host, port) = match target.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("grant `{grant}`: `{port}` is not a port (1-65535)"))?;
+            (host, Some(port))
+        }
+        None => (target, None),
+    };
+    let host = parse_host(host).ok_or_else(|| format!("grant `{grant}`: {FORMS}"))?;
+    Ok(NetGrant::To { host, port })
+}
+
+fn parse_host(host: &str) -> Option<Host> {
+    if host == "localhost" {
+        return Some(Host::Loopback);
+    }
+    let (addr, prefix) = match host.split_once('/') {
+        Some((addr, bits)) => (addr, Some(bits.parse::<u8>().ok().filter(|b| *b <= 32)?)),
+        None => (host, None),
+    };
+    if let Ok(addr) = addr.parse::<Ipv4Addr>() {
+        if addr.is_loopback() {
+            return Some(Host::Loopback);
+        }
+        return Some(Host::Block {
+            addr,
+            prefix: prefix.unwrap_or(32),
+        });
+    }
+    let name_ok = prefix.is_none()
+        && !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    name_ok.then(|| Host::Name(host.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_parse_or_say_what_is_accepted() {
+        assert_eq!(parse("net"), Ok(NetGrant::Any));
+        assert_eq!(
+            parse("net:10.1.0.0/16:443"),
+            Ok(NetGrant::To {
+                host: Host::Block {
+                    addr: Ipv4Addr::new(10, 1, 0, 0),
+                    prefix: 16
+                },
+                port: Some(443)
+            })
+        );
+        assert_eq!(
+            parse("net:API.example.com"),
+            Ok(NetGrant::To {
+                host: Host::Name("api.example.com".into()),
+                port: None
+            })
+        );
+        for loopback in [
+            "net:127.0.0.1:5432",
+            "net:localhost:5432",
+            "net:127.0.0.9:5432",
+        ] {
+            assert_eq!(
+                parse(loopback),
+                Ok(NetGrant::To {
+                    host: Host::Loopback,
+                    port: Some(5432)
+                })
+            );
+        }
+        for bad in [
+            "kv:users",
+            "net:",
+            "net:host:0",
+            "net:host:99999",
+            "net:1.2.3.4/33",
+            "net:*.example.com",
+            "net:a..b",
+            "network",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}
