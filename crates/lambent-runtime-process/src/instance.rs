@@ -469,18 +469,23 @@ fn kill_group(group: &Mutex<Option<Pid>>) {
 }
 
 /// cgroup limits for an instance: its memory (plus the runtime's headroom, and
-/// counting `/tmp` and `/dev/shm`), Lambda's 1024 processes and threads, at most one
-/// core, and a CPU weight in proportion to its memory as Lambda gives CPU.
+/// counting `/tmp` and `/dev/shm`), Lambda's 1024 processes and threads, and CPU in
+/// proportion to memory as Lambda gives it (one core at 1,769 MB) — at least half a
+/// core, so a small function still starts quickly (a burst allowance covers a cold
+/// start), at most the node's cores. Every instance gets the same weight: the quota
+/// already gives a bigger function more, and under contention a small function's
+/// latency should not lose to a big one's hog.
 fn cgroup_limits(memory_mb: u32) -> sandbox::Limits {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let quota = (u64::from(memory_mb) * 100_000 / 1769).clamp(50_000, cores * 100_000);
     sandbox::Limits {
         memory_bytes: (u64::from(memory_mb) + 64) << 20,
         max_pids: 1024,
-        cpu_quota_us: 100_000,
-        cpu_shares: (u64::from(memory_mb) * 1024 / 1769).max(64),
+        cpu_quota_us: quota,
+        cpu_shares: 1024,
     }
 }
 
-/// The sandbox's plan for one instance: the host's system directories, the
 /// The plan that makes a spare sandbox this function's: its code, the interpreter's
 /// installation (where the system's directories do not hold it already), a resolver
 /// for a `net` grant, and the command.

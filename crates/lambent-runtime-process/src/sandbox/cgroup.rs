@@ -125,6 +125,12 @@ impl InstanceCgroups {
             cpu.join("cpu.cfs_quota_us"),
             limits.cpu_quota_us.to_string(),
         )?;
+        // Unused quota carries over up to one period's worth: a cold start's burst
+        // is not throttled; a hog is.
+        let burst = cpu.join("cpu.cfs_burst_us");
+        if burst.exists() {
+            fs::write(burst, limits.cpu_quota_us.to_string())?;
+        }
         fs::write(cpu.join("cpu.shares"), limits.cpu_shares.to_string())?;
         Ok(())
     }
