@@ -135,7 +135,8 @@ fn clone_sandboxed(extra: CloneFlags, body: impl FnMut() -> i32) -> Result<(Pid,
     let go_raw = go_w.as_raw_fd();
     let mut body = body;
     let mut wait_r = Some(wait_r);
-    let mut stack = vec![0u8; 1024 * 1024];
+    // The init runs all of its set-up on this stack (zeroed pages cost nothing until used).
+    let mut stack = vec![0u8; 8 * 1024 * 1024];
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
