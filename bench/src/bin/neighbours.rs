@@ -11,7 +11,7 @@ use bytes::Bytes;
 use lambent_engine::{DeployRequest, Engine, InvokeOptions};
 use std::time::{Duration, Instant};
 
-const CALLS: usize = 400;
+const CALLS: usize = 2_000;
 
 const VICTIM: &str = "def handler(event, context):\n    return 1\n";
 
