@@ -96,7 +96,7 @@ impl ProcessInstance {
             detail,
         };
         // A sandbox made ahead of need, or now.
-        let mut spare = match &launch.sandbox {
+        let spare = match &launch.sandbox {
             Some(s) => Some(match s.spares.take() {
                 Some(spare) => spare,
                 None => s
@@ -107,7 +107,7 @@ impl ProcessInstance {
             }),
             None => None,
         };
-        let endpoint = match &mut spare {
+        let endpoint = match &spare {
             Some(spare) => {
                 let listener = spare.listener.try_clone().map_err(spawn_err)?;
                 Endpoint::inside(listener).map_err(spawn_err)?
