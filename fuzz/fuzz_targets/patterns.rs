@@ -13,6 +13,7 @@ fuzz_target!(|input: (&[u8], &[u8])| {
         if let Ok(event) = serde_json::from_slice::<serde_json::Value>(event) {
             let _ = p.matches(&event);
         }
-        let _ = p.matches(&serde_json::json!({"type": "t", "source": "s", "data": {"a": [1, "x"]}}));
+        let _ =
+            p.matches(&serde_json::json!({"type": "t", "source": "s", "data": {"a": [1, "x"]}}));
     }
 });

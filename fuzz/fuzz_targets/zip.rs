@@ -17,7 +17,11 @@ fuzz_target!(|bytes: &[u8]| {
     let store = lambent_sqlite::FsCodeStore::open(dir.join("code")).unwrap();
     let result = store.put_zip(bytes);
     // The store's directory is the only thing in `dir`.
-    let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("code")]);
     if let Ok(stored) = result {
         assert!(store.tree(&stored.sha256).is_dir());
