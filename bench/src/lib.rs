@@ -129,3 +129,16 @@ pub fn zip_of(name: &str, body: &str) -> anyhow::Result<Vec<u8>> {
     w.write_all(body.as_bytes())?;
     Ok(w.finish()?.into_inner())
 }
+
+/// A benchmark program's `main`: first the sandbox launcher's turn (the program is its
+/// own launcher), then `run` on a multi-threaded runtime.
+pub fn main_with<F>(run: impl FnOnce() -> F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    lambent_runtime_process::sandbox::run_if_launcher(std::env::args_os().skip(1));
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}

@@ -165,11 +165,7 @@ fn isolation() -> Isolation {
 }
 
 fn main() -> Result<()> {
-    lambent_runtime_process::sandbox::run_if_launcher(std::env::args_os().skip(1));
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    lambent_bench::main_with(run)
 }
 
 async fn run() -> Result<()> {

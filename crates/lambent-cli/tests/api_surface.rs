@@ -241,12 +241,8 @@ fn a_synchronous_call_past_the_concurrency_limit_is_throttled_with_429() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let sink = Sink::start();
-    let code = code_dir(&[(
-        "app.py",
-        &format!(
-            "{SINK_PY}def handler(event, context):\n    report_and_wait('started')\n    return 'done'\n"
-        ),
-    )]);
+    let code = sink
+        .app("def handler(event, context):\n    report_and_wait('started')\n    return 'done'\n");
     let env = sink.env();
     node.deploy_app(
         "single",

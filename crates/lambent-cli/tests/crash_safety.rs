@@ -18,10 +18,7 @@ fn every_acknowledged_event_is_handled_after_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let sink = Sink::start();
-    let code = code_dir(&[(
-        "app.py",
-        &format!("{SINK_PY}def handler(event, context):\n    report(event['id'])\n"),
-    )]);
+    let code = sink.app("def handler(event, context):\n    report(event['id'])\n");
 
     let queue: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(
         (0..EVENTS).map(|i| format!("crash-{i:05}")).collect(),

@@ -201,7 +201,7 @@ fn a_granted_function_reaches_the_network_and_keeps_its_tmp() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let sink = Sink::start();
-    let code = code_dir(&[("app.py", &format!("{SINK_PY}{ONLINE}"))]);
+    let code = sink.app(ONLINE);
     let env = sink.env();
     node.deploy_app(
         "online",
@@ -491,18 +491,25 @@ def handler(event, context):
     return "detached"
 "#;
 
+/// Deploys `spawner` and calls it once: its instance leaves a daemon running. Returns
+/// the environment entry that finds both processes on the host.
+fn start_daemon(node: &Node, marker_name: &str) -> String {
+    let marker = format!("{marker_name}={}", std::process::id());
+    let code = code_dir(&[("app.py", DAEMON)]);
+    node.deploy_app("spawner", "python3.11", code.path(), &["--env", &marker]);
+    assert_eq!(node.ok(&["invoke", "spawner"]).trim(), "\"detached\"");
+    let pids = live(&processes_with_env(&marker));
+    assert!(pids.len() >= 2, "the function and its daemon: {pids:?}");
+    marker
+}
+
 /// A detached daemon (double fork + setsid) dies with its instance when the function
 /// is removed.
 #[test]
 fn a_detached_daemon_dies_with_its_instance() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
-    let marker = format!("DAEMON_MARKER={}", std::process::id());
-    let code = code_dir(&[("app.py", DAEMON)]);
-    node.deploy_app("spawner", "python3.11", code.path(), &["--env", &marker]);
-    assert_eq!(node.ok(&["invoke", "spawner"]).trim(), "\"detached\"");
-    let pids = processes_with_env(&marker);
-    assert!(pids.len() >= 2, "the function and its daemon: {pids:?}");
+    let marker = start_daemon(&node, "DAEMON_MARKER");
     node.ok(&["rm", "spawner"]);
     wait_for("every process of the removed function to die", || {
         live(&processes_with_env(&marker)).is_empty().then_some(())
@@ -514,11 +521,7 @@ fn a_detached_daemon_dies_with_its_instance() {
 fn a_detached_daemon_dies_when_its_instance_expires() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start_with(&tmp.path().join("data"), &["--keep-alive", "1"]);
-    let marker = format!("EXPIRY_MARKER={}", std::process::id());
-    let code = code_dir(&[("app.py", DAEMON)]);
-    node.deploy_app("spawner", "python3.11", code.path(), &["--env", &marker]);
-    assert_eq!(node.ok(&["invoke", "spawner"]).trim(), "\"detached\"");
-    assert!(processes_with_env(&marker).len() >= 2);
+    let marker = start_daemon(&node, "EXPIRY_MARKER");
     wait_for("the idle instance and its daemon to be gone", || {
         live(&processes_with_env(&marker)).is_empty().then_some(())
     });

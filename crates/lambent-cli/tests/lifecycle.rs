@@ -44,12 +44,8 @@ fn no_function_process_outlives_a_kill_9_of_its_node() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let sink = Sink::start();
-    let code = code_dir(&[(
-        "app.py",
-        &format!(
-            "{SINK_PY}import time\ndef handler(e, c):\n    report('busy')\n    time.sleep(300)\n"
-        ),
-    )]);
+    let code =
+        sink.app("import time\ndef handler(e, c):\n    report('busy')\n    time.sleep(300)\n");
     // A marker in the function's environment finds its processes on the host (in a
     // sandbox, the pid it sees is its namespace's, not the host's).
     let marker = format!("LIFECYCLE_MARKER={}", std::process::id());
@@ -89,13 +85,8 @@ fn sigterm_drains_running_attempts_and_nothing_acknowledged_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let sink = Sink::start();
-    let code = code_dir(&[(
-        "app.py",
-        &format!(
-            "{SINK_PY}import time\n\
-def handler(event, context):\n    report('start ' + event['id'])\n    time.sleep(1.5)\n    report('end ' + event['id'])\n"
-        ),
-    )]);
+    let code = sink.app("import time\n\
+def handler(event, context):\n    report('start ' + event['id'])\n    time.sleep(1.5)\n    report('end ' + event['id'])\n");
     let mut node = Node::start(&data);
     let env = sink.env();
     node.deploy_app(

@@ -272,9 +272,8 @@ impl ProcessInstance {
                 let system_dirs = launch
                     .sandbox
                     .as_ref()
-                    .map(|s| s.spares.system_dirs().to_vec())
-                    .unwrap_or_default();
-                let mut plan = sandbox_plan(&launch, &system_dirs, &scratch, env, data_limit);
+                    .map_or(&[][..], |s| s.spares.system_dirs());
+                let mut plan = sandbox_plan(&launch, system_dirs, &scratch, env, data_limit);
                 plan.firewall = egress.and_then(|e| e.firewall);
                 // A plan is far smaller than the socket's buffer: this does not block.
                 // If the sandbox died meanwhile, the watcher reports how.

@@ -128,6 +128,20 @@ pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreE
     }
 }
 
+/// Every row of a parameterless query, read with `row`.
+pub(crate) fn all_rows<T>(
+    conn: &Connection,
+    query: &str,
+    doing: &'static str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare(query).map_err(sql(doing))?;
+    stmt.query_map([], row)
+        .map_err(sql(doing))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql(doing))
+}
+
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sql("opening the database"))?;
     conn.busy_timeout(std::time::Duration::from_secs(30))

@@ -1,6 +1,6 @@
 //! Functions and rules in SQLite.
 
-use crate::{SqliteStore, sql};
+use crate::{SqliteStore, all_rows, sql};
 use async_trait::async_trait;
 use lambent_core::{FunctionSpec, now_ms};
 use lambent_store::{FunctionVersion, Registry, Result, Rule, StoreError, StoredCode};
@@ -98,17 +98,13 @@ impl Registry for SqliteStore {
 
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "{SELECT_FUNCTION} f WHERE version = (SELECT MAX(version) FROM function_versions g WHERE g.name = f.name) ORDER BY name"
-                ))
-                .map_err(sql("listing functions"))?;
-            let rows = stmt
-                .query_map([], function_row)
-                .map_err(sql("listing functions"))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql("listing functions"))?;
-            rows.into_iter().map(decode_function).collect()
+            let query = format!(
+                "{SELECT_FUNCTION} f WHERE version = (SELECT MAX(version) FROM function_versions g WHERE g.name = f.name) ORDER BY name"
+            );
+            all_rows(conn, &query, "listing functions", function_row)?
+                .into_iter()
+                .map(decode_function)
+                .collect()
         })
         .await
     }
@@ -153,20 +149,18 @@ impl Registry for SqliteStore {
 
     async fn list_rules(&self) -> Result<Vec<Rule>> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT name, pattern, targets FROM rules ORDER BY name")
-                .map_err(sql("listing rules"))?;
-            let rows = stmt
-                .query_map([], |r| {
+            let rows = all_rows(
+                conn,
+                "SELECT name, pattern, targets FROM rules ORDER BY name",
+                "listing rules",
+                |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                     ))
-                })
-                .map_err(sql("listing rules"))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql("listing rules"))?;
+                },
+            )?;
             rows.into_iter()
                 .map(|(name, pattern, targets)| {
                     Ok(Rule {

@@ -1,6 +1,6 @@
 //! API tokens in SQLite (hashes only).
 
-use crate::{SqliteStore, sql};
+use crate::{SqliteStore, all_rows, sql};
 use async_trait::async_trait;
 use lambent_core::EpochMs;
 use lambent_store::{Result, StoreError, TokenRecord, TokenScope, TokenStore};
@@ -68,15 +68,11 @@ impl TokenStore for SqliteStore {
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare(&format!("{SELECT} ORDER BY created_ms, id"))
-                .map_err(sql("listing tokens"))?;
-            let rows = stmt
-                .query_map([], token_row)
-                .map_err(sql("listing tokens"))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql("listing tokens"))?;
-            rows.into_iter().map(decode).collect()
+            let query = format!("{SELECT} ORDER BY created_ms, id");
+            all_rows(conn, &query, "listing tokens", token_row)?
+                .into_iter()
+                .map(decode)
+                .collect()
         })
         .await
     }

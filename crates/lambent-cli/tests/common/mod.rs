@@ -303,6 +303,11 @@ impl Sink {
         }
     }
 
+    /// A code directory whose `app.py` is `SINK_PY` followed by `handler_module`.
+    pub fn app(&self, handler_module: &str) -> tempfile::TempDir {
+        code_dir(&[("app.py", &format!("{SINK_PY}{handler_module}"))])
+    }
+
     /// `--env SINK=HOST:PORT` for `deploy` (with `--grant net`, which lets it connect).
     pub fn env(&self) -> String {
         format!("SINK={}:{}", self.host, self.port)

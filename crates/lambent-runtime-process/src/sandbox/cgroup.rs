@@ -69,6 +69,14 @@ impl Cgroups {
     }
 }
 
+/// Writes a control file this kernel may not have (swap accounting, CPU burst).
+fn write_if_present(file: &Path, value: u64) -> io::Result<()> {
+    if file.exists() {
+        fs::write(file, value.to_string())?;
+    }
+    Ok(())
+}
+
 /// Removes the groups of nodes that are gone (killed without a chance to clean up):
 /// their instances died with them, so the groups are empty. A live node's are kept.
 fn sweep(parent: &Path) {
@@ -115,10 +123,10 @@ impl InstanceCgroups {
             limits.memory_bytes.to_string(),
         )?;
         // With swap accounting, swap may not extend the limit either.
-        let memsw = memory.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
-            fs::write(memsw, limits.memory_bytes.to_string())?;
-        }
+        write_if_present(
+            &memory.join("memory.memsw.limit_in_bytes"),
+            limits.memory_bytes,
+        )?;
         fs::write(pids.join("pids.max"), limits.max_pids.to_string())?;
         fs::write(cpu.join("cpu.cfs_period_us"), "100000")?;
         fs::write(
@@ -127,10 +135,7 @@ impl InstanceCgroups {
         )?;
         // Unused quota carries over up to one period's worth: a cold start's burst
         // is not throttled; a hog is.
-        let burst = cpu.join("cpu.cfs_burst_us");
-        if burst.exists() {
-            fs::write(burst, limits.cpu_quota_us.to_string())?;
-        }
+        write_if_present(&cpu.join("cpu.cfs_burst_us"), limits.cpu_quota_us)?;
         fs::write(cpu.join("cpu.shares"), limits.cpu_shares.to_string())?;
         Ok(())
     }
