@@ -527,6 +527,54 @@ fn a_detached_daemon_dies_when_its_instance_expires() {
     });
 }
 
+/// An instance runs under cgroup limits that follow its memory: memory + 64 MiB, 1,024
+/// processes, CPU in proportion (one core at 1,769 MB, at least half a core, at most
+/// the node's cores).
+#[test]
+fn an_instance_runs_under_limits_that_follow_its_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let code = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    for (name, memory_mb) in [("small", 128u64), ("large", 3538)] {
+        let marker = format!("LIMITS_MARKER_{name}={}", std::process::id());
+        let memory = memory_mb.to_string();
+        node.deploy_app(
+            name,
+            "python3.11",
+            code.path(),
+            &["--memory", &memory, "--env", &marker],
+        );
+        assert_eq!(node.ok(&["invoke", name]).trim(), "1");
+        // The warm instance's process, and its groups as the host names them.
+        let pid = live(&processes_with_env(&marker))[0];
+        let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let read = |controller: &str, file: &str| -> u64 {
+            let path = groups
+                .lines()
+                .find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    names.split(',').any(|n| n == controller).then_some(path)
+                })
+                .unwrap();
+            let file = format!("/sys/fs/cgroup/{controller}{path}/{file}");
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (memory_mb + 64) << 20
+        );
+        assert_eq!(read("pids", "pids.max"), 1024);
+        let quota = (memory_mb * 100_000 / 1769).clamp(50_000, cores * 100_000);
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), quota, "{name}");
+    }
+}
+
 /// With isolation off, the node says so in its status.
 #[test]
 fn isolation_none_is_stated() {

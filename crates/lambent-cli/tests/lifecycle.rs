@@ -72,10 +72,31 @@ fn no_function_process_outlives_a_kill_9_of_its_node() {
     let pids = processes_with_env(&marker);
     assert!(!pids.is_empty(), "no process carries {marker}");
     assert_eq!(live(&pids), pids);
+    // The node's own cgroups (pids controller), beside this test's: the next node
+    // to start sweeps those of a dead one.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let pids_path = own
+        .lines()
+        .find_map(|l| {
+            l.splitn(3, ':')
+                .nth(2)
+                .filter(|_| l.split(':').nth(1) == Some("pids"))
+        })
+        .unwrap()
+        .trim_start_matches('/')
+        .to_owned();
+    let groups = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(pids_path)
+        .join("lambent")
+        .join(format!("node-{}", node.pid()));
+    assert!(groups.is_dir(), "no cgroups at {}", groups.display());
+    let data = node.data_dir.clone();
     node.kill9();
     wait_for("the function's process to die with its node", || {
         live(&pids).is_empty().then_some(())
     });
+    let _next = Node::start(&data);
+    assert!(!groups.exists(), "{} outlived its node", groups.display());
 }
 
 /// SIGTERM stops intake, lets running attempts finish and settle, and exits; after a
