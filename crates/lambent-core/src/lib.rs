@@ -4,13 +4,18 @@
 pub mod event;
 pub mod function;
 pub mod grant;
+pub mod kv;
 pub mod outcome;
 pub mod pattern;
+pub mod route;
+pub mod schedule;
 
 pub use event::{CloudEvent, EventError};
 pub use function::{FunctionSpec, RetryPolicy, RuntimeKind, SpecError};
 pub use outcome::{DeadLetterReason, InvocationOutcome};
 pub use pattern::{Pattern, PatternError};
+pub use route::{RouteMode, RouteSpec};
+pub use schedule::ScheduleSpec;
 
 /// Milliseconds since the Unix epoch: the time unit of every stored timestamp.
 pub type EpochMs = i64;
