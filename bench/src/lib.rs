@@ -103,13 +103,9 @@ pub async fn engine(
 ) -> anyhow::Result<lambent_engine::Engine> {
     use std::sync::Arc;
     let sqlite = lambent_sqlite::SqliteStore::open(data)?;
-    let stores = lambent_store::Stores {
-        registry: Arc::new(sqlite.clone()),
-        events: Arc::new(sqlite.clone()),
-        invocations: Arc::new(sqlite.clone()),
-        code: Arc::new(lambent_sqlite::FsCodeStore::open(data.join("code"))?),
-        tokens: Arc::new(sqlite),
-    };
+    let stores = sqlite.stores(Arc::new(lambent_sqlite::FsCodeStore::open(
+        data.join("code"),
+    )?));
     Ok(lambent_engine::Engine::start(
         lambent_engine::EngineConfig::default(),
         stores,

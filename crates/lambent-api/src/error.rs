@@ -68,6 +68,7 @@ impl From<EngineError> for ApiError {
             EngineError::Code(lambent_store::CodeError::TooLarge { .. })
             | EngineError::Code(lambent_store::CodeError::TooManyEntries { .. })
             | EngineError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             EngineError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             EngineError::Runtime(_) => (StatusCode::BAD_GATEWAY, "runtime_unavailable"),
             EngineError::Store(lambent_store::StoreError::Overloaded { .. }) => {

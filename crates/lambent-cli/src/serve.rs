@@ -7,7 +7,6 @@ use lambent_engine::{Engine, EngineConfig};
 use lambent_runtime_process::ProcessRuntime;
 use lambent_runtime_process::sandbox::{Isolation, Launcher};
 use lambent_sqlite::{FsCodeStore, SqliteStore};
-use lambent_store::Stores;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,13 +77,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("resolving the data directory {}", args.data_dir.display()))?;
     let sqlite = SqliteStore::open(data)
         .with_context(|| format!("opening the store in {}", data.display()))?;
-    let stores = Stores {
-        registry: Arc::new(sqlite.clone()),
-        events: Arc::new(sqlite.clone()),
-        invocations: Arc::new(sqlite.clone()),
-        code: Arc::new(FsCodeStore::open(data.join("code"))?),
-        tokens: Arc::new(sqlite.clone()),
-    };
+    let stores = sqlite.stores(Arc::new(FsCodeStore::open(data.join("code"))?));
     let isolation = match args.isolation.as_str() {
         "none" => Isolation::None,
         _ => Isolation::Sandbox(

@@ -27,6 +27,9 @@ pub enum EngineError {
     /// A request that is well-formed but cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
+    /// A compare-and-swap found another revision.
+    #[error("{0}")]
+    Conflict(String),
     /// A payload over a configured limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
@@ -44,6 +47,24 @@ pub enum EngineError {
     /// The node is shutting down or a background task failed.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<lambent_core::schedule::ScheduleError> for EngineError {
+    fn from(e: lambent_core::schedule::ScheduleError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+impl From<lambent_core::route::RouteError> for EngineError {
+    fn from(e: lambent_core::route::RouteError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+impl From<lambent_core::kv::KvError> for EngineError {
+    fn from(e: lambent_core::kv::KvError) -> Self {
+        Self::Invalid(e.to_string())
+    }
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -10,20 +10,26 @@
 mod dispatcher;
 mod error;
 mod events;
+mod function_url;
 mod functions;
 mod invoke;
 pub mod keepalive;
+pub mod kv;
 pub mod pool;
 mod records;
 mod retention;
 pub mod router;
+pub mod routes;
+pub mod schedules;
 mod tokens;
 
 pub use error::{EngineError, Result};
 pub use events::{PublishResult, RuleRequest};
 pub use functions::DeployRequest;
 pub use invoke::{Invocation, InvokeOptions};
+pub use kv::{KvRequest, KvResult};
 pub use retention::Compacted;
+pub use routes::{HttpRequest, HttpResponse, MatchedRoute, RouteMatch};
 pub use tokens::AuthError;
 
 use keepalive::KeepAlivePolicy;
@@ -53,6 +59,30 @@ pub struct EngineConfig {
     pub dedup_window: Duration,
     /// How often compaction runs.
     pub compaction_interval: Duration,
+    /// The wall clock of schedules and key expiry (tests inject a manual one).
+    pub clock: NodeClock,
+}
+
+/// The node's clock, shared.
+#[derive(Clone)]
+pub struct NodeClock(pub Arc<dyn lambent_store::Clock>);
+
+impl NodeClock {
+    pub fn now_ms(&self) -> lambent_core::EpochMs {
+        self.0.now_ms()
+    }
+}
+
+impl std::fmt::Debug for NodeClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeClock")
+    }
+}
+
+impl Default for NodeClock {
+    fn default() -> Self {
+        Self(Arc::new(lambent_store::SystemClock))
+    }
 }
 
 impl Default for EngineConfig {
@@ -64,6 +94,7 @@ impl Default for EngineConfig {
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             dedup_window: Duration::from_secs(24 * 3600),
             compaction_interval: Duration::from_secs(60),
+            clock: NodeClock::default(),
         }
     }
 }
@@ -106,7 +137,16 @@ pub(crate) struct Inner {
     /// Live tokens recently checked, by hash.
     pub tokens: Mutex<tokens::TokenCache>,
     /// The node's long-running tasks, watched by `health`.
-    pub tasks: Mutex<Vec<(&'static str, tokio::task::JoinHandle<()>)>>,
+    pub tasks: Mutex<Vec<(String, tokio::task::JoinHandle<()>)>>,
+    /// Event types of key-value namespaces that have their own.
+    pub kv_namespaces: Mutex<HashMap<String, lambent_store::KvNamespace>>,
+    /// Wakes the scheduler when a schedule is added, changed or removed.
+    pub schedules_changed: Notify,
+    /// The HTTP routes, compiled; replaced whole on every change.
+    pub route_table: std::sync::RwLock<Arc<Vec<routes::CompiledRoute>>>,
+    pub routes_lock: tokio::sync::Mutex<()>,
+    /// What each event source says of itself (connected, reconnecting: why).
+    pub sources: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// The function cache. Its generation grows with every deploy and delete; a registry
@@ -190,9 +230,16 @@ impl Engine {
                 records,
                 tasks: Mutex::new(Vec::new()),
                 tokens: Mutex::new(tokens::TokenCache::default()),
+                kv_namespaces: Mutex::new(HashMap::new()),
+                schedules_changed: Notify::new(),
+                route_table: std::sync::RwLock::new(Arc::new(Vec::new())),
+                routes_lock: tokio::sync::Mutex::new(()),
+                sources: Mutex::new(std::collections::BTreeMap::new()),
             }),
         };
         engine.reload_rules().await?;
+        engine.reload_routes().await?;
+        engine.load_kv_namespaces().await?;
         let dispatcher = tokio::spawn(dispatcher::run(engine.inner.clone()));
         let reaper = Arc::downgrade(&engine.inner);
         let reaper = tokio::spawn(async move {
@@ -206,11 +253,13 @@ impl Engine {
             }
         });
         let compactor = tokio::spawn(retention::run(Arc::downgrade(&engine.inner)));
+        let expiry = tokio::spawn(kv::run_expiry(Arc::downgrade(&engine.inner)));
         *engine.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![
-            ("dispatcher", dispatcher),
-            ("instance reaper", reaper),
-            ("compaction", compactor),
-            ("record writer", record_writer),
+            ("dispatcher".into(), dispatcher),
+            ("instance reaper".into(), reaper),
+            ("compaction".into(), compactor),
+            ("record writer".into(), record_writer),
+            ("key expiry".into(), expiry),
         ];
         Ok(engine)
     }
@@ -255,6 +304,33 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Watches a long-running task of the node (an event source): `health` fails
+    /// once it stops.
+    pub fn supervise(&self, name: impl Into<String>, task: tokio::task::JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.into(), task));
+    }
+
+    /// Records what an event source says of itself, for `status`.
+    pub fn set_source_status(&self, source: &str, status: impl Into<String>) {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source.to_owned(), status.into());
+    }
+
+    pub fn source_statuses(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn config(&self) -> &EngineConfig {

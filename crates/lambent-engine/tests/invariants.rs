@@ -110,12 +110,11 @@ fn sqlite_stores(
     events: Option<Arc<dyn EventLog>>,
     invocations: Option<Arc<dyn lambent_store::InvocationLog>>,
 ) -> Stores {
+    let all = sqlite.stores(Arc::new(FsCodeStore::open(dir.join("code")).unwrap()));
     Stores {
-        registry: Arc::new(sqlite.clone()),
-        events: events.unwrap_or_else(|| Arc::new(sqlite.clone())),
-        invocations: invocations.unwrap_or_else(|| Arc::new(sqlite.clone())),
-        code: Arc::new(FsCodeStore::open(dir.join("code")).unwrap()),
-        tokens: Arc::new(sqlite.clone()),
+        events: events.unwrap_or(all.events.clone()),
+        invocations: invocations.unwrap_or(all.invocations.clone()),
+        ..all
     }
 }
 

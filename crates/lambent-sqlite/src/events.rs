@@ -1,6 +1,6 @@
 //! The event log and its deliveries in SQLite.
 
-use crate::{SqliteStore, sql};
+use crate::{SqliteStore, corrupt, sql};
 use async_trait::async_trait;
 use lambent_core::{CloudEvent, DeadLetterReason};
 use lambent_store::{
@@ -8,13 +8,6 @@ use lambent_store::{
     PublishOutcome, Redrive, Result, Settlement, StoreError, StoredEvent,
 };
 use rusqlite::{OptionalExtension, params};
-
-fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        detail: e.to_string(),
-    }
-}
 
 /// The fencing rule of every report on a lease (parameters: ?1 delivery, ?2 token,
 /// ?3 now): only the delivery's current, unexpired lease may settle or extend it.
@@ -41,6 +34,49 @@ fn clip(error: &str) -> String {
     error.chars().take(MAX_ERROR_CHARS).collect()
 }
 
+/// Appends events with their deliveries inside the caller's write (de-duplicated on
+/// `(source, id)`): every write that publishes goes through here.
+pub(crate) fn append(
+    conn: &rusqlite::Connection,
+    batch: Vec<NewEvent>,
+    now: i64,
+) -> Result<Vec<PublishOutcome>> {
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (source, id, type, body, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(source, id) DO NOTHING",
+        )
+        .map_err(sql("preparing an event insert"))?;
+    let mut insert_delivery = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (event_seq, function, mode, state, next_ms, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+        )
+        .map_err(sql("preparing a delivery insert"))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for item in batch {
+        let e = &item.event;
+        let inserted = insert_event
+            .execute(params![e.source(), e.id(), e.ty(), item.encoded, now])
+            .map_err(sql("appending an event"))?;
+        if inserted == 0 {
+            outcomes.push(PublishOutcome::Duplicate);
+            continue;
+        }
+        let seq = conn.last_insert_rowid();
+        for target in &item.targets {
+            insert_delivery
+                .execute(params![seq, target.function, target.mode.as_i64(), now])
+                .map_err(sql("creating a delivery"))?;
+        }
+        outcomes.push(PublishOutcome::Accepted {
+            seq,
+            deliveries: item.targets.len(),
+        });
+    }
+    Ok(outcomes)
+}
+
 impl SqliteStore {
     /// Runs a settle of `lease`; no row changed means the lease was lost (what else
     /// the write did, such as recording the attempt, stays).
@@ -62,43 +98,8 @@ impl SqliteStore {
 impl EventLog for SqliteStore {
     async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
         let now = self.now();
-        self.write_or_refuse(move |conn| {
-            let mut insert_event = conn
-                .prepare_cached(
-                    "INSERT INTO events (source, id, type, body, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(source, id) DO NOTHING",
-                )
-                .map_err(sql("preparing an event insert"))?;
-            let mut insert_delivery = conn
-                .prepare_cached(
-                    "INSERT INTO deliveries (event_seq, function, mode, state, next_ms, created_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
-                )
-                .map_err(sql("preparing a delivery insert"))?;
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for item in batch {
-                let e = &item.event;
-                let inserted = insert_event
-                    .execute(params![e.source(), e.id(), e.ty(), item.encoded, now])
-                    .map_err(sql("appending an event"))?;
-                if inserted == 0 {
-                    outcomes.push(PublishOutcome::Duplicate);
-                    continue;
-                }
-                let seq = conn.last_insert_rowid();
-                for target in &item.targets {
-                    insert_delivery
-                        .execute(params![seq, target.function, target.mode.as_i64(), now])
-                        .map_err(sql("creating a delivery"))?;
-                }
-                outcomes.push(PublishOutcome::Accepted {
-                    seq,
-                    deliveries: item.targets.len(),
-                });
-            }
-            Ok(outcomes)
-        })
-        .await
+        self.write_or_refuse(move |conn| append(conn, batch, now))
+            .await
     }
 
     async fn fetch(&self, function: &str, fetch: Fetch) -> Result<Vec<Delivery>> {

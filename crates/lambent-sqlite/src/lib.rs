@@ -21,6 +21,7 @@ mod events;
 mod invocations;
 mod registry;
 mod schema;
+mod sources;
 mod tokens;
 
 mod code;
@@ -121,6 +122,13 @@ struct Inner {
     _lock: std::fs::File,
 }
 
+pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
+}
+
 pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Backend {
         doing,
@@ -205,6 +213,21 @@ impl SqliteStore {
                 _lock: lock,
             }),
         })
+    }
+
+    /// Every store of a node on this database, with `code` for the packages.
+    pub fn stores(&self, code: Arc<dyn lambent_store::CodeStore>) -> lambent_store::Stores {
+        let this = Arc::new(self.clone());
+        lambent_store::Stores {
+            registry: this.clone(),
+            events: this.clone(),
+            invocations: this.clone(),
+            code,
+            tokens: this.clone(),
+            kv: this.clone(),
+            schedules: this.clone(),
+            routes: this,
+        }
     }
 
     pub(crate) fn now(&self) -> lambent_core::EpochMs {

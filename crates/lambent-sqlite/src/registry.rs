@@ -1,17 +1,10 @@
 //! Functions and rules in SQLite.
 
-use crate::{SqliteStore, all_rows, sql};
+use crate::{SqliteStore, all_rows, corrupt, sql};
 use async_trait::async_trait;
 use lambent_core::{FunctionSpec, now_ms};
-use lambent_store::{FunctionVersion, Registry, Result, Rule, StoreError, StoredCode};
+use lambent_store::{FunctionVersion, Registry, Result, Rule, StoredCode};
 use rusqlite::{OptionalExtension, Row, params};
-
-fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        detail: e.to_string(),
-    }
-}
 
 fn function_row(row: &Row<'_>) -> rusqlite::Result<(String, u64, String, u64, i64)> {
     Ok((

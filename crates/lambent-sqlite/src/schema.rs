@@ -75,6 +75,38 @@ CREATE TABLE IF NOT EXISTS invocations (
     logs          TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, seq);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    namespace  TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    PRIMARY KEY (namespace, key)
+);
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv_namespaces (
+    name        TEXT PRIMARY KEY,
+    put_type    TEXT NOT NULL,
+    delete_type TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name            TEXT PRIMARY KEY,
+    spec            TEXT NOT NULL,
+    anchor_ms       INTEGER NOT NULL,
+    last_nominal_ms INTEGER,
+    fired           INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS routes (
+    method TEXT NOT NULL,
+    path   TEXT NOT NULL,
+    spec   TEXT NOT NULL,
+    PRIMARY KEY (method, path)
+);
 "#;
 
 /// Columns added after the first release, for databases created before them.

@@ -12,12 +12,17 @@ pub mod clock;
 pub mod code;
 pub mod conformance;
 mod lease;
+pub mod sources;
 pub mod tokens;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use code::{CodeError, CodeStore, MAX_ENTRIES, MAX_UNPACKED_BYTES, StoredCode};
 pub use lease::Lease;
+pub use sources::{
+    ChangeEvent, KvChange, KvEntry, KvNamespace, KvOp, KvStore, KvWrite, KvWritten, RouteStore,
+    ScheduleRecord, ScheduleStore,
+};
 pub use tokens::{TokenRecord, TokenScope, TokenStore};
 pub use types::*;
 
@@ -209,6 +214,9 @@ pub struct Stores {
     pub invocations: std::sync::Arc<dyn InvocationLog>,
     pub code: std::sync::Arc<dyn CodeStore>,
     pub tokens: std::sync::Arc<dyn TokenStore>,
+    pub kv: std::sync::Arc<dyn KvStore>,
+    pub schedules: std::sync::Arc<dyn ScheduleStore>,
+    pub routes: std::sync::Arc<dyn RouteStore>,
 }
 
 /// The time of a stored record, for display.
