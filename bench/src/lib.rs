@@ -71,7 +71,14 @@ pub fn start_server() -> anyhow::Result<Server> {
     use std::io::BufRead;
     let dir = tempfile::tempdir()?;
     let mut child = std::process::Command::new(lambent_bin()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("LAMBENT_LOG", "warn")
         .stdout(std::process::Stdio::piped())

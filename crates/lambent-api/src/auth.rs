@@ -24,6 +24,10 @@ pub fn scope_for(method: &Method, path: &str) -> Option<TokenScope> {
     if method == Method::POST && path == "/v1/events" {
         return Some(TokenScope::Publish);
     }
+    // Writing data is publishing: each write is a change event.
+    if (method == Method::PUT || method == Method::DELETE) && path.starts_with("/v1/kv/") {
+        return Some(TokenScope::Publish);
+    }
     if method == Method::POST
         && path
             .strip_prefix("/v1/functions/")
@@ -111,6 +115,11 @@ mod tests {
             ),
             (Method::POST, "/v1/dlq/redrive", Some(TokenScope::Admin)),
             (Method::POST, "/v1/rules", Some(TokenScope::Admin)),
+            (Method::PUT, "/v1/kv/ns/k", Some(TokenScope::Publish)),
+            (Method::DELETE, "/v1/kv/ns/k", Some(TokenScope::Publish)),
+            (Method::GET, "/v1/kv/ns/k", Some(TokenScope::Read)),
+            (Method::POST, "/v1/schedules", Some(TokenScope::Admin)),
+            (Method::POST, "/v1/routes", Some(TokenScope::Admin)),
         ];
         for (method, path, want) in cases {
             assert_eq!(scope_for(&method, path), want, "{method} {path}");

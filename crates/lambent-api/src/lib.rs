@@ -3,8 +3,10 @@
 
 mod auth;
 pub mod cloudevents;
+pub mod dataplane;
 mod error;
 mod handlers;
+mod sources;
 
 pub use error::ApiError;
 
@@ -116,6 +118,28 @@ pub fn router(engine: Engine, node: NodeLimits) -> Router {
             get(handlers::list_tokens).post(handlers::create_token),
         )
         .route("/v1/tokens/{id}", delete(handlers::revoke_token))
+        .route(
+            "/v1/schedules",
+            get(sources::list_schedules).post(sources::put_schedule),
+        )
+        .route("/v1/schedules/{name}", delete(sources::delete_schedule))
+        .route(
+            "/v1/routes",
+            get(sources::list_routes)
+                .post(sources::put_route)
+                .delete(sources::delete_route),
+        )
+        .route(
+            "/v1/namespaces",
+            get(sources::list_namespaces).post(sources::put_namespace),
+        )
+        .route("/v1/kv/{namespace}", get(sources::list_keys))
+        .route(
+            "/v1/kv/{namespace}/{*key}",
+            get(sources::get_key)
+                .put(sources::put_key)
+                .delete(sources::delete_key),
+        )
         .fallback(handlers::fallback)
         .layer(DefaultBodyLimit::max(MAX_SMALL_BODY))
         .layer(middleware::from_fn_with_state(

@@ -23,7 +23,12 @@ fn data_arg(data: Option<String>) -> Result<Option<Vec<u8>>> {
 
 pub async fn run(client: Client, command: Command) -> Result<()> {
     match command {
-        Command::Serve(_) => bail!("`serve` runs a node; it is not a client command"),
+        Command::Serve(_) | Command::Up(_) => {
+            bail!("this command runs a node; it is not a client command")
+        }
+        Command::Schedules(c) => crate::source_commands::schedules(&client, c).await,
+        Command::Routes(c) => crate::source_commands::routes(&client, c).await,
+        Command::Kv(c) => crate::source_commands::kv(&client, c).await,
         Command::Deploy(args) => deploy(&client, args).await,
         Command::Invoke {
             name,

@@ -2,8 +2,11 @@
 
 mod client;
 mod commands;
+mod manifest;
 mod package;
 mod serve;
+mod source_commands;
+mod up;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -21,21 +24,19 @@ use std::path::PathBuf;
 )]
 struct Cli {
     /// Control API of the node to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "LAMBENT_URL",
-        default_value = "http://127.0.0.1:9000"
-    )]
-    server: String,
+    /// [default: http://127.0.0.1:9000]
+    #[arg(long, global = true, env = "LAMBENT_URL")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: the control API, the dispatcher and the instance pool.
+    /// Run a node: the control API, the HTTP routes, the dispatcher, the sources.
     Serve(serve::ServeArgs),
+    /// Run an app: start a node, apply DIR/lambent.toml (only what differs), serve.
+    Up(up::UpArgs),
     /// Create a function or deploy a new version of it.
     Deploy(DeployArgs),
     /// Call a function (synchronously unless --async).
@@ -57,6 +58,15 @@ enum Command {
     /// Listener registrations: event pattern → functions.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Timer events: cron, rate, or one time.
+    #[command(subcommand)]
+    Schedules(source_commands::SchedulesCommand),
+    /// HTTP routes on the data-plane listener.
+    #[command(subcommand)]
+    Routes(source_commands::RoutesCommand),
+    /// The built-in key-value store (its writes are data-change events).
+    #[command(subcommand)]
+    Kv(source_commands::KvCommand),
     /// API tokens (admin scope needed).
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -219,10 +229,19 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // clap does not always carry a global argument's environment value up from a
+    // subcommand with arguments of its own: read it here.
+    cli.server = cli
+        .server
+        .or_else(|| std::env::var("LAMBENT_URL").ok().filter(|s| !s.is_empty()));
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        other => commands::run(client::Client::new(&cli.server), other).await,
+        Command::Up(args) => up::run(cli.server, args).await,
+        other => {
+            let server = cli.server.as_deref().unwrap_or("http://127.0.0.1:9000");
+            commands::run(client::Client::new(server), other).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

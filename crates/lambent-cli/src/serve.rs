@@ -16,10 +16,13 @@ use std::time::Duration;
 pub struct ServeArgs {
     /// Where the database, code and runtime files live.
     #[arg(long, env = "LAMBENT_DATA_DIR", default_value = "lambent-data")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Control API address (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:9000")]
-    listen: SocketAddr,
+    pub listen: SocketAddr,
+    /// Data-plane address: the HTTP routes (port 0 picks a free port; printed second).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
     /// How long an idle instance stays warm (seconds) before it is dropped.
     #[arg(long, default_value_t = 600)]
     keep_alive: u64,
@@ -45,7 +48,7 @@ pub struct ServeArgs {
     dedup_window: Duration,
     /// On SIGTERM or Ctrl-C: how long running attempts may take to finish (seconds).
     #[arg(long, default_value_t = 30)]
-    shutdown_grace: u64,
+    pub shutdown_grace: u64,
     /// How process functions are isolated: `sandbox` (namespaces, an unprivileged id,
     /// a read-only root, Landlock, seccomp, cgroups) or `none` (they run as the
     /// node's user, with access to everything it has).
@@ -58,8 +61,45 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
-    // Tokens are required on any listener other programs on the network can reach.
-    let auth = args.auth || !args.listen.ip().is_loopback();
+    init_logging();
+    let node = start(&args).await?;
+    shutdown().await;
+    node.stop(Duration::from_secs(args.shutdown_grace)).await
+}
+
+/// A running node: its engine, listeners and sources.
+pub struct RunningNode {
+    pub control_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    engine: Engine,
+    /// Set once: listeners and sources stop taking work.
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Stops intake (listeners and sources), drains running attempts for `grace`.
+    pub async fn stop(self, grace: Duration) -> Result<()> {
+        tracing::info!("stopping: no new work; draining running attempts");
+        let _ = self.stop.send(true);
+        let unfinished = self.engine.drain(grace).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "attempts still running after the grace period; they run again after restart"
+            );
+        }
+        // Requests still open after the grace (a long synchronous invoke) are cut.
+        let servers = futures::future::join_all(self.servers);
+        if tokio::time::timeout(grace, servers).await.is_err() {
+            tracing::warn!("requests still open after the grace period were cut");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LAMBENT_LOG")
@@ -68,6 +108,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// Opens the store, starts the engine, the listeners and the sources.
+pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
+    // Tokens are required on any listener other programs on the network can reach.
+    let auth = args.auth || !args.listen.ip().is_loopback();
     // Absolute, because runtime processes run with their code directory as cwd.
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
@@ -125,43 +171,49 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let http_listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http-listen)", args.http_listen))?;
     let addr = listener.local_addr()?;
-    // The first line on stdout is the address: scripts and tests read it.
+    let http_addr = http_listener.local_addr()?;
+    // The first lines on stdout are the addresses: scripts and tests read them.
     println!("lambent: control API on http://{addr}");
-    tracing::info!(%addr, data_dir = %data.display(), open_files, max_connections, auth, "node started");
-    // On a stop signal: the listener stops taking connections (requests in flight
+    println!("lambent: HTTP routes on http://{http_addr}");
+    tracing::info!(%addr, %http_addr, data_dir = %data.display(), open_files, max_connections, auth, "node started");
+    // On a stop signal: the listeners stop taking connections (requests in flight
     // finish) while the engine stops starting attempts and lets running ones settle.
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let server = {
-        let stopping = stopping.clone();
-        let app = lambent_api::router(engine.clone(), node);
-        tokio::spawn(async move {
-            lambent_http::serve(
-                listener,
-                app,
-                limits,
-                async move { stopping.notified().await },
-            )
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (listener, app) in [
+        (listener, lambent_api::router(engine.clone(), node)),
+        (
+            http_listener,
+            lambent_api::dataplane::router(engine.clone()),
+        ),
+    ] {
+        let mut stopping = stopping.clone();
+        servers.push(tokio::spawn(async move {
+            lambent_http::serve(listener, app, limits, async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            })
             .await
-        })
-    };
-    shutdown().await;
-    tracing::info!("stopping: no new work; draining running attempts");
-    stopping.notify_one();
-    let unfinished = engine.drain(Duration::from_secs(args.shutdown_grace)).await;
-    if unfinished > 0 {
-        tracing::warn!(
-            unfinished,
-            "attempts still running after the grace period; they run again after restart"
-        );
+        }));
     }
-    // Requests still open after the grace (a long synchronous invoke) are cut.
-    match tokio::time::timeout(Duration::from_secs(args.shutdown_grace), server).await {
-        Ok(served) => served?,
-        Err(_) => tracing::warn!("requests still open after the grace period were cut"),
-    }
-    tracing::info!("stopped");
-    Ok(())
+    lambent_sources::spawn(
+        Box::new(lambent_sources::Scheduler::new(
+            engine.clone(),
+            engine.config().clock.clone(),
+        )),
+        &engine,
+        stopping,
+    );
+    Ok(RunningNode {
+        control_addr: addr,
+        http_addr,
+        engine,
+        stop,
+        servers,
+    })
 }
 
 /// `90s`, `30m`, `12h`, `7d`.
@@ -206,7 +258,7 @@ fn raise_open_file_limit() -> u64 {
     soft
 }
 
-async fn shutdown() {
+pub async fn shutdown() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

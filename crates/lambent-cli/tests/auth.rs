@@ -54,6 +54,18 @@ fn routes() -> Vec<(Method, &'static str, &'static str)> {
         (Method::GET, "/v1/tokens", "admin"),
         (Method::POST, "/v1/tokens", "admin"),
         (Method::DELETE, "/v1/tokens/tok_x", "admin"),
+        (Method::GET, "/v1/schedules", "read"),
+        (Method::POST, "/v1/schedules", "admin"),
+        (Method::DELETE, "/v1/schedules/s", "admin"),
+        (Method::GET, "/v1/routes", "read"),
+        (Method::POST, "/v1/routes", "admin"),
+        (Method::DELETE, "/v1/routes?method=GET&path=/x", "admin"),
+        (Method::GET, "/v1/namespaces", "read"),
+        (Method::POST, "/v1/namespaces", "admin"),
+        (Method::GET, "/v1/kv/ns", "read"),
+        (Method::GET, "/v1/kv/ns/k", "read"),
+        (Method::PUT, "/v1/kv/ns/k", "publish"),
+        (Method::DELETE, "/v1/kv/ns/k", "publish"),
         (Method::GET, "/v1/no-such-route", "read"),
     ]
 }

@@ -20,7 +20,14 @@ fn a_second_node_on_the_same_data_directory_is_refused() {
     assert!(node.ok(&["invoke", "ping"]).contains("pong"));
 
     let second = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&data)
         .output()
         .unwrap();
@@ -188,7 +195,14 @@ fn a_node_refuses_an_emptied_database() {
     }
     std::fs::write(&db, b"").unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&data)
         .output()
         .unwrap();

@@ -13,6 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_lambent");
 /// A running node. Killed (SIGKILL) when dropped.
 pub struct Node {
     pub url: String,
+    /// The data plane (HTTP routes).
+    pub routes_url: String,
     pub data_dir: PathBuf,
     child: Child,
 }
@@ -62,6 +64,9 @@ impl Node {
         if !flags.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
+        if !flags.contains(&"--http-listen") {
+            command.args(["--http-listen", "127.0.0.1:0"]);
+        }
         let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
@@ -71,17 +76,20 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("start lambent serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("lambent: control API on ")
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-            .to_owned();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut read = |prefix: &str| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("unexpected line from serve: {line:?}"))
+                .to_owned()
+        };
+        let url = read("lambent: control API on ");
+        let routes_url = read("lambent: HTTP routes on ");
         Node {
             url,
+            routes_url,
             data_dir: data_dir.to_path_buf(),
             child,
         }
