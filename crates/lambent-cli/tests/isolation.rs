@@ -454,7 +454,7 @@ fn instance_endpoints_are_not_on_the_host_network() {
                     .map(str::to_owned)
             })
             .collect();
-    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+    let mut listening: Vec<u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .flat_map(|f| {
             std::fs::read_to_string(f)
@@ -466,15 +466,20 @@ fn instance_endpoints_are_not_on_the_host_network() {
         })
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            // State 0A is LISTEN; column 9 is the inode.
-            (cols.get(3) == Some(&"0A")).then(|| cols.get(9).map(|s| s.to_string()))?
+            // State 0A is LISTEN; column 9 is the inode; column 1 ends with the port.
+            if cols.get(3) != Some(&"0A") || !held.contains(*cols.get(9)?) {
+                return None;
+            }
+            u16::from_str_radix(cols.get(1)?.rsplit(':').next()?, 16).ok()
         })
-        .filter(|inode| held.contains(inode))
         .collect();
+    listening.sort_unstable();
+    let port = |url: &str| url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let mut expected = vec![port(&node.url), port(&node.routes_url)];
+    expected.sort_unstable();
     assert_eq!(
-        listening.len(),
-        1,
-        "the node listens on the host network beyond its control API: {listening:?}"
+        listening, expected,
+        "the node listens on the host network beyond its control API and its routes"
     );
 }
 
