@@ -120,6 +120,7 @@ mod tests {
             (Method::GET, "/v1/kv/ns/k", Some(TokenScope::Read)),
             (Method::POST, "/v1/schedules", Some(TokenScope::Admin)),
             (Method::POST, "/v1/routes", Some(TokenScope::Admin)),
+            (Method::POST, "/v1/sources", Some(TokenScope::Admin)),
         ];
         for (method, path, want) in cases {
             assert_eq!(scope_for(&method, path), want, "{method} {path}");

@@ -133,6 +133,11 @@ pub fn router(engine: Engine, node: NodeLimits) -> Router {
             "/v1/namespaces",
             get(sources::list_namespaces).post(sources::put_namespace),
         )
+        .route(
+            "/v1/sources",
+            get(sources::list_sources).post(sources::put_source),
+        )
+        .route("/v1/sources/{name}", delete(sources::delete_source))
         .route("/v1/kv/{namespace}", get(sources::list_keys))
         .route(
             "/v1/kv/{namespace}/{*key}",

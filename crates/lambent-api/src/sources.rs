@@ -7,6 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
+use lambent_core::source::SourceSpec;
 use lambent_core::{RouteSpec, ScheduleSpec};
 use lambent_engine::KvRequest;
 use lambent_store::{KvNamespace, ms_to_rfc3339};
@@ -175,4 +176,42 @@ pub async fn delete_key(
         })
         .await?;
     Ok(Json(json!(written)))
+}
+
+pub async fn list_sources(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let statuses = s.engine.source_statuses();
+    let sources: Vec<Value> = s
+        .engine
+        .sources()
+        .await?
+        .into_iter()
+        .map(|spec| {
+            let mut v = json!(spec);
+            v["status"] = json!(
+                statuses
+                    .get(&spec.name)
+                    .cloned()
+                    .unwrap_or_else(|| "starting".into())
+            );
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "sources": sources })))
+}
+
+pub async fn put_source(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let spec: SourceSpec = parse_json(&small_body(body)?)?;
+    let spec = s.engine.put_source(spec).await?;
+    Ok((StatusCode::CREATED, Json(json!(spec))))
+}
+
+pub async fn delete_source(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.engine.delete_source(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -29,6 +29,7 @@ pub async fn run(client: Client, command: Command) -> Result<()> {
         Command::Schedules(c) => crate::source_commands::schedules(&client, c).await,
         Command::Routes(c) => crate::source_commands::routes(&client, c).await,
         Command::Kv(c) => crate::source_commands::kv(&client, c).await,
+        Command::Sources(c) => crate::source_commands::sources(&client, c).await,
         Command::Deploy(args) => deploy(&client, args).await,
         Command::Invoke {
             name,

@@ -64,6 +64,9 @@ enum Command {
     /// HTTP routes on the data-plane listener.
     #[command(subcommand)]
     Routes(source_commands::RoutesCommand),
+    /// Broker and database sources: NATS, JetStream, MQTT, PostgreSQL.
+    #[command(subcommand)]
+    Sources(source_commands::SourcesCommand),
     /// The built-in key-value store (its writes are data-change events).
     #[command(subcommand)]
     Kv(source_commands::KvCommand),

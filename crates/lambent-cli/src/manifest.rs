@@ -24,6 +24,39 @@ pub struct Manifest {
     pub routes: Vec<Spanned<RouteSpec>>,
     #[serde(default)]
     pub kv: BTreeMap<String, Spanned<NamespaceEntry>>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, Spanned<SourceEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEntry {
+    pub kind: lambent_core::source::SourceKind,
+    pub url: String,
+    pub subject: Option<String>,
+    pub stream: Option<String>,
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub tables: Vec<String>,
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    pub target: Option<String>,
+}
+
+impl SourceEntry {
+    pub fn spec(&self, name: &str) -> lambent_core::source::SourceSpec {
+        lambent_core::source::SourceSpec {
+            name: name.to_owned(),
+            kind: self.kind,
+            url: self.url.clone(),
+            subject: self.subject.clone(),
+            stream: self.stream.clone(),
+            topic: self.topic.clone(),
+            tables: self.tables.clone(),
+            ty: self.ty.clone(),
+            target: self.target.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +197,12 @@ impl Loaded {
                 .clone()
                 .validate()
                 .map_err(|e| self.error_at(r.span(), &section, e))?;
+        }
+        for (name, src) in &m.sources {
+            src.get_ref()
+                .spec(name)
+                .validate()
+                .map_err(|e| self.error_at(src.span(), &format!("sources.{name}"), e.problem))?;
         }
         // Targets may be functions already on the node: the node checks them.
         Ok(())

@@ -205,7 +205,12 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
             engine.config().clock.clone(),
         )),
         &engine,
-        stopping,
+        stopping.clone(),
+    );
+    // The configured broker and database sources, kept running as configured.
+    engine.supervise(
+        "source supervisor",
+        tokio::spawn(lambent_sources::supervisor::run(engine.clone(), stopping)),
     );
     Ok(RunningNode {
         control_addr: addr,

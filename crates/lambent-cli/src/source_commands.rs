@@ -69,6 +69,42 @@ pub enum RoutesCommand {
 }
 
 #[derive(Subcommand)]
+pub enum SourcesCommand {
+    /// Take events from a broker or a database.
+    Add {
+        name: String,
+        /// nats, jetstream, mqtt or postgres.
+        #[arg(long, value_parser = ["nats", "jetstream", "mqtt", "postgres"])]
+        kind: String,
+        /// nats://HOST:PORT, mqtt://HOST:PORT, postgres://USER@HOST:PORT/DB
+        #[arg(long)]
+        url: String,
+        /// NATS subject (JetStream: the stream's subjects).
+        #[arg(long)]
+        subject: Option<String>,
+        /// JetStream stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// MQTT topic filter.
+        #[arg(long)]
+        topic: Option<String>,
+        /// PostgreSQL table, repeatable.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// The events' type.
+        #[arg(long = "type")]
+        ty: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// The sources and how each is doing.
+    Ls,
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum KvCommand {
     Get {
         namespace: String,
@@ -336,6 +372,76 @@ pub async fn kv(client: &Client, command: KvCommand) -> Result<()> {
                 .json(client.request(Method::POST, "/v1/namespaces").json(&body))
                 .await?;
             println!("{namespace}: changes are {put_type} / {delete_type} events");
+        }
+    }
+    Ok(())
+}
+
+pub async fn sources(client: &Client, command: SourcesCommand) -> Result<()> {
+    match command {
+        SourcesCommand::Add {
+            name,
+            kind,
+            url,
+            subject,
+            stream,
+            topic,
+            tables,
+            ty,
+            target,
+        } => {
+            let mut body = json!({"name": name, "kind": kind, "url": url});
+            for (key, value) in [
+                ("subject", subject),
+                ("stream", stream),
+                ("topic", topic),
+                ("type", ty),
+                ("target", target),
+            ] {
+                if let Some(v) = value {
+                    body[key] = json!(v);
+                }
+            }
+            if !tables.is_empty() {
+                body["tables"] = json!(tables);
+            }
+            client
+                .json(client.request(Method::POST, "/v1/sources").json(&body))
+                .await?;
+            println!("source {name} added");
+        }
+        SourcesCommand::Ls => {
+            let v = client
+                .json(client.request(Method::GET, "/v1/sources"))
+                .await?;
+            for s in v["sources"].as_array().into_iter().flatten() {
+                let what = ["subject", "topic"]
+                    .iter()
+                    .find_map(|k| s[*k].as_str().map(str::to_owned))
+                    .or_else(|| {
+                        s["tables"].as_array().map(|t| {
+                            t.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<20} {:<10} {:<32} {:<24} {}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["kind"].as_str().unwrap_or(""),
+                    s["url"].as_str().unwrap_or(""),
+                    what,
+                    s["status"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        SourcesCommand::Rm { name } => {
+            client
+                .json(client.request(Method::DELETE, &format!("/v1/sources/{name}")))
+                .await?;
+            println!("source {name} removed");
         }
     }
     Ok(())

@@ -186,6 +186,31 @@ async fn apply(client: &Client, app: &Loaded) -> Result<()> {
         applied.note(format!("route {}", spec.key()), !same);
     }
 
+    let sources = client
+        .json(client.request(Method::GET, "/v1/sources"))
+        .await?;
+    for (name, entry) in &m.sources {
+        let want = json!(entry.get_ref().spec(name));
+        let same = sources["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                let mut s = s.clone();
+                if let Some(o) = s.as_object_mut() {
+                    o.remove("status");
+                }
+                s == want
+            });
+        if !same {
+            client
+                .json(client.request(Method::POST, "/v1/sources").json(&want))
+                .await
+                .map_err(|e| app.error_at(entry.span(), &format!("sources.{name}"), e))?;
+        }
+        applied.note(format!("source {name}"), !same);
+    }
+
     println!(
         "applied: {} changed, {} unchanged",
         applied.changed.len(),

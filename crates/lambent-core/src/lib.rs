@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod pattern;
 pub mod route;
 pub mod schedule;
+pub mod source;
 
 pub use event::{CloudEvent, EventError};
 pub use function::{FunctionSpec, RetryPolicy, RuntimeKind, SpecError};

@@ -48,44 +48,7 @@ impl Engine {
     /// rule. Returns after the whole batch is committed; an invalid event refuses the
     /// whole batch and nothing is written.
     pub async fn publish(&self, events: Vec<CloudEvent>) -> Result<Vec<PublishResult>> {
-        let now = chrono::Utc::now();
-        let mut batch = Vec::with_capacity(events.len());
-        for (index, mut event) in events.into_iter().enumerate() {
-            event.stamp_time_if_missing(now);
-            let targets = self.inner.router.route(&event);
-            let new = NewEvent::new(event, targets);
-            self.check_event_size(index, &new)?;
-            batch.push(new);
-        }
-        let keys: Vec<(String, String)> = batch
-            .iter()
-            .map(|e| (e.event.id().to_owned(), e.event.source().to_owned()))
-            .collect();
-        // The few functions this batch feeds, each once (not a copy per event).
-        let mut fed: Vec<String> = Vec::new();
-        for target in batch.iter().flat_map(|e| &e.targets) {
-            if !fed.contains(&target.function) {
-                fed.push(target.function.clone());
-            }
-        }
-        let outcomes = self.inner.stores.events.publish(batch).await?;
-        if outcomes
-            .iter()
-            .any(|o| matches!(o, PublishOutcome::Accepted { .. }))
-        {
-            for function in &fed {
-                self.inner.hint(function);
-            }
-        }
-        Ok(keys
-            .into_iter()
-            .zip(outcomes)
-            .map(|((id, source), outcome)| PublishResult {
-                id,
-                source,
-                outcome,
-            })
-            .collect())
+        self.publish_from(events, None).await
     }
 
     /// Rebuilds the router from the registry. Callers that changed rules hold

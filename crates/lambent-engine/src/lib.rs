@@ -21,6 +21,7 @@ mod retention;
 pub mod router;
 pub mod routes;
 pub mod schedules;
+mod sources;
 mod tokens;
 
 pub use error::{EngineError, Result};
@@ -145,6 +146,8 @@ pub(crate) struct Inner {
     /// The HTTP routes, compiled; replaced whole on every change.
     pub route_table: std::sync::RwLock<Arc<Vec<routes::CompiledRoute>>>,
     pub routes_lock: tokio::sync::Mutex<()>,
+    /// Wakes the source supervisor when a source is added, changed or removed.
+    pub sources_changed: Notify,
     /// What each event source says of itself (connected, reconnecting: why).
     pub sources: Mutex<std::collections::BTreeMap<String, String>>,
 }
@@ -234,6 +237,7 @@ impl Engine {
                 schedules_changed: Notify::new(),
                 route_table: std::sync::RwLock::new(Arc::new(Vec::new())),
                 routes_lock: tokio::sync::Mutex::new(()),
+                sources_changed: Notify::new(),
                 sources: Mutex::new(std::collections::BTreeMap::new()),
             }),
         };

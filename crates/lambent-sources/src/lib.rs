@@ -4,7 +4,13 @@
 //! nothing a source took is lost. One module per source; their state lives behind
 //! the store traits.
 
+mod message;
+pub mod mqtt;
+pub mod nats;
+mod pgoutput;
+pub mod postgres;
 pub mod schedule;
+pub mod supervisor;
 
 pub use schedule::Scheduler;
 
@@ -40,6 +46,15 @@ impl Sink {
         self.engine.publish(events).await
     }
 
+    /// Publishes a source's events, also to its own target; returns once durable.
+    pub async fn publish_to(
+        &self,
+        events: Vec<lambent_core::CloudEvent>,
+        target: Option<&str>,
+    ) -> Result<Vec<PublishResult>, EngineError> {
+        self.engine.publish_from(events, target).await
+    }
+
     /// Says how the source is doing (`connected`, `reconnecting: ...`), for status.
     pub fn status(&self, source: &str, status: impl Into<String>) {
         self.engine.set_source_status(source, status);
@@ -64,6 +79,11 @@ pub trait Source: Send {
     fn name(&self) -> String;
     /// Runs until `cx.shutdown` turns true; returns an error only when it cannot go on.
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError>;
+    /// The source was removed: release what it holds upstream (a replication slot
+    /// keeps WAL on the server for ever; a durable consumer or session keeps messages).
+    async fn retire(self: Box<Self>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Starts a source as a task the engine supervises (`health` fails if it stops).

@@ -226,7 +226,8 @@ impl SqliteStore {
             tokens: this.clone(),
             kv: this.clone(),
             schedules: this.clone(),
-            routes: this,
+            routes: this.clone(),
+            sources: this,
         }
     }
 

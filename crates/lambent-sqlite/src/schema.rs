@@ -107,6 +107,10 @@ CREATE TABLE IF NOT EXISTS routes (
     spec   TEXT NOT NULL,
     PRIMARY KEY (method, path)
 );
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
 "#;
 
 /// Columns added after the first release, for databases created before them.

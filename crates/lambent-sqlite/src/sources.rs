@@ -4,10 +4,11 @@
 use crate::events::append;
 use crate::{SqliteStore, all_rows, corrupt, sql};
 use async_trait::async_trait;
+use lambent_core::source::SourceSpec;
 use lambent_core::{EpochMs, RouteSpec, ScheduleSpec};
 use lambent_store::{
     ChangeEvent, KvChange, KvEntry, KvNamespace, KvOp, KvStore, KvWrite, KvWritten, NewEvent,
-    PublishOutcome, Result, RouteStore, ScheduleRecord, ScheduleStore, StoreError,
+    PublishOutcome, Result, RouteStore, ScheduleRecord, ScheduleStore, SourceStore, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -442,6 +443,48 @@ impl RouteStore for SqliteStore {
             )
             .map(|n| n > 0)
             .map_err(sql("deleting a route"))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SourceStore for SqliteStore {
+    async fn put_source(&self, source: SourceSpec) -> Result<()> {
+        self.write(move |conn| {
+            let text = serde_json::to_string(&source).map_err(|e| corrupt("source", e))?;
+            conn.execute(
+                "INSERT INTO sources (name, spec) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+                params![source.name, text],
+            )
+            .map_err(sql("storing a source"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_sources(&self) -> Result<Vec<SourceSpec>> {
+        self.read(|conn| {
+            all_rows(
+                conn,
+                "SELECT spec FROM sources ORDER BY name",
+                "listing sources",
+                |r| r.get::<_, String>(0),
+            )?
+            .iter()
+            .map(|text| serde_json::from_str(text).map_err(|e| corrupt("source", e)))
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete_source(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM sources WHERE name = ?1", [name])
+                .map(|n| n > 0)
+                .map_err(sql("deleting a source"))
         })
         .await
     }

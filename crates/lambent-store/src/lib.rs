@@ -21,7 +21,7 @@ pub use code::{CodeError, CodeStore, MAX_ENTRIES, MAX_UNPACKED_BYTES, StoredCode
 pub use lease::Lease;
 pub use sources::{
     ChangeEvent, KvChange, KvEntry, KvNamespace, KvOp, KvStore, KvWrite, KvWritten, RouteStore,
-    ScheduleRecord, ScheduleStore,
+    ScheduleRecord, ScheduleStore, SourceStore,
 };
 pub use tokens::{TokenRecord, TokenScope, TokenStore};
 pub use types::*;
@@ -217,6 +217,7 @@ pub struct Stores {
     pub kv: std::sync::Arc<dyn KvStore>,
     pub schedules: std::sync::Arc<dyn ScheduleStore>,
     pub routes: std::sync::Arc<dyn RouteStore>,
+    pub sources: std::sync::Arc<dyn SourceStore>,
 }
 
 /// The time of a stored record, for display.

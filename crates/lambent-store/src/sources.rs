@@ -7,6 +7,7 @@
 
 use crate::{NewEvent, PublishOutcome, Result};
 use async_trait::async_trait;
+use lambent_core::source::SourceSpec;
 use lambent_core::{EpochMs, RouteSpec, ScheduleSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -167,4 +168,15 @@ pub trait RouteStore: Send + Sync {
     async fn list_routes(&self) -> Result<Vec<RouteSpec>>;
     /// Removes the route of `method` and `path`; false when there was none.
     async fn delete_route(&self, method: &str, path: &str) -> Result<bool>;
+}
+
+/// Configured broker and database sources. Their positions live where the protocol
+/// keeps them (a JetStream durable consumer, an MQTT persistent session, a PostgreSQL
+/// replication slot), each advanced only after its events are durable here.
+#[async_trait]
+pub trait SourceStore: Send + Sync {
+    /// Creates or replaces the source of its name.
+    async fn put_source(&self, source: SourceSpec) -> Result<()>;
+    async fn list_sources(&self) -> Result<Vec<SourceSpec>>;
+    async fn delete_source(&self, name: &str) -> Result<bool>;
 }
