@@ -58,6 +58,7 @@ fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
         },
         version: 1,
         code_dir: code,
+        host: None,
     })
 }
 

@@ -132,7 +132,8 @@ struct DeployArgs {
     retry_delay_ms: Option<u64>,
     #[arg(long)]
     description: Option<String>,
-    /// A capability beyond the sandbox's defaults, repeatable: `net` (outbound network).
+    /// A capability beyond the sandbox's defaults, repeatable: `net`, `net:HOST[:PORT]`
+    /// (outbound network), `kv:NAMESPACE` (the key-value store), `publish:TYPE` (events).
     #[arg(long = "grant")]
     grants: Vec<String>,
     /// Remove every grant.

@@ -446,3 +446,111 @@ fn a_broken_manifest_names_the_file_the_line_and_the_key() {
     assert!(err.contains("every"), "{err}");
     assert!(err.contains("expected one of"), "{err}");
 }
+
+/// A handler using the bundled `lambent` module: it reports what each call did.
+const USES_LAMBENT: &str = "import lambent\n\
+def handler(event, context):\n    out = {}\n    \
+try:\n        rev = lambent.kv.put('profiles', 'ada', {'plan': 'pro'})\n        \
+out['put'] = rev\n        out['get'] = lambent.kv.get('profiles', 'ada')\n        \
+out['cas'] = lambent.kv.cas('profiles', 'ada', {'plan': 'team'}, rev)\n        \
+try:\n            lambent.kv.cas('profiles', 'ada', {'plan': 'stale'}, rev)\n            out['stale'] = 'written'\n        \
+except lambent.Conflict:\n            out['stale'] = 'conflict'\n        \
+out['listed'] = [e['key'] for e in lambent.kv.list('profiles')]\n        \
+out['published'] = lambent.events.publish('order_placed', {'order': 7})\n    \
+except lambent.Forbidden as e:\n        out['forbidden'] = str(e)\n    \
+try:\n        lambent.kv.get('secrets', 'root')\n        out['other_ns'] = 'read'\n    \
+except lambent.Forbidden:\n        out['other_ns'] = 'forbidden'\n    \
+try:\n        lambent.events.publish('admin_action', {})\n        out['other_type'] = 'published'\n    \
+except lambent.Forbidden:\n        out['other_type'] = 'forbidden'\n    \
+return out\n";
+
+#[test]
+fn functions_reach_the_kv_store_and_publish_only_as_their_grants_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    let code = code_dir(&[("app.py", USES_LAMBENT)]);
+    node.deploy_app(
+        "granted",
+        "python3",
+        code.path(),
+        &["--grant", "kv:profiles", "--grant", "publish:order_placed"],
+    );
+    node.deploy_app("ungranted", "python3", code.path(), &[]);
+    let _echo = echo(&node);
+    node.ok(&[
+        "rules",
+        "add",
+        "orders",
+        "--pattern",
+        r#"{"type": ["order_placed"]}"#,
+        "--target",
+        "echo",
+    ]);
+
+    let out: Value = serde_json::from_str(&node.ok(&["invoke", "granted"])).unwrap();
+    assert_eq!(out["get"], json!({"plan": "pro"}), "{out}");
+    assert!(
+        out["cas"].as_u64().unwrap() > out["put"].as_u64().unwrap(),
+        "{out}"
+    );
+    assert_eq!(out["stale"], "conflict", "{out}");
+    assert_eq!(out["listed"], json!(["ada"]), "{out}");
+    assert_eq!(out["other_ns"], "forbidden", "{out}");
+    assert_eq!(out["other_type"], "forbidden", "{out}");
+    // The write is the store's like any other, and so is the event.
+    assert_eq!(
+        node.ok(&["kv", "get", "profiles", "ada"]).trim(),
+        r#"{"plan":"team"}"#
+    );
+    let published = out["published"].as_str().unwrap().to_owned();
+    let event = wait_for("the published event handled", || {
+        seen(&node, "echo")
+            .into_iter()
+            .find(|e| e["id"] == published.as_str())
+    });
+    assert_eq!(event["source"], "lambent/functions/granted");
+    assert_eq!(event["data"], json!({"order": 7}));
+
+    // Without grants: nothing.
+    let out: Value = serde_json::from_str(&node.ok(&["invoke", "ungranted"])).unwrap();
+    let refused = out["forbidden"].as_str().unwrap_or_default();
+    assert!(refused.contains("kv:profiles"), "{out}");
+    assert_eq!(out["other_type"], "forbidden", "{out}");
+}
+
+#[test]
+fn node_functions_use_the_lambent_module_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data"));
+    let code = code_dir(&[(
+        "app.js",
+        "const lambent = require('lambent');\n\
+         exports.handler = async () => {\n\
+           const rev = await lambent.kv.put('counters', 'hits', 1);\n\
+           const value = await lambent.kv.get('counters', 'hits');\n\
+           let stale;\n\
+           try { await lambent.kv.cas('counters', 'hits', 3, rev - 1); stale = 'written'; }\n\
+           catch (e) { stale = e.code; }\n\
+           let denied;\n\
+           try { await lambent.events.publish('x', {}); denied = 'published'; }\n\
+           catch (e) { denied = e.code; }\n\
+           return { rev, value, stale, denied };\n\
+         };\n",
+    )]);
+    node.ok(&[
+        "deploy",
+        "counter",
+        "--runtime",
+        "nodejs20.x",
+        "--handler",
+        "app.handler",
+        "--code",
+        code.path().to_str().unwrap(),
+        "--grant",
+        "kv:counters",
+    ]);
+    let out: Value = serde_json::from_str(&node.ok(&["invoke", "counter"])).unwrap();
+    assert_eq!(out["value"], 1, "{out}");
+    assert_eq!(out["stale"], "conflict", "{out}");
+    assert_eq!(out["denied"], "forbidden", "{out}");
+}

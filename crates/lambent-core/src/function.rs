@@ -154,6 +154,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "AWS_LAMBDA_RUNTIME_API",
     "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
+    "LAMBENT_API_TOKEN",
 ];
 
 pub const DEFAULT_MEMORY_MB: u32 = 128;
@@ -225,7 +226,7 @@ impl FunctionSpec {
             }
         }
         for grant in &self.grants {
-            crate::grant::parse(grant).map_err(|detail| SpecError::Grant {
+            crate::grant::parse_any(grant).map_err(|detail| SpecError::Grant {
                 function: self.name.clone(),
                 detail,
             })?;
@@ -244,6 +245,20 @@ impl FunctionSpec {
             .iter()
             .filter_map(|g| crate::grant::parse(g).ok())
             .collect()
+    }
+
+    /// Whether the function may read and write the key-value namespace `namespace`.
+    pub fn may_use_kv(&self, namespace: &str) -> bool {
+        self.grants.iter().any(|g| {
+            matches!(crate::grant::parse_any(g), Ok(crate::grant::Grant::Kv(ns)) if ns == "*" || ns == namespace)
+        })
+    }
+
+    /// Whether the function may publish events of type `ty`.
+    pub fn may_publish(&self, ty: &str) -> bool {
+        self.grants.iter().any(|g| {
+            matches!(crate::grant::parse_any(g), Ok(crate::grant::Grant::Publish(t)) if t == "*" || t == ty)
+        })
     }
 
     pub fn timeout(&self) -> Duration {

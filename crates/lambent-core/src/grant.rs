@@ -4,7 +4,9 @@
 //! - `net:HOST`, `net:HOST:PORT`: only that destination (`HOST` an IPv4 address, a
 //!   CIDR block or a name resolved when an instance starts); `127.0.0.1` or
 //!   `localhost` names a service on the host's loopback, which the function reaches
-//!   at `10.0.2.2` (the NAT's gateway).
+//!   at `10.0.2.2` (the NAT's gateway);
+//! - `kv:NS`: read and write the key-value namespace `NS` (`kv:*`: every namespace);
+//! - `publish:TYPE`: publish events of type `TYPE` (`publish:*`: any type).
 
 use std::net::Ipv4Addr;
 
@@ -27,7 +29,44 @@ pub enum Host {
     Loopback,
 }
 
-/// Parses one `--grant` value; the error says what is accepted.
+/// Any grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    Net(NetGrant),
+    /// A key-value namespace, or `*`.
+    Kv(String),
+    /// An event type, or `*`.
+    Publish(String),
+}
+
+/// Parses any `--grant` value; the error says what is accepted.
+pub fn parse_any(grant: &str) -> Result<Grant, String> {
+    if let Some(ns) = grant.strip_prefix("kv:") {
+        if ns == "*" || crate::kv::validate_namespace(ns).is_ok() {
+            return Ok(Grant::Kv(ns.to_owned()));
+        }
+        return Err(format!(
+            "grant `{grant}`: `kv:NAMESPACE` (1-64 of A-Z a-z 0-9 _ -) or `kv:*`"
+        ));
+    }
+    if let Some(ty) = grant.strip_prefix("publish:") {
+        if !ty.is_empty() && !ty.chars().any(char::is_control) {
+            return Ok(Grant::Publish(ty.to_owned()));
+        }
+        return Err(format!("grant `{grant}`: `publish:TYPE` or `publish:*`"));
+    }
+    parse(grant).map(Grant::Net).map_err(|e| {
+        if grant.starts_with("net") {
+            e
+        } else {
+            format!(
+                "unknown grant `{grant}`: use net, net:HOST[:PORT], kv:NAMESPACE or publish:TYPE"
+            )
+        }
+    })
+}
+
+/// Parses one network `--grant` value; the error says what is accepted.
 pub fn parse(grant: &str) -> Result<NetGrant, String> {
     const FORMS: &str = "use `net`, `net:HOST` or `net:HOST:PORT` (HOST an IPv4 address, a CIDR block, a host name, or 127.0.0.1 / localhost for the node's loopback)";
     if grant == "net" {
@@ -128,5 +167,21 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn data_grants_name_a_namespace_or_a_type() {
+        assert_eq!(parse_any("kv:profiles"), Ok(Grant::Kv("profiles".into())));
+        assert_eq!(parse_any("kv:*"), Ok(Grant::Kv("*".into())));
+        assert_eq!(
+            parse_any("publish:order_placed"),
+            Ok(Grant::Publish("order_placed".into()))
+        );
+        assert_eq!(parse_any("net"), Ok(Grant::Net(NetGrant::Any)));
+        assert!(parse_any("kv:a/b").is_err());
+        assert!(parse_any("publish:").is_err());
+        assert!(parse_any("disk").unwrap_err().contains("kv:NAMESPACE"));
+        // A data grant opens no network.
+        assert!(parse("kv:profiles").is_err());
     }
 }

@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod function_url;
 mod functions;
+mod host_services;
 mod invoke;
 pub mod keepalive;
 pub mod kv;
@@ -241,6 +242,12 @@ impl Engine {
                 sources: Mutex::new(std::collections::BTreeMap::new()),
             }),
         };
+        engine
+            .inner
+            .pool
+            .set_host(lambent_runtime::host::Host(Arc::new(
+                host_services::EngineHost(Arc::downgrade(&engine.inner)),
+            )));
         engine.reload_rules().await?;
         engine.reload_routes().await?;
         engine.load_kv_namespaces().await?;

@@ -87,6 +87,8 @@ pub struct Pool {
     runtime: Arc<dyn Runtime>,
     policy: Arc<dyn KeepAlivePolicy>,
     functions: Mutex<HashMap<String, FunctionPool>>,
+    /// The node's services for instances (set once the engine exists).
+    host: std::sync::OnceLock<lambent_runtime::host::Host>,
 }
 
 impl Pool {
@@ -95,7 +97,13 @@ impl Pool {
             runtime,
             policy,
             functions: Mutex::new(HashMap::new()),
+            host: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands the node's services to every instance started from now on.
+    pub fn set_host(&self, host: lambent_runtime::host::Host) {
+        let _ = self.host.set(host);
     }
 
     pub fn policy(&self) -> &Arc<dyn KeepAlivePolicy> {
@@ -177,6 +185,7 @@ impl Pool {
                 spec: spec.clone(),
                 version,
                 code_dir,
+                host: self.host.get().cloned(),
             })
             .await?;
         Ok(Checkout {

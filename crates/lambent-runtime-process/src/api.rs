@@ -41,6 +41,8 @@ pub struct Shared {
     pub next: tokio::sync::Mutex<mpsc::Receiver<NextInvocation>>,
     /// One lock for both, so an init error is never lost between them.
     pub state: Mutex<Slots>,
+    /// The node's services for this instance (`/lambent/v1/...`), if it has them.
+    pub services: Option<crate::host_api::Services>,
 }
 
 #[derive(Default)]
@@ -60,6 +62,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
+        .merge(crate::host_api::routes())
         .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES))
         .with_state(shared)
 }
@@ -317,6 +320,7 @@ mod tests {
                             inflight: Some((INFLIGHT.to_owned(), tx)),
                             init_error: None,
                         }),
+                        services: None,
                     });
                     let app = router(shared.clone());
                     let mut req = Request::builder().method(method.clone()).uri(path.as_str());

@@ -142,9 +142,24 @@ impl ProcessInstance {
             _ => None,
         };
         let (next_tx, next_rx) = mpsc::channel(1);
+        // The instance's key to the node's services: fresh, and only in its environment.
+        let api_token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         let shared = Arc::new(Shared {
             next: tokio::sync::Mutex::new(next_rx),
             state: Mutex::new(Slots::default()),
+            services: launch
+                .config
+                .host
+                .clone()
+                .map(|host| crate::host_api::Services {
+                    host,
+                    spec: spec.clone(),
+                    token: api_token.clone(),
+                }),
         });
         let app = api::router(shared.clone());
         let listener = endpoint.listener;
@@ -190,6 +205,7 @@ impl ProcessInstance {
         let text = |p: &std::path::Path| p.display().to_string();
         env.extend([
             ("AWS_LAMBDA_RUNTIME_API".into(), endpoint.address.clone()),
+            ("LAMBENT_API_TOKEN".into(), api_token.clone()),
             ("_HANDLER".into(), spec.handler.clone()),
             ("LAMBDA_TASK_ROOT".into(), text(&task_root)),
             ("LAMBDA_RUNTIME_DIR".into(), text(&runtime_root)),

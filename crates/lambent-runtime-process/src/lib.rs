@@ -11,6 +11,7 @@
 
 mod api;
 mod capture;
+mod host_api;
 mod instance;
 pub mod sandbox;
 
@@ -27,6 +28,9 @@ use tokio::sync::OnceCell;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../../../runtimes/python/bootstrap.py");
 const NODE_BOOTSTRAP: &str = include_str!("../../../runtimes/node/bootstrap.js");
+/// The `lambent` module of each bootstrap: the node's services (key-value, publish).
+const PYTHON_MODULE: &str = include_str!("../../../runtimes/python/lambent.py");
+const NODE_MODULE: &str = include_str!("../../../runtimes/node/lib/lambent.js");
 
 /// Starts runtime processes.
 pub struct ProcessRuntime {
@@ -53,7 +57,9 @@ impl ProcessRuntime {
         };
         for (rel, text) in [
             ("python/bootstrap.py", PYTHON_BOOTSTRAP),
+            ("python/lambent.py", PYTHON_MODULE),
             ("node/bootstrap.js", NODE_BOOTSTRAP),
+            ("node/lib/lambent.js", NODE_MODULE),
         ] {
             let path = runtime_dir.join(rel);
             if let Some(parent) = path.parent() {
@@ -203,11 +209,17 @@ impl ProcessRuntime {
             }
             RuntimeKind::Node { .. } => {
                 let exe = self.node(name).await?.exe;
+                // `require('lambent')` finds the bundled module after the function's own.
+                let lib = runtime_dir.join("node/lib").display().to_string();
+                let node_path = match config.spec.env.get("NODE_PATH") {
+                    Some(own) => format!("{own}:{lib}"),
+                    None => lib,
+                };
                 Command {
                     binds: sandbox::install_prefix(&exe).into_iter().collect(),
                     program: exe,
                     args: vec![runtime_dir.join("node/bootstrap.js").into()],
-                    env: Vec::new(),
+                    env: vec![("NODE_PATH".into(), node_path)],
                     note: None,
                 }
             }

@@ -33,6 +33,7 @@ async fn start(runtime: &ProcessRuntime, spec: FunctionSpec, code: &Path) -> Box
             spec,
             version: 1,
             code_dir: code.to_path_buf(),
+            host: None,
         })
         .await
         .unwrap()
@@ -162,6 +163,7 @@ async fn function_errors_init_errors_and_timeouts_are_told_apart() {
         spec: spec("f", "python3.12", handler, timeout),
         version: 1,
         code_dir: code.path().to_path_buf(),
+        host: None,
     };
 
     let mut inst = runtime.start(cfg("app.boom", 5)).await.unwrap();
@@ -504,6 +506,7 @@ async fn without_a_working_sandbox_process_functions_are_refused() {
             spec: spec("nosandbox", "python3.11", "app.handler", 5),
             version: 1,
             code_dir: code.path().to_path_buf(),
+            host: None,
         })
         .await;
     let Err(e) = refused else {

@@ -3,6 +3,8 @@
 //! The process runtime (AWS Lambda Runtime API) is `lambent-runtime-process`; the
 //! wasm runtime will be another crate implementing the same traits.
 
+pub mod host;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use lambent_core::{FunctionSpec, InvocationOutcome};
@@ -44,6 +46,8 @@ pub struct InstanceConfig {
     pub version: u64,
     /// The unpacked code (read-only, shared by instances of the same package).
     pub code_dir: PathBuf,
+    /// The node's services the function may call (key-value, publish), if any.
+    pub host: Option<host::Host>,
 }
 
 /// One invocation handed to an instance.
