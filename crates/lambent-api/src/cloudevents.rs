@@ -107,25 +107,7 @@ fn binary(headers: &HeaderMap, ct: &str, body: &[u8]) -> ApiResult<CloudEvent> {
 
 /// Header values are percent-encoded by the binding (§3.1.3.2).
 fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_owned();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    lambent_core::percent::decode(s, false)
 }
 
 #[cfg(test)]

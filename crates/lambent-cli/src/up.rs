@@ -65,28 +65,69 @@ pub async fn run(server: Option<String>, args: UpArgs) -> Result<()> {
         .await
 }
 
+/// Fields a listing adds to what was written (a schedule's position, a source's state).
+const REPORTED: &[&str] = &["fired", "last_fired", "next", "status"];
+
+/// Whether a listed entry is `want`: the same fields, but for reported ones and
+/// fields absent from `want` that the listing shows as null.
+fn same_entry(listed: &Value, want: &Value) -> bool {
+    let (Some(listed), Some(want)) = (listed.as_object(), want.as_object()) else {
+        return false;
+    };
+    want.iter().all(|(k, v)| listed.get(k) == Some(v))
+        && listed
+            .iter()
+            .all(|(k, v)| want.contains_key(k) || v.is_null() || REPORTED.contains(&k.as_str()))
+}
+
+/// One kind of entry the manifest declares and the node lists at `path`.
+struct Collection<'a> {
+    client: &'a Client,
+    path: &'static str,
+    listing: Value,
+}
+
+impl<'a> Collection<'a> {
+    async fn read(client: &'a Client, path: &'static str) -> Result<Self> {
+        let listing = client.json(client.request(Method::GET, path)).await?;
+        Ok(Self {
+            client,
+            path,
+            listing,
+        })
+    }
+
+    /// Posts `want` unless the node has it already; says whether it changed anything.
+    async fn ensure(&self, want: &Value) -> Result<bool> {
+        let key = self.path.trim_start_matches("/v1/");
+        let same = self.listing[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|listed| same_entry(listed, want));
+        if !same {
+            self.client
+                .json(self.client.request(Method::POST, self.path).json(want))
+                .await?;
+        }
+        Ok(!same)
+    }
+}
+
 async fn apply(client: &Client, app: &Loaded) -> Result<()> {
     let m = &app.manifest;
     let mut applied = Applied::default();
     println!("applying {}", app.path.display());
 
-    let namespaces = client
-        .json(client.request(Method::GET, "/v1/namespaces"))
-        .await?;
+    let namespaces = Collection::read(client, "/v1/namespaces").await?;
     for (name, entry) in &m.kv {
-        let want = json!({"name": name, "put_type": entry.get_ref().put_type, "delete_type": entry.get_ref().delete_type});
-        let same = namespaces["namespaces"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|n| *n == want);
-        if !same {
-            client
-                .json(client.request(Method::POST, "/v1/namespaces").json(&want))
-                .await
-                .map_err(|e| app.error_at(entry.span(), &format!("kv.{name}"), e))?;
-        }
-        applied.note(format!("kv namespace {name}"), !same);
+        let e = entry.get_ref();
+        let want = json!({"name": name, "put_type": e.put_type, "delete_type": e.delete_type});
+        let changed = namespaces
+            .ensure(&want)
+            .await
+            .map_err(|e| app.error_at(entry.span(), &format!("kv.{name}"), e))?;
+        applied.note(format!("kv namespace {name}"), changed);
     }
 
     for (name, entry) in &m.functions {
@@ -109,6 +150,7 @@ async fn apply(client: &Client, app: &Loaded) -> Result<()> {
             )
             .await
             .map_err(|e| app.error_at(entry.span(), &section, e))?;
+        // An unchanged deploy returns the version it already had.
         let changed = before.is_none_or(|b| b["version"] != after["version"]);
         applied.note(
             format!("function {name} version {}", after["version"]),
@@ -116,99 +158,47 @@ async fn apply(client: &Client, app: &Loaded) -> Result<()> {
         );
     }
 
-    let rules = client
-        .json(client.request(Method::GET, "/v1/rules"))
-        .await?;
+    let rules = Collection::read(client, "/v1/rules").await?;
     for (name, entry) in &m.rules {
         let want = json!({
             "name": name,
             "pattern": serde_json::to_value(&entry.get_ref().pattern)?,
             "targets": entry.get_ref().targets,
         });
-        let same = rules["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| *r == want);
-        if !same {
-            client
-                .json(client.request(Method::POST, "/v1/rules").json(&want))
-                .await
-                .map_err(|e| app.error_at(entry.span(), &format!("rules.{name}"), e))?;
-        }
-        applied.note(format!("rule {name}"), !same);
+        let changed = rules
+            .ensure(&want)
+            .await
+            .map_err(|e| app.error_at(entry.span(), &format!("rules.{name}"), e))?;
+        applied.note(format!("rule {name}"), changed);
     }
 
-    let schedules = client
-        .json(client.request(Method::GET, "/v1/schedules"))
-        .await?;
+    let schedules = Collection::read(client, "/v1/schedules").await?;
     for (name, entry) in &m.schedules {
         let want = json!(app.schedule(name, entry.get_ref())?);
-        let same = schedules["schedules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| {
-                want.as_object()
-                    .into_iter()
-                    .flatten()
-                    .all(|(k, v)| s.get(k) == Some(v))
-                    && ["cron", "rate", "at", "timezone", "target", "data"]
-                        .iter()
-                        .all(|k| s.get(*k).is_none_or(Value::is_null) == want.get(*k).is_none())
-            });
-        if !same {
-            client
-                .json(client.request(Method::POST, "/v1/schedules").json(&want))
-                .await
-                .map_err(|e| app.error_at(entry.span(), &format!("schedules.{name}"), e))?;
-        }
-        applied.note(format!("schedule {name}"), !same);
+        let changed = schedules
+            .ensure(&want)
+            .await
+            .map_err(|e| app.error_at(entry.span(), &format!("schedules.{name}"), e))?;
+        applied.note(format!("schedule {name}"), changed);
     }
 
-    let routes = client
-        .json(client.request(Method::GET, "/v1/routes"))
-        .await?;
+    let routes = Collection::read(client, "/v1/routes").await?;
     for (i, entry) in m.routes.iter().enumerate() {
         let (spec, _) = entry.get_ref().clone().validate()?;
-        let want = json!(spec);
-        let same = routes["routes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| *r == want);
-        if !same {
-            client
-                .json(client.request(Method::POST, "/v1/routes").json(&want))
-                .await
-                .map_err(|e| app.error_at(entry.span(), &format!("routes[{i}]"), e))?;
-        }
-        applied.note(format!("route {}", spec.key()), !same);
+        let changed = routes
+            .ensure(&json!(spec))
+            .await
+            .map_err(|e| app.error_at(entry.span(), &format!("routes[{i}]"), e))?;
+        applied.note(format!("route {}", spec.key()), changed);
     }
 
-    let sources = client
-        .json(client.request(Method::GET, "/v1/sources"))
-        .await?;
+    let sources = Collection::read(client, "/v1/sources").await?;
     for (name, entry) in &m.sources {
-        let want = json!(entry.get_ref().spec(name));
-        let same = sources["sources"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| {
-                let mut s = s.clone();
-                if let Some(o) = s.as_object_mut() {
-                    o.remove("status");
-                }
-                s == want
-            });
-        if !same {
-            client
-                .json(client.request(Method::POST, "/v1/sources").json(&want))
-                .await
-                .map_err(|e| app.error_at(entry.span(), &format!("sources.{name}"), e))?;
-        }
-        applied.note(format!("source {name}"), !same);
+        let changed = sources
+            .ensure(&json!(entry.get_ref().spec(name)))
+            .await
+            .map_err(|e| app.error_at(entry.span(), &format!("sources.{name}"), e))?;
+        applied.note(format!("source {name}"), changed);
     }
 
     println!(
@@ -240,4 +230,22 @@ fn deploy_body(app: &Loaded, name: &str, f: &FunctionEntry) -> Result<Value> {
         "retry_base_delay_ms": f.retry_delay_ms.unwrap_or(retry.base_delay_ms),
         "code_zip_base64": base64::engine::general_purpose::STANDARD.encode(zip),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_entry_matches_what_was_written_but_not_a_changed_one() {
+        let want = json!({"name": "tick", "cron": "* * * * * *", "type": "t"});
+        let listed = json!({"name": "tick", "cron": "* * * * * *", "type": "t",
+            "fired": 3, "last_fired": "2026-01-01T00:00:00Z", "next": null, "target": null});
+        assert!(same_entry(&listed, &want));
+        let changed = json!({"name": "tick", "cron": "*/5 * * * * *", "type": "t"});
+        assert!(!same_entry(&listed, &changed));
+        // A field the node has that the file no longer names is a change.
+        let extra = json!({"name": "tick", "cron": "* * * * * *", "type": "t", "target": "f"});
+        assert!(!same_entry(&extra, &want));
+    }
 }

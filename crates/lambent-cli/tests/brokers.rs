@@ -119,6 +119,33 @@ impl Drop for PgCleanup {
     }
 }
 
+/// A table of the test's own and the name of a source on it; the source's slot and
+/// publication and the table are dropped with it.
+struct PgCase {
+    table: String,
+    name: String,
+    data: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _cleanup: PgCleanup,
+}
+
+fn pg_case(prefix: &str, columns: &str) -> PgCase {
+    let table = format!("{prefix}_{}", std::process::id());
+    let name = format!("pg-{prefix}-{}", std::process::id());
+    let cleanup = PgCleanup(format!("lambent_{}", name.replace('-', "_")), table.clone());
+    pg(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({columns})"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    PgCase {
+        table,
+        name,
+        data: dir.path().join("data"),
+        _dir: dir,
+        _cleanup: cleanup,
+    }
+}
+
 fn pg_source(node: &Node, name: &str, table: &str) {
     node.ok(&[
         "sources",
@@ -145,17 +172,11 @@ fn rows_changed_while_lambent_is_down_are_each_handled_once_after_it_starts() {
     if !service("PostgreSQL", 5432) {
         return;
     }
-    let table = format!("orders_{}", std::process::id());
-    let name = format!("pg-down-{}", std::process::id());
-    let _cleanup = PgCleanup(format!("lambent_{}", name.replace('-', "_")), table.clone());
-    pg(&format!(
-        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int primary key, item text)"
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let node = Node::start(&data);
+    let case = pg_case("orders", "id int primary key, item text");
+    let (table, name, data) = (&case.table, &case.name, &case.data);
+    let node = Node::start(data);
     let _code = echo(&node);
-    pg_source(&node, &name, &table);
+    pg_source(&node, name, table);
     pg(&format!("INSERT INTO {table} VALUES (1, 'book')"));
     wait_for("the first row handled", || {
         (seen(&node, "echo").len() == 1).then_some(())
@@ -168,7 +189,7 @@ fn rows_changed_while_lambent_is_down_are_each_handled_once_after_it_starts() {
         "INSERT INTO {table} SELECT g, 'item ' || g FROM generate_series(2, 6) g;
          UPDATE {table} SET item = 'pen' WHERE id = 2; DELETE FROM {table} WHERE id = 3"
     ));
-    let node = Node::start(&data);
+    let node = Node::start(data);
     let events = wait_for("every change made while down handled", || {
         let s = seen(&node, "echo");
         (s.len() >= 8).then_some(s)
@@ -206,7 +227,7 @@ fn rows_changed_while_lambent_is_down_are_each_handled_once_after_it_starts() {
     let slot = format!("lambent_{}", name.replace('-', "_"));
     let slots = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
     assert_eq!(pg_count(&slots), 1);
-    node.ok(&["sources", "rm", &name]);
+    node.ok(&["sources", "rm", name]);
     wait_for("the slot dropped", || (pg_count(&slots) == 0).then_some(()));
 }
 
@@ -215,23 +236,17 @@ fn a_kill_9_between_a_postgres_commit_and_its_dispatch_loses_nothing() {
     if !service("PostgreSQL", 5432) {
         return;
     }
-    let table = format!("items_{}", std::process::id());
-    let name = format!("pg-kill-{}", std::process::id());
-    let _cleanup = PgCleanup(format!("lambent_{}", name.replace('-', "_")), table.clone());
-    pg(&format!(
-        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int primary key)"
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let node = Node::start(&data);
+    let case = pg_case("items", "id int primary key");
+    let (table, name, data) = (&case.table, &case.name, &case.data);
+    let node = Node::start(data);
     let _code = echo(&node);
-    pg_source(&node, &name, &table);
+    pg_source(&node, name, table);
     // 50 transactions; the node dies while it reads, stores and dispatches them.
     for i in 0..50 {
         pg(&format!("INSERT INTO {table} VALUES ({i})"));
     }
     node.kill9();
-    let node = Node::start(&data);
+    let node = Node::start(data);
     let events = wait_for("all 50 rows handled after the restart", || {
         let s = seen(&node, "echo");
         (s.len() >= 50).then_some(s)

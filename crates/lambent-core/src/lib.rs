@@ -7,6 +7,7 @@ pub mod grant;
 pub mod kv;
 pub mod outcome;
 pub mod pattern;
+pub mod percent;
 pub mod route;
 pub mod schedule;
 pub mod source;

@@ -155,14 +155,14 @@ impl PathTemplate {
                 }
                 Segment::Param(name) => {
                     let part = parts.get(i).filter(|p| !p.is_empty())?;
-                    params.insert(name.clone(), percent_decode(part));
+                    params.insert(name.clone(), crate::percent::decode(part, false));
                 }
                 Segment::Greedy(name) => {
                     let tail = &parts[i.min(parts.len())..];
                     if tail.is_empty() || tail.iter().all(|p| p.is_empty()) {
                         return None;
                     }
-                    params.insert(name.clone(), percent_decode(&tail.join("/")));
+                    params.insert(name.clone(), crate::percent::decode(&tail.join("/"), false));
                     return Some(params);
                 }
             }
@@ -182,29 +182,6 @@ impl PathTemplate {
             })
             .collect()
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]

@@ -28,28 +28,6 @@ fn is_text(content_type: Option<&str>) -> bool {
         || media == "application/x-www-form-urlencoded"
 }
 
-fn decode_component(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len()
-                && bytes[i + 1].is_ascii_hexdigit()
-                && bytes[i + 2].is_ascii_hexdigit() =>
-            {
-                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The payload-2.0 event of a request.
 pub(crate) fn request_event(
     route: &MatchedRoute,
@@ -83,7 +61,10 @@ pub(crate) fn request_event(
     let mut query = Map::new();
     for pair in request.query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (decode_component(k), decode_component(v));
+        let (k, v) = (
+            lambent_core::percent::decode(k, true),
+            lambent_core::percent::decode(v, true),
+        );
         match query.get_mut(&k) {
             Some(Value::String(existing)) => {
                 existing.push(',');
