@@ -1,8 +1,8 @@
-# The founding document's registration step, for Lambent's AWS Lambda-compatible API
-# (a later milestone): boto3's create_function pointed at a Lambent node. The
-# document's Code line (`boto3.S3.S3_RESOURCE()...`) is not a real boto3 API, so
-# the zip is built from this directory instead. Until the Lambda-compatible API
-# lands, deploy with `lambent deploy` as the README shows.
+# The founding document's registration step, as written, against Lambent's AWS
+# Lambda-compatible API: boto3's create_function pointed at a Lambent node
+# (LAMBENT_URL, default http://127.0.0.1:9000). The document's Code line
+# (`boto3.S3.S3_RESOURCE()...`) is not a real boto3 API, so the zip is built from
+# this directory instead; everything else is the document's call.
 import io
 import os
 import zipfile

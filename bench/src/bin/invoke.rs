@@ -45,6 +45,7 @@ fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
     std::fs::write(code.join("app.py"), NOOP)?;
     Ok(InstanceConfig {
         spec: FunctionSpec {
+            role: None,
             name: "noop".into(),
             runtime: RuntimeKind::parse("python3.11")?,
             handler: "app.handler".into(),

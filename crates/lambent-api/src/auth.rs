@@ -36,6 +36,13 @@ pub fn scope_for(method: &Method, path: &str) -> Option<TokenScope> {
     {
         return Some(TokenScope::Invoke);
     }
+    // The Lambda API's Invoke and InvokeAsync.
+    if method == Method::POST
+        && (path.starts_with("/2015-03-31/functions/") && path.ends_with("/invocations")
+            || path.starts_with("/2014-11-13/functions/"))
+    {
+        return Some(TokenScope::Invoke);
+    }
     Some(TokenScope::Admin)
 }
 
@@ -121,6 +128,17 @@ mod tests {
             (Method::POST, "/v1/schedules", Some(TokenScope::Admin)),
             (Method::POST, "/v1/routes", Some(TokenScope::Admin)),
             (Method::POST, "/v1/sources", Some(TokenScope::Admin)),
+            (
+                Method::POST,
+                "/2015-03-31/functions/f/invocations",
+                Some(TokenScope::Invoke),
+            ),
+            (
+                Method::POST,
+                "/2015-03-31/functions",
+                Some(TokenScope::Admin),
+            ),
+            (Method::GET, "/2015-03-31/functions", Some(TokenScope::Read)),
         ];
         for (method, path, want) in cases {
             assert_eq!(scope_for(&method, path), want, "{method} {path}");

@@ -137,9 +137,8 @@ pub async fn invoke(
 ) -> ApiResult<Response> {
     let body = body.map_err(|r| body_error(r, s.engine.config().max_sync_payload_bytes))?;
     let options = InvokeOptions {
-        request_id: None,
         traceparent: header(&headers, "traceparent"),
-        client_context: None,
+        ..InvokeOptions::default()
     };
     if q.is_async {
         let id = s.engine.invoke_async(&name, body, options).await?;

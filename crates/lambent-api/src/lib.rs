@@ -6,6 +6,7 @@ pub mod cloudevents;
 pub mod dataplane;
 mod error;
 mod handlers;
+pub mod lambda;
 mod sources;
 
 pub use error::ApiError;
@@ -145,6 +146,8 @@ pub fn router(engine: Engine, node: NodeLimits) -> Router {
                 .put(sources::put_key)
                 .delete(sources::delete_key),
         )
+        // The AWS Lambda API (its bodies carry whole zip packages).
+        .merge(lambda::routes().layer(DefaultBodyLimit::max(MAX_DEPLOY_BODY)))
         .fallback(handlers::fallback)
         .layer(DefaultBodyLimit::max(MAX_SMALL_BODY))
         .layer(middleware::from_fn_with_state(

@@ -27,6 +27,42 @@ pub enum SpecError {
     Grant { function: String, detail: String },
     #[error("function `{function}`: environment variable `{name}` is reserved by the runtime")]
     ReservedEnv { function: String, name: String },
+    #[error(
+        "function `{function}`: the environment is {size} bytes; Lambda's limit, kept here, is 4 KB in total"
+    )]
+    EnvTooLarge { function: String, size: usize },
+    #[error("function `{function}`: environment variable `{name}` holds a NUL character")]
+    EnvNul { function: String, name: String },
+    #[error(
+        "function `{function}`: role `{role}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"
+    )]
+    Role { function: String, role: String },
+}
+
+/// Most bytes of all environment variable names and values together (Lambda's limit).
+pub const MAX_ENV_BYTES: usize = 4096;
+
+/// `arn:aws:iam::ACCOUNT:role/NAME`, as Lambda checks it.
+fn valid_role(role: &str) -> bool {
+    let Some(rest) = role.strip_prefix("arn:") else {
+        return false;
+    };
+    let Some((partition, rest)) = rest.split_once(":iam::") else {
+        return false;
+    };
+    let Some((account, name)) = rest.split_once(":role/") else {
+        return false;
+    };
+    partition.starts_with("aws")
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_/".contains(&b))
 }
 
 /// How a function's code runs.
@@ -136,6 +172,10 @@ pub struct FunctionSpec {
     /// `net:HOST[:PORT]` (see `grant`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<String>,
+    /// The execution role an AWS client named (an IAM role ARN), kept and shown;
+    /// Lambent does not assume it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// Variables the runtime sets itself (LAMBDA-COMPAT.md); a function may not set them,
@@ -225,6 +265,25 @@ impl FunctionSpec {
                 });
             }
         }
+        let env_size: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env_size > MAX_ENV_BYTES {
+            return Err(SpecError::EnvTooLarge {
+                function: self.name.clone(),
+                size: env_size,
+            });
+        }
+        if let Some((name, _)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
+            return Err(SpecError::EnvNul {
+                function: self.name.clone(),
+                name: name.clone(),
+            });
+        }
+        if let Some(role) = self.role.as_ref().filter(|r| !valid_role(r)) {
+            return Err(SpecError::Role {
+                function: self.name.clone(),
+                role: role.clone(),
+            });
+        }
         for grant in &self.grants {
             crate::grant::parse_any(grant).map_err(|detail| SpecError::Grant {
                 function: self.name.clone(),
@@ -295,6 +354,7 @@ mod tests {
 
     fn spec() -> FunctionSpec {
         FunctionSpec {
+            role: None,
             name: "event_listener".into(),
             runtime: RuntimeKind::parse("python3.8").unwrap(),
             handler: "event_listener.event_listener".into(),

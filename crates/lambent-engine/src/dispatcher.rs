@@ -391,9 +391,8 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
         PayloadMode::Data => Bytes::from(delivery.event.data_bytes()),
     };
     let options = InvokeOptions {
-        request_id: None,
         traceparent: delivery.event.str_attr("traceparent").map(str::to_owned),
-        client_context: None,
+        ..InvokeOptions::default()
     };
     let context = AttemptContext {
         delivery_id: Some(id),

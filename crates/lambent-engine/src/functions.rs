@@ -28,6 +28,9 @@ pub struct DeployRequest {
     pub description: Option<String>,
     /// Replaces the grants (`net`); absent keeps the previous version's.
     pub grants: Option<Vec<String>>,
+    /// An IAM role ARN (AWS clients send one); absent keeps the previous version's.
+    #[serde(default)]
+    pub role: Option<String>,
     /// The code as a zip archive.
     #[serde(skip)]
     pub code_zip: Option<Vec<u8>>,
@@ -91,6 +94,10 @@ impl DeployRequest {
                 .clone()
                 .or_else(|| previous.map(|p| p.grants.clone()))
                 .unwrap_or_default(),
+            role: self
+                .role
+                .clone()
+                .or_else(|| previous.and_then(|p| p.role.clone())),
         };
         spec.validate()?;
         Ok(spec)

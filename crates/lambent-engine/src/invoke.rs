@@ -10,6 +10,8 @@ use lambent_runtime::{ErrorReport, InvokeOutcome, InvokeRequest};
 use lambent_store::{
     DeliveryId, FunctionVersion, InvocationRecord, NewEvent, PayloadMode, PublishOutcome, Target,
 };
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Options of one invocation.
@@ -19,7 +21,25 @@ pub struct InvokeOptions {
     pub request_id: Option<String>,
     pub traceparent: Option<String>,
     pub client_context: Option<String>,
+    /// Run this version instead of the newest (`NAME:3` in the Lambda API).
+    pub version: Option<u64>,
+    /// A client's id for this call (boto3's `amz-sdk-invocation-id`, resent on its
+    /// retries): a call repeated with it gets the first call's result instead of a
+    /// second run, for `IDEMPOTENCY_WINDOW`.
+    pub idempotency_key: Option<String>,
 }
+
+/// How long a finished call's result answers repeats of its idempotency key.
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Calls by idempotency key: a repeat waits for the first call and shares its result.
+#[derive(Default)]
+pub(crate) struct Idempotent {
+    /// By (function, key): when the first call came, and its result once it has one.
+    calls: HashMap<(String, String), (Instant, SharedResult)>,
+}
+
+type SharedResult = Arc<tokio::sync::OnceCell<Invocation>>;
 
 /// The context of a delivery attempt.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +66,38 @@ impl Engine {
         payload: Bytes,
         options: InvokeOptions,
     ) -> Result<Invocation> {
+        let Some(key) = options.idempotency_key.clone() else {
+            return self.invoke_now(name, payload, options).await;
+        };
+        let call = {
+            let mut calls = self
+                .inner
+                .idempotent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            calls
+                .calls
+                .retain(|_, (at, _)| at.elapsed() < IDEMPOTENCY_WINDOW);
+            calls
+                .calls
+                .entry((name.to_owned(), key))
+                .or_insert_with(|| (Instant::now(), Arc::default()))
+                .1
+                .clone()
+        };
+        // Only a finished invocation is kept: a refused call (throttled, say) runs
+        // again when retried.
+        call.get_or_try_init(|| self.invoke_now(name, payload, options))
+            .await
+            .cloned()
+    }
+
+    async fn invoke_now(
+        &self,
+        name: &str,
+        payload: Bytes,
+        options: InvokeOptions,
+    ) -> Result<Invocation> {
         if payload.len() > self.inner.config.max_sync_payload_bytes {
             return Err(EngineError::TooLarge {
                 what: "invocation payload",
@@ -53,7 +105,18 @@ impl Engine {
                 limit: self.inner.config.max_sync_payload_bytes,
             });
         }
-        let function = self.function(name).await?;
+        let function = match options.version {
+            None => self.function(name).await?,
+            Some(v) => self
+                .inner
+                .stores
+                .registry
+                .get_function(name, Some(v))
+                .await?
+                .ok_or_else(|| {
+                    crate::error::not_found("function version", format!("{name}:{v}"))
+                })?,
+        };
         let Some(slot) = self.inner.pool.try_slot(&function.spec) else {
             return Err(EngineError::Throttled {
                 function: name.to_owned(),

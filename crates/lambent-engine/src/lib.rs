@@ -28,7 +28,7 @@ mod tokens;
 pub use error::{EngineError, Result};
 pub use events::{PublishResult, RuleRequest};
 pub use functions::DeployRequest;
-pub use invoke::{Invocation, InvokeOptions};
+pub use invoke::{IDEMPOTENCY_WINDOW, Invocation, InvokeOptions};
 pub use kv::{KvRequest, KvResult};
 pub use retention::Compacted;
 pub use routes::{HttpRequest, HttpResponse, MatchedRoute, RouteMatch};
@@ -147,6 +147,8 @@ pub(crate) struct Inner {
     /// The HTTP routes, compiled; replaced whole on every change.
     pub route_table: std::sync::RwLock<Arc<Vec<routes::CompiledRoute>>>,
     pub routes_lock: tokio::sync::Mutex<()>,
+    /// Synchronous calls by their clients' idempotency keys.
+    pub idempotent: Mutex<invoke::Idempotent>,
     /// Wakes the source supervisor when a source is added, changed or removed.
     pub sources_changed: Notify,
     /// What each event source says of itself (connected, reconnecting: why).
@@ -238,6 +240,7 @@ impl Engine {
                 schedules_changed: Notify::new(),
                 route_table: std::sync::RwLock::new(Arc::new(Vec::new())),
                 routes_lock: tokio::sync::Mutex::new(()),
+                idempotent: Mutex::new(invoke::Idempotent::default()),
                 sources_changed: Notify::new(),
                 sources: Mutex::new(std::collections::BTreeMap::new()),
             }),

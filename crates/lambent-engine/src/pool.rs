@@ -306,6 +306,7 @@ mod tests {
 
     fn spec(concurrency: u32) -> FunctionSpec {
         FunctionSpec {
+            role: None,
             name: "f".into(),
             runtime: RuntimeKind::parse("provided").unwrap_or_else(|e| panic!("{e}")),
             handler: String::new(),

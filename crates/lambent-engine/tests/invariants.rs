@@ -65,6 +65,9 @@ impl Registry for GatedRegistry {
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
         self.inner.list_functions().await
     }
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionVersion>> {
+        self.inner.list_versions(name).await
+    }
     async fn delete_function(&self, name: &str) -> Result<bool> {
         self.inner.delete_function(name).await
     }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 fn spec(name: &str, runtime: &str, handler: &str, timeout_s: u32) -> FunctionSpec {
     FunctionSpec {
+        role: None,
         name: name.into(),
         runtime: RuntimeKind::parse(runtime).unwrap(),
         handler: handler.into(),

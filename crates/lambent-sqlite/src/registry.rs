@@ -102,6 +102,23 @@ impl Registry for SqliteStore {
         .await
     }
 
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionVersion>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "{SELECT_FUNCTION} WHERE name = ?1 ORDER BY version"
+                ))
+                .map_err(sql("listing versions"))?;
+            let rows = stmt
+                .query_map([&name], function_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("listing versions"))?;
+            rows.into_iter().map(decode_function).collect()
+        })
+        .await
+    }
+
     async fn delete_function(&self, name: &str) -> Result<bool> {
         let name = name.to_owned();
         self.write(move |conn| {

@@ -97,6 +97,8 @@ pub trait Registry: Send + Sync {
     ) -> Result<Option<FunctionVersion>>;
     /// The newest version of every function, by name.
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>>;
+    /// Every version of one function, oldest first (empty when there is none).
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionVersion>>;
     /// Removes a function and all its versions; false when there was none.
     async fn delete_function(&self, name: &str) -> Result<bool>;
 

@@ -1,0 +1,503 @@
+//! The AWS Lambda control API (version 2015-03-31), so boto3, the AWS CLI and other
+//! SDKs pointed at `--endpoint-url` manage and invoke functions unchanged. It is a
+//! second front door to the same registry: each operation becomes the typed engine
+//! call Lambent's own API makes (`DeployRequest`, `invoke`, ...). LAMBDA-COMPAT.md
+//! records what the clients send and accept.
+
+mod error;
+mod names;
+
+use crate::ApiState;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine as _;
+use error::{LambdaError, LambdaResult};
+use lambent_engine::{DeployRequest, Invocation, InvokeOptions};
+use lambent_store::FunctionVersion;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const FUNCTIONS: &str = "/2015-03-31/functions";
+
+/// The Lambda API's routes (mounted beside Lambent's own on the control listener).
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route(FUNCTIONS, get(list_functions).post(create_function))
+        .route(
+            "/2015-03-31/functions/",
+            get(list_functions).post(create_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(get_function).delete(delete_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(get_configuration).put(update_configuration),
+        )
+        .route("/2015-03-31/functions/{name}/code", put(update_code))
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            get(list_versions).post(publish_version),
+        )
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+        .route(
+            "/2014-11-13/functions/{name}/invoke-async/",
+            post(invoke_async),
+        )
+        .route(
+            "/2014-11-13/functions/{name}/invoke-async",
+            post(invoke_async),
+        )
+        .route("/2016-08-19/account-settings/", get(account_settings))
+        .route("/2016-08-19/account-settings", get(account_settings))
+        .layer(middleware::from_fn(request_id))
+}
+
+/// `x-amzn-RequestId` on every answer, as the SDKs expect.
+async fn request_id(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        response.headers_mut().insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> LambdaResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| LambdaError::unreadable(format!("the request body is not valid: {e}")))
+}
+
+/// `2024-05-01T12:00:00.000+0000`, the form Lambda uses.
+fn last_modified(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+        .to_string()
+}
+
+/// Lambda's `CodeSha256`: the base64 of the package's SHA-256.
+fn code_sha256(hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A version as Lambda's `FunctionConfiguration`. `$LATEST` when it is the newest.
+fn configuration(f: &FunctionVersion, latest: bool) -> Value {
+    let spec = &f.spec;
+    let mut c = json!({
+        "FunctionName": spec.name,
+        "FunctionArn": names::arn(&spec.name),
+        "Runtime": spec.runtime.declared(),
+        "Role": spec.role.clone().unwrap_or_default(),
+        "Handler": spec.handler,
+        "CodeSize": f.code_size,
+        "Description": spec.description,
+        "Timeout": spec.timeout_s,
+        "MemorySize": spec.memory_mb,
+        "LastModified": last_modified(f.created_ms),
+        "CodeSha256": code_sha256(&f.code_sha256),
+        "Version": if latest { "$LATEST".to_owned() } else { f.version.to_string() },
+        "RevisionId": format!("{}-{}", f.version, &f.code_sha256[..f.code_sha256.len().min(12)]),
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+        "Architectures": ["x86_64"],
+        "TracingConfig": {"Mode": "PassThrough"},
+    });
+    if !spec.env.is_empty() {
+        c["Environment"] = json!({"Variables": spec.env});
+    }
+    c
+}
+
+/// The engine's answer for a function (a version when qualified).
+async fn version_of(s: &ApiState, q: &names::Qualified) -> LambdaResult<(FunctionVersion, bool)> {
+    let latest = s.engine.function(&q.name).await.map_err(|_| {
+        LambdaError::not_found(format!("Function not found: {}", names::arn(&q.name)))
+    })?;
+    match q.version {
+        None => Ok((latest, true)),
+        Some(v) if v == latest.version => Ok((latest, false)),
+        Some(v) => {
+            let found = s
+                .engine
+                .stores()
+                .registry
+                .get_function(&q.name, Some(v))
+                .await
+                .map_err(lambent_engine::EngineError::from)?;
+            found.map(|f| (f, false)).ok_or_else(|| {
+                LambdaError::not_found(format!("Function not found: {}:{v}", names::arn(&q.name)))
+            })
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Environment {
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Code {
+    zip_file: Option<String>,
+    s3_bucket: Option<String>,
+    s3_key: Option<String>,
+    image_uri: Option<String>,
+}
+
+/// CreateFunction and UpdateFunctionConfiguration's fields (both optional here; the
+/// operation says which it needs).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct FunctionFields {
+    function_name: Option<String>,
+    runtime: Option<String>,
+    role: Option<String>,
+    handler: Option<String>,
+    description: Option<String>,
+    timeout: Option<u32>,
+    memory_size: Option<u32>,
+    environment: Option<Environment>,
+    code: Option<Code>,
+    package_type: Option<String>,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+impl FunctionFields {
+    /// The deploy these fields ask for: what Lambent's own API would send.
+    fn deploy(self, name: String) -> LambdaResult<DeployRequest> {
+        if self.package_type.as_deref().is_some_and(|p| p != "Zip") {
+            return Err(LambdaError::invalid(
+                "PackageType Image is not supported by Lambent: deploy a Zip package",
+            ));
+        }
+        if !self.layers.is_empty() {
+            return Err(LambdaError::invalid(
+                "Layers are not supported by Lambent: include the layer's files in the function's zip",
+            ));
+        }
+        let code_zip = match self.code {
+            None => None,
+            Some(code) => Some(zip_of(code)?),
+        };
+        Ok(DeployRequest {
+            name,
+            runtime: self.runtime,
+            handler: self.handler,
+            memory_mb: self.memory_size,
+            timeout_s: self.timeout,
+            env: self.environment.map(|e| e.variables),
+            description: self.description,
+            role: self.role,
+            code_zip,
+            ..DeployRequest::default()
+        })
+    }
+}
+
+fn zip_of(code: Code) -> LambdaResult<Vec<u8>> {
+    if code.s3_bucket.is_some() || code.s3_key.is_some() {
+        return Err(LambdaError::invalid(
+            "Code.S3Bucket / S3Key are not supported by Lambent: send the package as Code.ZipFile",
+        ));
+    }
+    if code.image_uri.is_some() {
+        return Err(LambdaError::invalid(
+            "Code.ImageUri (container images) is not supported by Lambent: send a Zip package as Code.ZipFile",
+        ));
+    }
+    let zip = code
+        .zip_file
+        .ok_or_else(|| LambdaError::invalid("Code.ZipFile is required"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(zip.as_bytes())
+        .map_err(|e| LambdaError::invalid(format!("Code.ZipFile is not base64: {e}")))
+}
+
+async fn create_function(State(s): State<ApiState>, body: Bytes) -> LambdaResult<Response> {
+    let fields: FunctionFields = json_body(&body)?;
+    let name = fields
+        .function_name
+        .clone()
+        .ok_or_else(|| LambdaError::invalid("FunctionName is required"))?;
+    let q = names::resolve(&name, None)?;
+    if fields.role.is_none() {
+        return Err(LambdaError::invalid("Role is required"));
+    }
+    if fields.code.is_none() {
+        return Err(LambdaError::invalid("Code is required"));
+    }
+    if s.engine.function(&q.name).await.is_ok() {
+        return Err(LambdaError::conflict(format!(
+            "Function already exist: {}",
+            q.name
+        )));
+    }
+    let deployed = s.engine.deploy(fields.deploy(q.name)?).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(configuration(&deployed, true)),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Qualifier {
+    qualifier: Option<String>,
+}
+
+async fn get_function(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<Qualifier>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, q.qualifier.as_deref())?;
+    let (f, latest) = version_of(&s, &q).await?;
+    Ok(axum::Json(json!({
+        "Configuration": configuration(&f, latest),
+        "Code": {"RepositoryType": "Lambent", "Location": ""},
+        "Tags": {},
+        "Concurrency": {"ReservedConcurrentExecutions": f.spec.concurrency},
+    }))
+    .into_response())
+}
+
+async fn get_configuration(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<Qualifier>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, q.qualifier.as_deref())?;
+    let (f, latest) = version_of(&s, &q).await?;
+    Ok(axum::Json(configuration(&f, latest)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListQuery {
+    marker: Option<String>,
+    max_items: Option<usize>,
+}
+
+async fn list_functions(
+    State(s): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> LambdaResult<Response> {
+    let max = q.max_items.unwrap_or(50).clamp(1, 50);
+    let mut functions = s.engine.functions().await?;
+    functions.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    // The marker is the last name of the previous page.
+    let after = q.marker.unwrap_or_default();
+    let page: Vec<&FunctionVersion> = functions
+        .iter()
+        .filter(|f| f.spec.name.as_str() > after.as_str())
+        .take(max + 1)
+        .collect();
+    let more = page.len() > max;
+    let page = &page[..page.len().min(max)];
+    let mut answer = json!({
+        "Functions": page.iter().map(|f| configuration(f, true)).collect::<Vec<_>>(),
+    });
+    if more && let Some(last) = page.last() {
+        answer["NextMarker"] = json!(last.spec.name);
+    }
+    Ok(axum::Json(answer).into_response())
+}
+
+async fn delete_function(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<Qualifier>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, q.qualifier.as_deref())?;
+    if q.version.is_some() {
+        return Err(LambdaError::invalid(
+            "deleting one version is not supported by Lambent; delete the function",
+        ));
+    }
+    s.engine.delete_function(&q.name).await.map_err(|_| {
+        LambdaError::not_found(format!("Function not found: {}", names::arn(&q.name)))
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn update_configuration(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    let mut fields: FunctionFields = json_body(&body)?;
+    fields.code = None;
+    let deployed = s.engine.deploy(fields.deploy(q.name)?).await?;
+    Ok(axum::Json(configuration(&deployed, true)).into_response())
+}
+
+async fn update_code(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    let code: Code = json_body(&body)?;
+    let request = DeployRequest {
+        name: q.name,
+        code_zip: Some(zip_of(code)?),
+        ..DeployRequest::default()
+    };
+    let deployed = s.engine.deploy(request).await?;
+    Ok(axum::Json(configuration(&deployed, true)).into_response())
+}
+
+/// Every deploy that changes something is already an immutable version: publishing
+/// names the newest one.
+async fn publish_version(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    let (f, _) = version_of(&s, &q).await?;
+    Ok((StatusCode::CREATED, axum::Json(configuration(&f, false))).into_response())
+}
+
+async fn list_versions(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    let (latest, _) = version_of(&s, &q).await?;
+    let versions = s
+        .engine
+        .stores()
+        .registry
+        .list_versions(&q.name)
+        .await
+        .map_err(lambent_engine::EngineError::from)?;
+    let mut listed = vec![configuration(&latest, true)];
+    listed.extend(versions.iter().map(|f| configuration(f, false)));
+    Ok(axum::Json(json!({ "Versions": listed })).into_response())
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A client context is passed on only when it is base64 of a JSON object (the Rust
+/// runtime client exits on anything else).
+fn client_context(headers: &HeaderMap) -> LambdaResult<Option<String>> {
+    let Some(raw) = header(headers, "x-amz-client-context") else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.as_bytes())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(Value::is_object)
+        .ok_or_else(|| {
+            LambdaError::invalid("X-Amz-Client-Context must be base64-encoded JSON object")
+        })?;
+    Ok(Some(decoded.to_string()))
+}
+
+async fn invoke(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<Qualifier>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, q.qualifier.as_deref())?;
+    let options = InvokeOptions {
+        traceparent: header(&headers, "traceparent"),
+        client_context: client_context(&headers)?,
+        version: q.version,
+        idempotency_key: header(&headers, "amz-sdk-invocation-id"),
+        ..InvokeOptions::default()
+    };
+    match header(&headers, "x-amz-invocation-type").as_deref() {
+        None | Some("RequestResponse") => {}
+        Some("Event") => {
+            version_of(&s, &q).await?;
+            s.engine.invoke_async(&q.name, body, options).await?;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        Some("DryRun") => {
+            version_of(&s, &q).await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        Some(other) => {
+            return Err(LambdaError::invalid(format!(
+                "X-Amz-Invocation-Type `{other}`: use RequestResponse, Event or DryRun"
+            )));
+        }
+    }
+    version_of(&s, &q).await?;
+    let Invocation { record, payload } = s.engine.invoke(&q.name, body, options).await?;
+    let mut out = HeaderMap::new();
+    let mut set = |k: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            out.insert(k, v);
+        }
+    };
+    set("x-amz-executed-version", record.version.to_string());
+    if !record.outcome.is_success() {
+        set("x-amz-function-error", "Unhandled".into());
+    }
+    if header(&headers, "x-amz-log-type").as_deref() == Some("Tail") {
+        let tail = &record.logs.as_bytes()[record.logs.len().saturating_sub(4096)..];
+        set(
+            "x-amz-log-result",
+            base64::engine::general_purpose::STANDARD.encode(tail),
+        );
+    }
+    Ok((StatusCode::OK, out, payload).into_response())
+}
+
+async fn invoke_async(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    s.engine
+        .invoke_async(&q.name, body, InvokeOptions::default())
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"Status": 202}))).into_response())
+}
+
+async fn account_settings(State(s): State<ApiState>) -> LambdaResult<Response> {
+    let functions = s.engine.functions().await?;
+    let code: u64 = functions.iter().map(|f| f.code_size).sum();
+    Ok(axum::Json(json!({
+        "AccountLimit": {
+            "TotalCodeSize": 80_530_636_800u64,
+            "CodeSizeUnzipped": 262_144_000,
+            "CodeSizeZipped": 52_428_800,
+            "ConcurrentExecutions": 1000,
+            "UnreservedConcurrentExecutions": 1000,
+        },
+        "AccountUsage": {"TotalCodeSize": code, "FunctionCount": functions.len()},
+    }))
+    .into_response())
+}

@@ -1,0 +1,223 @@
+"""boto3 against Lambent's Lambda API: the founding document's create_function call
+as written, invocations of its listener, and the operations around them."""
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import botocore.exceptions
+import pytest
+
+from conftest import ROOT
+
+SEED = os.path.join(ROOT, "examples", "seed-listener")
+ROLE = "arn:aws:iam::123456789012:role/lambda_role"
+
+
+def zip_of(files):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return buf.getvalue()
+
+
+def test_the_founding_documents_registration_runs_as_written(node, lambda_client):
+    # The example script is the document's call with a real zip for its S3 line.
+    subprocess.run(
+        [sys.executable, os.path.join(SEED, "register_with_boto3.py")],
+        env=dict(os.environ, LAMBENT_URL=node), check=True,
+    )
+    f = lambda_client.get_function(FunctionName="event_listener")["Configuration"]
+    assert f["Runtime"] == "python3.8"
+    assert f["Handler"] == "event_listener.event_listener"
+    assert f["Role"] == "arn:aws:iam::123456789012:role/lambda_role"
+    assert f["Description"] == "An event listener function."
+    assert f["State"] == "Active"
+    # Each of the document's three event types runs its own branch.
+    for ty, data in [
+        ("user_action", {"user": "alice", "action": "login"}),
+        ("data_update", {"table": "orders", "row": 7}),
+        ("timer_trigger", {"schedule": "hourly"}),
+    ]:
+        r = lambda_client.invoke(
+            FunctionName="event_listener",
+            Payload=json.dumps({"type": ty, "data": data}),
+            LogType="Tail",
+        )
+        assert r["StatusCode"] == 200
+        assert "FunctionError" not in r
+        log = base64.b64decode(r["LogResult"]).decode()
+        assert f"{ty} handled: " in log, log
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName="event_listener")
+    lambda_client.get_waiter("function_exists").wait(FunctionName="event_listener")
+
+
+def test_create_get_update_invoke_delete(lambda_client):
+    code = zip_of({"app.py": "def handler(event, context):\n    return {'got': event, 'fn': context.function_name}\n"})
+    created = lambda_client.create_function(
+        FunctionName="echo", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+        Code={"ZipFile": code}, Timeout=10, MemorySize=256,
+        Environment={"Variables": {"GREETING": "hi"}},
+    )
+    assert created["FunctionArn"].endswith(":function:echo")
+    assert created["MemorySize"] == 256 and created["Timeout"] == 10
+    assert created["Environment"]["Variables"] == {"GREETING": "hi"}
+    assert created["LastModified"].endswith("+0000")
+
+    r = lambda_client.invoke(FunctionName="echo", Payload=b'{"n": 1}')
+    assert json.loads(r["Payload"].read()) == {"got": {"n": 1}, "fn": "echo"}
+    assert r["ExecutedVersion"] == "1"
+    # By ARN, partial ARN, and with $LATEST.
+    for name in ["arn:aws:lambda:us-east-1:123456789012:function:echo",
+                 "123456789012:function:echo", "echo:$LATEST"]:
+        assert lambda_client.invoke(FunctionName=name, Payload=b"{}")["StatusCode"] == 200
+
+    updated = lambda_client.update_function_configuration(FunctionName="echo", Timeout=20)
+    assert updated["Timeout"] == 20 and updated["MemorySize"] == 256
+    code2 = zip_of({"app.py": "def handler(event, context):\n    return 'v3'\n"})
+    lambda_client.update_function_code(FunctionName="echo", ZipFile=code2)
+    r = lambda_client.invoke(FunctionName="echo", Payload=b"{}")
+    assert json.loads(r["Payload"].read()) == "v3"
+    # The first version still runs when asked for by number.
+    r = lambda_client.invoke(FunctionName="echo", Qualifier="1", Payload=b'{"n": 2}')
+    assert json.loads(r["Payload"].read())["got"] == {"n": 2}
+
+    assert lambda_client.invoke(FunctionName="echo", InvocationType="DryRun")["StatusCode"] == 204
+    assert lambda_client.invoke(FunctionName="echo", InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+
+    lambda_client.delete_function(FunctionName="echo")
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.get_function(FunctionName="echo")
+
+
+def test_a_function_error_is_200_with_the_error_document(lambda_client):
+    code = zip_of({"app.py": "def handler(event, context):\n    raise ValueError('bad input')\n"})
+    lambda_client.create_function(FunctionName="fails", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": code})
+    r = lambda_client.invoke(FunctionName="fails", Payload=b"{}")
+    assert r["StatusCode"] == 200
+    assert r["FunctionError"] == "Unhandled"
+    doc = json.loads(r["Payload"].read())
+    assert doc["errorType"] == "ValueError" and doc["errorMessage"] == "bad input"
+
+
+def test_errors_come_back_as_boto3_maps_them(lambda_client):
+    code = zip_of({"app.py": "def handler(e, c):\n    return 1\n"})
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.invoke(FunctionName="nobody", Payload=b"{}")
+    lambda_client.create_function(FunctionName="dup", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": code})
+    with pytest.raises(lambda_client.exceptions.ResourceConflictException):
+        lambda_client.create_function(FunctionName="dup", Runtime="python3.11", Role=ROLE,
+                                      Handler="app.handler", Code={"ZipFile": code})
+    bad = [
+        dict(Role="not-an-arn"),
+        dict(Code={"S3Bucket": "my-bucket", "S3Key": "code.zip"}),
+        dict(Code={"ImageUri": "x"}),
+        dict(Layers=["arn:aws:lambda:us-east-1:123456789012:layer:l:1"]),
+        dict(Environment={"Variables": {"BIG": "x" * 5000}}),
+        dict(Environment={"Variables": {"NUL": "a\0b"}}),
+        dict(Runtime="cobol85"),
+    ]
+    for change in bad:
+        args = dict(FunctionName="refused", Runtime="python3.11", Role=ROLE,
+                    Handler="app.handler", Code={"ZipFile": code})
+        args.update(change)
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            lambda_client.create_function(**args)
+        assert e.value.response["Error"]["Code"] == "InvalidParameterValueException", change
+        assert e.value.response["ResponseMetadata"]["HTTPHeaders"].get("x-amzn-requestid")
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.get_function(FunctionName="refused")
+    # Our own API refuses the same environment: one rule for both front doors.
+    with pytest.raises(botocore.exceptions.ClientError):
+        lambda_client.update_function_configuration(
+            FunctionName="dup", Environment={"Variables": {"NUL": "a\0b"}})
+    assert lambda_client.get_function(FunctionName="dup")["Configuration"].get("Environment") is None
+
+
+def test_listing_120_functions_pages_with_markers(lambda_client):
+    code = zip_of({"app.py": "def handler(e, c):\n    return 1\n"})
+    for i in range(120):
+        lambda_client.create_function(FunctionName=f"page-{i:03}", Runtime="python3.11",
+                                      Role=ROLE, Handler="app.handler", Code={"ZipFile": code})
+    names = []
+    for page in lambda_client.get_paginator("list_functions").paginate():
+        assert len(page["Functions"]) <= 50
+        names += [f["FunctionName"] for f in page["Functions"]]
+    paged = [n for n in names if n.startswith("page-")]
+    assert paged == [f"page-{i:03}" for i in range(120)]
+    assert len(names) == len(set(names))
+    settings = lambda_client.get_account_settings()
+    assert settings["AccountUsage"]["FunctionCount"] >= 120
+
+
+def test_an_invoke_retried_with_the_same_invocation_id_runs_once(node, lambda_client):
+    code = zip_of({"app.py": "import uuid\ndef handler(e, c):\n    return str(uuid.uuid4())\n"})
+    lambda_client.create_function(FunctionName="once", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": code})
+    import urllib.request
+
+    def call(invocation_id):
+        req = urllib.request.Request(
+            f"{node}/2015-03-31/functions/once/invocations", data=b"{}", method="POST",
+            headers={"amz-sdk-invocation-id": invocation_id})
+        return urllib.request.urlopen(req).read()
+
+    first = call("inv-1")
+    again = call("inv-1")
+    other = call("inv-2")
+    assert first == again, "a retry returns the first result"
+    assert other != first, "another invocation id runs again"
+
+
+def test_every_deploy_is_a_version_that_can_be_published_listed_and_invoked(lambda_client):
+    v1 = zip_of({"app.py": "def handler(e, c):\n    return 'one'\n"})
+    v2 = zip_of({"app.py": "def handler(e, c):\n    return 'two'\n"})
+    lambda_client.create_function(FunctionName="versions", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": v1})
+    lambda_client.update_function_code(FunctionName="versions", ZipFile=v2)
+    published = lambda_client.publish_version(FunctionName="versions")
+    assert published["Version"] == "2"
+    listed = [v["Version"] for v in lambda_client.list_versions_by_function(FunctionName="versions")["Versions"]]
+    assert listed == ["$LATEST", "1", "2"]
+    for qualifier, answer in [("1", "one"), ("2", "two"), ("$LATEST", "two")]:
+        r = lambda_client.invoke(FunctionName="versions", Qualifier=qualifier, Payload=b"{}")
+        assert json.loads(r["Payload"].read()) == answer, qualifier
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.invoke(FunctionName="versions", Qualifier="9", Payload=b"{}")
+
+
+def test_the_aws_cli_creates_lists_invokes_and_deletes(node, tmp_path):
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="lambent", AWS_SECRET_ACCESS_KEY="lambent",
+               AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=str(tmp_path / "none"))
+
+    def cli(*args):
+        out = subprocess.run([aws, "lambda", *args, "--endpoint-url", node],
+                             env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    package = tmp_path / "code.zip"
+    package.write_bytes(zip_of({"app.py": "def handler(e, c):\n    return {'hello': e.get('name')}\n"}))
+    created = json.loads(cli("create-function", "--function-name", "from-cli", "--runtime", "python3.11",
+                             "--role", ROLE, "--handler", "app.handler",
+                             "--zip-file", f"fileb://{package}"))
+    assert created["FunctionName"] == "from-cli"
+    listed = json.loads(cli("list-functions"))
+    assert "from-cli" in [f["FunctionName"] for f in listed["Functions"]]
+    answer = tmp_path / "answer.json"
+    invoked = json.loads(cli("invoke", "--function-name", "from-cli",
+                             "--payload", '{"name": "cli"}', str(answer)))
+    assert invoked["StatusCode"] == 200
+    assert json.loads(answer.read_text()) == {"hello": "cli"}
+    cli("delete-function", "--function-name", "from-cli")
+    listed = json.loads(cli("list-functions"))
+    assert "from-cli" not in [f["FunctionName"] for f in listed["Functions"]]
