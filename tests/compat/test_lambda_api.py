@@ -221,3 +221,138 @@ def test_the_aws_cli_creates_lists_invokes_and_deletes(node, tmp_path):
     cli("delete-function", "--function-name", "from-cli")
     listed = json.loads(cli("list-functions"))
     assert "from-cli" not in [f["FunctionName"] for f in listed["Functions"]]
+
+
+def test_a_weighted_alias_splits_calls_between_two_versions(lambda_client):
+    one = zip_of({"app.py": "def handler(e, c):\n    return 'one'\n"})
+    two = zip_of({"app.py": "def handler(e, c):\n    return 'two'\n"})
+    lambda_client.create_function(FunctionName="canary", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": one})
+    lambda_client.update_function_code(FunctionName="canary", ZipFile=two)
+    alias = lambda_client.create_alias(
+        FunctionName="canary", Name="live", FunctionVersion="1",
+        RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}})
+    assert alias["AliasArn"].endswith(":function:canary:live")
+    assert lambda_client.get_alias(FunctionName="canary", Name="live")["RoutingConfig"] == {
+        "AdditionalVersionWeights": {"2": 0.3}}
+    counts = {"one": 0, "two": 0}
+    for _ in range(1000):
+        r = lambda_client.invoke(FunctionName="canary", Qualifier="live", Payload=b"{}")
+        counts[json.loads(r["Payload"].read())] += 1
+    # 300 expected; the binomial's standard deviation is 14.5: 5 of them either way.
+    assert 228 <= counts["two"] <= 372, counts
+    # The alias moves wholly to version 2; a call by ARN with the alias follows it.
+    lambda_client.update_alias(FunctionName="canary", Name="live", FunctionVersion="2",
+                               RoutingConfig={"AdditionalVersionWeights": {}})
+    r = lambda_client.invoke(FunctionName="arn:aws:lambda:us-east-1:000000000000:function:canary:live",
+                             Payload=b"{}")
+    assert json.loads(r["Payload"].read()) == "two"
+    assert [a["Name"] for a in lambda_client.list_aliases(FunctionName="canary")["Aliases"]] == ["live"]
+    with pytest.raises(lambda_client.exceptions.ResourceConflictException):
+        lambda_client.create_alias(FunctionName="canary", Name="live", FunctionVersion="1")
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.create_alias(FunctionName="canary", Name="nine", FunctionVersion="9")
+    lambda_client.delete_alias(FunctionName="canary", Name="live")
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.invoke(FunctionName="canary", Qualifier="live", Payload=b"{}")
+
+
+def test_a_failed_async_event_goes_to_its_on_failure_destination(node, lambda_client):
+    failing = zip_of({"app.py": "def handler(e, c):\n    raise RuntimeError('no stock for ' + e['item'])\n"})
+    record = zip_of({"app.py": "import json\ndef handler(e, c):\n    print('RECORD ' + json.dumps(e))\n"})
+    lambda_client.create_function(FunctionName="on-failure", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": record})
+    lambda_client.create_function(FunctionName="orders", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": failing})
+    config = lambda_client.put_function_event_invoke_config(
+        FunctionName="orders", MaximumRetryAttempts=0, MaximumEventAgeInSeconds=600,
+        DestinationConfig={"OnFailure": {
+            "Destination": "arn:aws:lambda:us-east-1:000000000000:function:on-failure"}})
+    assert config["MaximumRetryAttempts"] == 0
+    got = lambda_client.get_function_event_invoke_config(FunctionName="orders")
+    assert got["DestinationConfig"]["OnFailure"]["Destination"].endswith(":function:on-failure")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lambda_client.put_function_event_invoke_config(FunctionName="orders", MaximumRetryAttempts=5)
+    assert e.value.response["Error"]["Code"] in ("InvalidParameterValueException", "ParamValidationError")
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException):
+        lambda_client.put_function_event_invoke_config(
+            FunctionName="orders",
+            DestinationConfig={"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}})
+
+    r = lambda_client.invoke(FunctionName="orders", InvocationType="Event",
+                             Payload=json.dumps({"item": "book"}))
+    assert r["StatusCode"] == 202
+    import urllib.request
+    deadline = time.time() + 60
+    record = None
+    while time.time() < deadline and record is None:
+        listing = json.load(urllib.request.urlopen(f"{node}/v1/invocations?function=on-failure"))
+        for inv in listing["invocations"]:
+            for line in inv["logs"].splitlines():
+                if line.startswith("RECORD "):
+                    record = json.loads(line[len("RECORD "):])
+        time.sleep(0.1)
+    assert record is not None, "the destination got the failure record"
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestPayload"] == {"item": "book"}
+    assert record["responsePayload"]["errorMessage"] == "no stock for book"
+    # The dead letter is kept as well.
+    dlq = json.load(urllib.request.urlopen(f"{node}/v1/dlq?function=orders"))["dead_letters"]
+    assert len(dlq) == 1
+
+
+def ric_package(handler_module):
+    """A `provided` zip running AWS's awslambdaric, packaged as on Lambda: the client
+    and its dependencies in the code, run by the system Python of the venv's version."""
+    import awslambdaric
+    site = os.path.dirname(os.path.dirname(awslambdaric.__file__))
+    version = "%d.%d" % sys.version_info[:2]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        z.writestr(info, "#!/bin/sh\nexport PYTHONPATH=\"$LAMBDA_TASK_ROOT\"\n"
+                         f"exec python{version} -m awslambdaric \"$_HANDLER\"\n")
+        z.writestr("app.py", handler_module)
+        for entry in os.listdir(site):
+            if entry.endswith(".dist-info") or not entry.startswith(
+                    ("awslambdaric", "simplejson", "snapshot_restore_py", "runtime_client")):
+                continue
+            path = os.path.join(site, entry)
+            if os.path.isfile(path):
+                z.write(path, entry)
+                continue
+            for root, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                for f in files:
+                    full = os.path.join(root, f)
+                    z.write(full, os.path.relpath(full, site))
+    return buf.getvalue()
+
+
+def test_awslambdaric_functions_answer_and_fail_as_lambda_reports(lambda_client):
+    code = ric_package(
+        "import time\n"
+        "def ok(event, context):\n    return {'echo': event, 'id': context.aws_request_id}\n"
+        "def fail(event, context):\n    raise KeyError('missing thing')\n"
+        "def slow(event, context):\n    time.sleep(5)\n")
+    for name, handler, timeout in [("ric-ok", "app.ok", 10), ("ric-fail", "app.fail", 10),
+                                   ("ric-bad", "nomodule.handler", 10), ("ric-slow", "app.slow", 1)]:
+        lambda_client.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE,
+                                      Handler=handler, Code={"ZipFile": code}, Timeout=timeout)
+    r = lambda_client.invoke(FunctionName="ric-ok", Payload=b'{"hello": "ric"}')
+    body = json.loads(r["Payload"].read())
+    assert body["echo"] == {"hello": "ric"} and body["id"]
+    assert "FunctionError" not in r
+
+    cases = [("ric-fail", "KeyError"), ("ric-bad", "Runtime.ImportModuleError"),
+             ("ric-slow", "Sandbox.Timedout")]
+    for name, error_type in cases:
+        r = lambda_client.invoke(FunctionName=name, Payload=b"{}")
+        assert r["StatusCode"] == 200, name
+        assert r["FunctionError"] == "Unhandled", name
+        doc = json.loads(r["Payload"].read())
+        assert doc["errorType"] == error_type, (name, doc)
+    slow = json.loads(lambda_client.invoke(FunctionName="ric-slow", Payload=b"{}")["Payload"].read())
+    assert "Task timed out after 1.00 seconds" in slow["errorMessage"], slow

@@ -46,6 +46,7 @@ fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
     Ok(InstanceConfig {
         spec: FunctionSpec {
             role: None,
+            on_failure: None,
             name: "noop".into(),
             runtime: RuntimeKind::parse("python3.11")?,
             handler: "app.handler".into(),

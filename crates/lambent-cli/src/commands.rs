@@ -286,6 +286,7 @@ async fn deploy(client: &Client, args: DeployArgs) -> Result<()> {
     set("max_event_age_s", args.max_event_age.map(Value::from));
     set("retry_base_delay_ms", args.retry_delay_ms.map(Value::from));
     set("description", args.description.map(Value::from));
+    set("on_failure", args.on_failure.map(Value::from));
     if !args.grants.is_empty() || args.no_grants {
         set("grants", Some(json!(args.grants)));
     }

@@ -139,6 +139,10 @@ struct DeployArgs {
     /// Remove every grant.
     #[arg(long, conflicts_with = "grants")]
     no_grants: bool,
+    /// A function that gets the failure record of each asynchronous event this one
+    /// gives up on ("" removes it).
+    #[arg(long)]
+    on_failure: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

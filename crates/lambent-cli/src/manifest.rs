@@ -81,6 +81,8 @@ pub struct FunctionEntry {
     /// Seconds.
     pub max_event_age: Option<u64>,
     pub retry_delay_ms: Option<u64>,
+    /// A function that gets the failure record of each event this one gives up on.
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -130,7 +130,10 @@ async fn apply(client: &Client, app: &Loaded) -> Result<()> {
         applied.note(format!("kv namespace {name}"), changed);
     }
 
-    for (name, entry) in &m.functions {
+    // A function's on-failure destination must exist first.
+    let mut functions: Vec<_> = m.functions.iter().collect();
+    functions.sort_by_key(|(_, entry)| entry.get_ref().on_failure.is_some());
+    for (name, entry) in functions {
         let section = format!("functions.{name}");
         let before = client
             .send(client.request(Method::GET, &format!("/v1/functions/{name}")))
@@ -228,6 +231,7 @@ fn deploy_body(app: &Loaded, name: &str, f: &FunctionEntry) -> Result<Value> {
         "max_attempts": f.max_attempts.unwrap_or(retry.max_attempts),
         "max_event_age_s": f.max_event_age.unwrap_or(retry.max_event_age_s),
         "retry_base_delay_ms": f.retry_delay_ms.unwrap_or(retry.base_delay_ms),
+        "on_failure": f.on_failure.clone().unwrap_or_default(),
         "code_zip_base64": base64::engine::general_purpose::STANDARD.encode(zip),
     }))
 }

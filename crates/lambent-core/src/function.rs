@@ -37,6 +37,8 @@ pub enum SpecError {
         "function `{function}`: role `{role}` is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"
     )]
     Role { function: String, role: String },
+    #[error("function `{function}`: its on-failure destination cannot be itself")]
+    Destination { function: String },
 }
 
 /// Most bytes of all environment variable names and values together (Lambda's limit).
@@ -176,6 +178,10 @@ pub struct FunctionSpec {
     /// Lambent does not assume it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// A function that gets the failure record of each asynchronous event this one
+    /// gives up on (Lambda's on-failure destination); the dead letter stays too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
 }
 
 /// Variables the runtime sets itself (LAMBDA-COMPAT.md); a function may not set them,
@@ -278,6 +284,14 @@ impl FunctionSpec {
                 name: name.clone(),
             });
         }
+        if let Some(dest) = &self.on_failure {
+            validate_name(dest)?;
+            if *dest == self.name {
+                return Err(SpecError::Destination {
+                    function: self.name.clone(),
+                });
+            }
+        }
         if let Some(role) = self.role.as_ref().filter(|r| !valid_role(r)) {
             return Err(SpecError::Role {
                 function: self.name.clone(),
@@ -355,6 +369,7 @@ mod tests {
     fn spec() -> FunctionSpec {
         FunctionSpec {
             role: None,
+            on_failure: None,
             name: "event_listener".into(),
             runtime: RuntimeKind::parse("python3.8").unwrap(),
             handler: "event_listener.event_listener".into(),

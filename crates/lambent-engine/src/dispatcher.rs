@@ -12,6 +12,7 @@
 
 use crate::Engine;
 use crate::Inner;
+use crate::destinations;
 use crate::invoke::{AttemptContext, Invocation, InvokeOptions};
 use crate::pool::Slot;
 use bytes::Bytes;
@@ -394,11 +395,13 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
         traceparent: delivery.event.str_attr("traceparent").map(str::to_owned),
         ..InvokeOptions::default()
     };
+    let request = payload.clone();
     let context = AttemptContext {
         delivery_id: Some(id),
         event_id: Some(delivery.event.id().to_owned()),
         attempt: attempt_no,
     };
+    let mut response = None;
     let (failure, record) = match engine
         .run_invocation(&function, payload, &options, context, slot)
         .await
@@ -408,35 +411,57 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
             settled(id, lease.settle(Settlement::Ack, Some(record)).await);
             return;
         }
-        Ok(Invocation { record, .. }) => (
-            format!(
-                "{}: {}",
-                record
-                    .error_type
-                    .clone()
-                    .unwrap_or_else(|| record.outcome.as_str().to_owned()),
-                record.error_message.clone().unwrap_or_default()
-            ),
-            Some(record),
-        ),
+        Ok(Invocation { record, payload }) => {
+            response = Some((record.request_id.clone(), payload));
+            (
+                format!(
+                    "{}: {}",
+                    record
+                        .error_type
+                        .clone()
+                        .unwrap_or_else(|| record.outcome.as_str().to_owned()),
+                    record.error_message.clone().unwrap_or_default()
+                ),
+                Some(record),
+            )
+        }
         Err(e) => (e.to_string(), None),
     };
+    // Giving up: dead-letter, and hand the failure record to the function's
+    // on-failure destination (if it names one) in the same write.
+    let give_up = |reason, error, condition| match destinations::failure_record(
+        &function,
+        id,
+        attempt_no,
+        &request,
+        response.as_ref(),
+        condition,
+    ) {
+        Some(forward) => Settlement::Forward {
+            reason,
+            error,
+            forward: Box::new(forward),
+        },
+        None => Settlement::Terminate { reason, error },
+    };
     let settlement = if attempt_no >= retry.max_attempts {
-        Settlement::Terminate {
-            reason: DeadLetterReason::MaxAttempts,
-            error: format!("{failure} (attempt {attempt_no} of {})", retry.max_attempts),
-        }
+        give_up(
+            DeadLetterReason::MaxAttempts,
+            format!("{failure} (attempt {attempt_no} of {})", retry.max_attempts),
+            destinations::Condition::RetriesExhausted,
+        )
     } else {
         let delay = retry.backoff(attempt_no, rand::random::<f64>());
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         if now_ms() + delay_ms - created_ms > max_age_ms {
-            Settlement::Terminate {
-                reason: DeadLetterReason::MaxEventAge,
-                error: format!(
+            give_up(
+                DeadLetterReason::MaxEventAge,
+                format!(
                     "{failure} (the next retry would pass max_event_age of {} s)",
                     retry.max_event_age_s
                 ),
-            }
+                destinations::Condition::EventAgeExceeded,
+            )
         } else {
             Settlement::Nak {
                 delay_ms,
@@ -448,7 +473,17 @@ async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
         Settlement::Nak { delay_ms, .. } => Some(*delay_ms),
         _ => None,
     };
-    settled(id, lease.settle(settlement, record).await);
+    let destination = match &settlement {
+        Settlement::Forward { .. } => function.spec.on_failure.clone(),
+        _ => None,
+    };
+    let done = lease.settle(settlement, record).await;
+    if done.is_ok()
+        && let Some(destination) = destination
+    {
+        engine.inner.hint(&destination);
+    }
+    settled(id, done);
     if let Some(delay_ms) = retry_in {
         // The dispatcher may be asleep past this retry's due time.
         engine.inner.scan_by(now_ms() + delay_ms);

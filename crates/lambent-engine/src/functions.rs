@@ -31,6 +31,10 @@ pub struct DeployRequest {
     /// An IAM role ARN (AWS clients send one); absent keeps the previous version's.
     #[serde(default)]
     pub role: Option<String>,
+    /// The on-failure destination (a function name; empty removes it); absent keeps
+    /// the previous version's.
+    #[serde(default)]
+    pub on_failure: Option<String>,
     /// The code as a zip archive.
     #[serde(skip)]
     pub code_zip: Option<Vec<u8>>,
@@ -98,6 +102,11 @@ impl DeployRequest {
                 .role
                 .clone()
                 .or_else(|| previous.and_then(|p| p.role.clone())),
+            on_failure: match &self.on_failure {
+                Some(dest) if dest.is_empty() => None,
+                Some(dest) => Some(dest.clone()),
+                None => previous.and_then(|p| p.on_failure.clone()),
+            },
         };
         spec.validate()?;
         Ok(spec)
@@ -116,6 +125,14 @@ impl Engine {
             .get_function(&request.name, None)
             .await?;
         let spec = request.spec(previous.as_ref().map(|p| &p.spec))?;
+        if let Some(destination) = &spec.on_failure {
+            self.function(destination).await.map_err(|_| {
+                EngineError::Invalid(format!(
+                    "function `{}`: its on-failure destination `{destination}` does not exist",
+                    spec.name
+                ))
+            })?;
+        }
         let code = match (request.code_zip, &previous) {
             (Some(zip), _) => {
                 let store = self.inner.stores.code.clone();

@@ -260,7 +260,14 @@ impl Engine {
             .await;
         self.inner.pool.checkin(&spec.name, checkout).await;
         let kind = result.outcome.kind();
-        let error = result.outcome.error();
+        let error = match result.outcome {
+            // Lambda states the function's timeout, not the time the kill took.
+            InvokeOutcome::Timeout { .. } => Some((
+                "Sandbox.Timedout".to_owned(),
+                format!("Task timed out after {}.00 seconds", spec.timeout_s),
+            )),
+            _ => result.outcome.error(),
+        };
         let payload = match result.outcome {
             InvokeOutcome::Success(body) => body,
             InvokeOutcome::FunctionError(report) | InvokeOutcome::InitError(report) => report.body,

@@ -7,6 +7,8 @@
 //! is recorded → the delivery is acked, retried later (nak with backoff), or
 //! dead-lettered (terminate).
 
+mod aliases;
+mod destinations;
 mod dispatcher;
 mod error;
 mod events;
@@ -25,6 +27,7 @@ pub mod schedules;
 mod sources;
 mod tokens;
 
+pub use aliases::AliasRequest;
 pub use error::{EngineError, Result};
 pub use events::{PublishResult, RuleRequest};
 pub use functions::DeployRequest;

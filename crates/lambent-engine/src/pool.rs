@@ -196,19 +196,24 @@ impl Pool {
         })
     }
 
-    /// The most recently used usable idle instance of `version`; idle instances of
-    /// other versions are handed back for shutdown (a deploy replaced them).
+    /// The most recently used usable idle instance of `version`; unusable idle
+    /// instances are handed back for shutdown. Idle instances of other versions stay:
+    /// an alias may route between two versions. (A deploy evicts the function's idle
+    /// instances; one of an older version checked in after it goes at keep-alive.)
     fn take_idle(&self, function: &str, version: u64) -> (Option<Box<dyn Instance>>, Vec<Idle>) {
         let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
         let Some(pool) = map.get_mut(function) else {
             return (None, Vec::new());
         };
-        let (keep, stale): (Vec<Idle>, Vec<Idle>) = pool
+        let (usable, stale): (Vec<Idle>, Vec<Idle>) =
+            pool.idle.drain(..).partition(|i| i.instance.is_usable());
+        pool.idle = usable;
+        let taken = pool
             .idle
-            .drain(..)
-            .partition(|i| i.version == version && i.instance.is_usable());
-        pool.idle = keep;
-        (pool.idle.pop().map(|i| i.instance), stale)
+            .iter()
+            .rposition(|i| i.version == version)
+            .map(|at| pool.idle.remove(at).instance);
+        (taken, stale)
     }
 
     /// Returns an instance after an invocation; an unusable one is shut down.
@@ -307,6 +312,7 @@ mod tests {
     fn spec(concurrency: u32) -> FunctionSpec {
         FunctionSpec {
             role: None,
+            on_failure: None,
             name: "f".into(),
             runtime: RuntimeKind::parse("provided").unwrap_or_else(|e| panic!("{e}")),
             handler: String::new(),

@@ -68,6 +68,18 @@ impl Registry for GatedRegistry {
     async fn list_versions(&self, name: &str) -> Result<Vec<FunctionVersion>> {
         self.inner.list_versions(name).await
     }
+    async fn put_alias(&self, alias: lambent_store::Alias) -> Result<()> {
+        self.inner.put_alias(alias).await
+    }
+    async fn get_alias(&self, function: &str, name: &str) -> Result<Option<lambent_store::Alias>> {
+        self.inner.get_alias(function, name).await
+    }
+    async fn list_aliases(&self, function: &str) -> Result<Vec<lambent_store::Alias>> {
+        self.inner.list_aliases(function).await
+    }
+    async fn delete_alias(&self, function: &str, name: &str) -> Result<bool> {
+        self.inner.delete_alias(function, name).await
+    }
     async fn delete_function(&self, name: &str) -> Result<bool> {
         self.inner.delete_function(name).await
     }

@@ -14,6 +14,7 @@ use std::path::Path;
 fn spec(name: &str, runtime: &str, handler: &str, timeout_s: u32) -> FunctionSpec {
     FunctionSpec {
         role: None,
+        on_failure: None,
         name: name.into(),
         runtime: RuntimeKind::parse(runtime).unwrap(),
         handler: handler.into(),

@@ -77,6 +77,32 @@ pub(crate) fn append(
     Ok(outcomes)
 }
 
+/// Dead-letters the delivery of `lease` if the lease is still current; the rows changed.
+fn dead_letter(
+    conn: &rusqlite::Connection,
+    lease: LeaseRef,
+    now: i64,
+    error: &str,
+    reason: DeadLetterReason,
+) -> Result<usize> {
+    exec_cached(
+        conn,
+        concat!(
+            "UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?3,
+                last_error = ?4, reason = ?5 ",
+            current_lease!()
+        ),
+        params![
+            lease.delivery,
+            lease.token,
+            now,
+            clip(error),
+            reason.as_str()
+        ],
+    )
+    .map_err(sql("dead-lettering a delivery"))
+}
+
 impl SqliteStore {
     /// Runs a settle of `lease`; no row changed means the lease was lost (what else
     /// the write did, such as recording the attempt, stays).
@@ -244,13 +270,14 @@ impl EventLog for SqliteStore {
                         params![delivery, token, now, now + delay_ms.max(0), clip(&error)],
                     )
                     .map_err(sql("scheduling a retry")),
-                Settlement::Terminate { reason, error } => exec_cached(
-                        conn,
-                        concat!("UPDATE deliveries SET state = 'dead_lettered', lease_until = NULL, updated_ms = ?3,
-                            last_error = ?4, reason = ?5 ", current_lease!()),
-                        params![delivery, token, now, clip(&error), reason.as_str()],
-                    )
-                    .map_err(sql("dead-lettering a delivery")),
+                Settlement::Terminate { reason, error } => dead_letter(conn, lease, now, &error, reason),
+                Settlement::Forward { reason, error, forward } => {
+                    let settled = dead_letter(conn, lease, now, &error, reason)?;
+                    if settled == 1 {
+                        append(conn, vec![*forward], now)?;
+                    }
+                    Ok(settled)
+                }
             }
         })
         .await

@@ -3,7 +3,7 @@
 use crate::{SqliteStore, all_rows, corrupt, sql};
 use async_trait::async_trait;
 use lambent_core::{FunctionSpec, now_ms};
-use lambent_store::{FunctionVersion, Registry, Result, Rule, StoredCode};
+use lambent_store::{Alias, FunctionVersion, Registry, Result, Rule, StoredCode};
 use rusqlite::{OptionalExtension, Row, params};
 
 fn function_row(row: &Row<'_>) -> rusqlite::Result<(String, u64, String, u64, i64)> {
@@ -125,6 +125,8 @@ impl Registry for SqliteStore {
             let n = conn
                 .execute("DELETE FROM function_versions WHERE name = ?1", [&name])
                 .map_err(sql("deleting a function"))?;
+            conn.execute("DELETE FROM aliases WHERE function = ?1", [&name])
+                .map_err(sql("deleting a function's aliases"))?;
             Ok(n > 0)
         })
         .await
@@ -139,6 +141,66 @@ impl Registry for SqliteStore {
                 .map_err(sql("listing code in use"))?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(sql("listing code in use"))
+        })
+        .await
+    }
+
+    async fn put_alias(&self, alias: Alias) -> Result<()> {
+        self.write(move |conn| {
+            let text = serde_json::to_string(&alias).map_err(|e| corrupt("alias", e))?;
+            conn.execute(
+                "INSERT INTO aliases (function, name, alias) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(function, name) DO UPDATE SET alias = excluded.alias",
+                params![alias.function, alias.name, text],
+            )
+            .map_err(sql("storing an alias"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_alias(&self, function: &str, name: &str) -> Result<Option<Alias>> {
+        let (function, name) = (function.to_owned(), name.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT alias FROM aliases WHERE function = ?1 AND name = ?2",
+                params![function, name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(sql("reading an alias"))?
+            .map(|text| serde_json::from_str(&text).map_err(|e| corrupt("alias", e)))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>> {
+        let function = function.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT alias FROM aliases WHERE function = ?1 ORDER BY name")
+                .map_err(sql("listing aliases"))?;
+            let rows = stmt
+                .query_map([&function], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sql("listing aliases"))?;
+            rows.iter()
+                .map(|text| serde_json::from_str(text).map_err(|e| corrupt("alias", e)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, function: &str, name: &str) -> Result<bool> {
+        let (function, name) = (function.to_owned(), name.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
+                params![function, name],
+            )
+            .map(|n| n > 0)
+            .map_err(sql("deleting an alias"))
         })
         .await
     }

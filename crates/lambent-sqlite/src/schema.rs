@@ -107,6 +107,12 @@ CREATE TABLE IF NOT EXISTS routes (
     spec   TEXT NOT NULL,
     PRIMARY KEY (method, path)
 );
+CREATE TABLE IF NOT EXISTS aliases (
+    function TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    alias    TEXT NOT NULL,
+    PRIMARY KEY (function, name)
+);
 CREATE TABLE IF NOT EXISTS sources (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL

@@ -99,11 +99,17 @@ pub trait Registry: Send + Sync {
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>>;
     /// Every version of one function, oldest first (empty when there is none).
     async fn list_versions(&self, name: &str) -> Result<Vec<FunctionVersion>>;
-    /// Removes a function and all its versions; false when there was none.
+    /// Removes a function, all its versions and its aliases; false when there was none.
     async fn delete_function(&self, name: &str) -> Result<bool>;
 
     /// The code digests some stored version of some function references.
     async fn code_in_use(&self) -> Result<std::collections::HashSet<String>>;
+
+    /// Creates or replaces an alias of a function.
+    async fn put_alias(&self, alias: Alias) -> Result<()>;
+    async fn get_alias(&self, function: &str, name: &str) -> Result<Option<Alias>>;
+    async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>>;
+    async fn delete_alias(&self, function: &str, name: &str) -> Result<bool>;
 
     async fn put_rule(&self, rule: Rule) -> Result<()>;
     async fn list_rules(&self) -> Result<Vec<Rule>>;

@@ -16,7 +16,7 @@ pub struct LeaseRef {
 }
 
 /// How an attempt ends for its delivery.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Settlement {
     /// Delivered.
     Ack,
@@ -26,6 +26,13 @@ pub enum Settlement {
     Terminate {
         reason: DeadLetterReason,
         error: String,
+    },
+    /// Dead-lettered, and `forward` (the failure record for the function's on-failure
+    /// destination) published in the same write: the failure is never lost between.
+    Forward {
+        reason: DeadLetterReason,
+        error: String,
+        forward: Box<NewEvent>,
     },
 }
 
@@ -216,4 +223,18 @@ pub struct InvocationQuery {
     pub tail: bool,
     /// Stop once the records' logs add up to this many bytes (0: no bound).
     pub max_bytes: usize,
+}
+
+/// A named pointer to a version of a function, optionally sending a share of the
+/// calls to a second version (Lambda's weighted alias).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alias {
+    pub function: String,
+    pub name: String,
+    pub version: u64,
+    #[serde(default)]
+    pub description: String,
+    /// A second version and the share of calls it gets (0 < weight < 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional: Option<(u64, f64)>,
 }

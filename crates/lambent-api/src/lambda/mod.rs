@@ -46,6 +46,14 @@ pub fn routes() -> Router<ApiState> {
             "/2015-03-31/functions/{name}/versions",
             get(list_versions).post(publish_version),
         )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            get(list_aliases).post(create_alias),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(get_alias).put(update_alias).delete(delete_alias),
+        )
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route(
             "/2014-11-13/functions/{name}/invoke-async/",
@@ -54,6 +62,13 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/2014-11-13/functions/{name}/invoke-async",
             post(invoke_async),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            get(get_invoke_config)
+                .put(put_invoke_config)
+                .post(put_invoke_config)
+                .delete(delete_invoke_config),
         )
         .route("/2016-08-19/account-settings/", get(account_settings))
         .route("/2016-08-19/account-settings", get(account_settings))
@@ -124,7 +139,11 @@ async fn version_of(s: &ApiState, q: &names::Qualified) -> LambdaResult<(Functio
     let latest = s.engine.function(&q.name).await.map_err(|_| {
         LambdaError::not_found(format!("Function not found: {}", names::arn(&q.name)))
     })?;
-    match q.version {
+    let version = match &q.alias {
+        Some(alias) => Some(s.engine.alias(&q.name, alias).await?.version),
+        None => q.version,
+    };
+    match version {
         None => Ok((latest, true)),
         Some(v) if v == latest.version => Ok((latest, false)),
         Some(v) => {
@@ -325,9 +344,9 @@ async fn delete_function(
     Query(q): Query<Qualifier>,
 ) -> LambdaResult<Response> {
     let q = names::resolve(&name, q.qualifier.as_deref())?;
-    if q.version.is_some() {
+    if q.version.is_some() || q.alias.is_some() {
         return Err(LambdaError::invalid(
-            "deleting one version is not supported by Lambent; delete the function",
+            "deleting one version is not supported by Lambent; delete the function (or the alias)",
         ));
     }
     s.engine.delete_function(&q.name).await.map_err(|_| {
@@ -364,6 +383,270 @@ async fn update_code(
     };
     let deployed = s.engine.deploy(request).await?;
     Ok(axum::Json(configuration(&deployed, true)).into_response())
+}
+
+fn alias_json(a: &lambent_store::Alias) -> Value {
+    let mut weights = serde_json::Map::new();
+    if let Some((extra, weight)) = a.additional {
+        weights.insert(extra.to_string(), json!(weight));
+    }
+    json!({
+        "AliasArn": format!("{}:{}", names::arn(&a.function), a.name),
+        "Name": a.name,
+        "FunctionVersion": a.version.to_string(),
+        "Description": a.description,
+        "RoutingConfig": {"AdditionalVersionWeights": weights},
+        "RevisionId": format!("{}-{}", a.version, a.additional.map_or(0, |(v, _)| v)),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RoutingConfig {
+    #[serde(default)]
+    additional_version_weights: BTreeMap<String, f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct AliasFields {
+    name: Option<String>,
+    function_version: Option<String>,
+    description: Option<String>,
+    routing_config: Option<RoutingConfig>,
+}
+
+impl AliasFields {
+    fn request(self, function: String, name: String) -> LambdaResult<lambent_engine::AliasRequest> {
+        let version = match self.function_version.as_deref() {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                LambdaError::invalid(format!(
+                    "FunctionVersion `{v}`: an alias points to a version number"
+                ))
+            })?),
+        };
+        let additional = match self.routing_config {
+            None => None,
+            Some(r) => {
+                let mut weights = r.additional_version_weights.into_iter();
+                let first = weights.next();
+                if weights.next().is_some() {
+                    return Err(LambdaError::invalid(
+                        "RoutingConfig routes to one additional version at most",
+                    ));
+                }
+                Some(match first {
+                    None => None,
+                    Some((v, w)) => Some((
+                        v.parse::<u64>().map_err(|_| {
+                            LambdaError::invalid(format!(
+                                "AdditionalVersionWeights: `{v}` is not a version"
+                            ))
+                        })?,
+                        w,
+                    )),
+                })
+            }
+        };
+        Ok(lambent_engine::AliasRequest {
+            function,
+            name,
+            version,
+            description: self.description,
+            additional,
+        })
+    }
+}
+
+async fn create_alias(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    let mut fields: AliasFields = json_body(&body)?;
+    let alias = fields
+        .name
+        .take()
+        .ok_or_else(|| LambdaError::invalid("Name is required"))?;
+    if fields.function_version.is_none() {
+        return Err(LambdaError::invalid("FunctionVersion is required"));
+    }
+    let made = s
+        .engine
+        .put_alias(fields.request(q.name, alias)?, true)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(alias_json(&made))).into_response())
+}
+
+async fn update_alias(
+    State(s): State<ApiState>,
+    Path((name, alias)): Path<(String, String)>,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    let fields: AliasFields = json_body(&body)?;
+    let changed = s
+        .engine
+        .put_alias(fields.request(q.name, alias)?, false)
+        .await?;
+    Ok(axum::Json(alias_json(&changed)).into_response())
+}
+
+async fn get_alias(
+    State(s): State<ApiState>,
+    Path((name, alias)): Path<(String, String)>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    Ok(axum::Json(alias_json(&s.engine.alias(&q.name, &alias).await?)).into_response())
+}
+
+async fn list_aliases(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    let aliases = s.engine.aliases(&q.name).await?;
+    Ok(
+        axum::Json(json!({"Aliases": aliases.iter().map(alias_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
+}
+
+async fn delete_alias(
+    State(s): State<ApiState>,
+    Path((name, alias)): Path<(String, String)>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    s.engine.delete_alias(&q.name, &alias).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A function's asynchronous-invocation settings as Lambda shows them.
+fn invoke_config(f: &FunctionVersion) -> Value {
+    let on_failure = match &f.spec.on_failure {
+        Some(dest) => json!({"Destination": names::arn(dest)}),
+        None => json!({}),
+    };
+    json!({
+        "FunctionArn": format!("{}:$LATEST", names::arn(&f.spec.name)),
+        "MaximumRetryAttempts": f.spec.retry.max_attempts.saturating_sub(1),
+        "MaximumEventAgeInSeconds": f.spec.retry.max_event_age_s,
+        "LastModified": f.created_ms as f64 / 1000.0,
+        "DestinationConfig": {"OnSuccess": {}, "OnFailure": on_failure},
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Destination {
+    destination: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct DestinationConfig {
+    on_success: Option<Destination>,
+    on_failure: Option<Destination>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct InvokeConfigFields {
+    maximum_retry_attempts: Option<u32>,
+    maximum_event_age_in_seconds: Option<u64>,
+    destination_config: Option<DestinationConfig>,
+}
+
+/// A destination ARN as the function it names (only Lambda functions are supported).
+fn destination_function(arn: &str) -> LambdaResult<String> {
+    if !arn.contains(":lambda:") && arn.starts_with("arn:") {
+        return Err(LambdaError::invalid(format!(
+            "destination `{arn}`: Lambent delivers failure records to Lambda functions only (SQS, SNS and EventBridge destinations are not supported); the dead-letter list keeps every failure"
+        )));
+    }
+    Ok(names::resolve(arn, None)?.name)
+}
+
+/// PutFunctionEventInvokeConfig (PUT replaces, POST updates: here both set what
+/// they name and keep the rest).
+async fn put_invoke_config(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    let fields: InvokeConfigFields = json_body(&body)?;
+    if let Some(n) = fields.maximum_retry_attempts.filter(|n| *n > 2) {
+        return Err(LambdaError::invalid(format!(
+            "MaximumRetryAttempts must be between 0 and 2, got {n}"
+        )));
+    }
+    if let Some(age) = fields
+        .maximum_event_age_in_seconds
+        .filter(|a| !(60..=21_600).contains(a))
+    {
+        return Err(LambdaError::invalid(format!(
+            "MaximumEventAgeInSeconds must be between 60 and 21600, got {age}"
+        )));
+    }
+    let destinations = fields.destination_config.unwrap_or_default();
+    if destinations
+        .on_success
+        .as_ref()
+        .is_some_and(|d| d.destination.is_some())
+    {
+        return Err(LambdaError::invalid(
+            "OnSuccess destinations are not supported by Lambent",
+        ));
+    }
+    let on_failure = match destinations.on_failure.and_then(|d| d.destination) {
+        Some(arn) => Some(destination_function(&arn)?),
+        None => Some(String::new()),
+    };
+    let request = DeployRequest {
+        name: q.name,
+        max_attempts: fields.maximum_retry_attempts.map(|n| n + 1),
+        max_event_age_s: fields.maximum_event_age_in_seconds,
+        on_failure,
+        ..DeployRequest::default()
+    };
+    let deployed = s.engine.deploy(request).await?;
+    Ok(axum::Json(invoke_config(&deployed)).into_response())
+}
+
+async fn get_invoke_config(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    let (f, _) = version_of(&s, &q).await?;
+    Ok(axum::Json(invoke_config(&f)).into_response())
+}
+
+async fn delete_invoke_config(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&name, None)?;
+    version_of(&s, &q).await?;
+    let defaults = lambent_core::RetryPolicy::default();
+    let request = DeployRequest {
+        name: q.name,
+        max_attempts: Some(defaults.max_attempts),
+        max_event_age_s: Some(defaults.max_event_age_s),
+        on_failure: Some(String::new()),
+        ..DeployRequest::default()
+    };
+    s.engine.deploy(request).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Every deploy that changes something is already an immutable version: publishing
@@ -427,10 +710,15 @@ async fn invoke(
     body: Bytes,
 ) -> LambdaResult<Response> {
     let q = names::resolve(&name, q.qualifier.as_deref())?;
+    // An alias picks the version of each call (weighted between two, if it says so).
+    let version = match &q.alias {
+        Some(alias) => Some(s.engine.route_alias(&q.name, alias).await?),
+        None => q.version,
+    };
     let options = InvokeOptions {
         traceparent: header(&headers, "traceparent"),
         client_context: client_context(&headers)?,
-        version: q.version,
+        version,
         idempotency_key: header(&headers, "amz-sdk-invocation-id"),
         ..InvokeOptions::default()
     };

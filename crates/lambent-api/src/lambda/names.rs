@@ -12,8 +12,10 @@ pub const REGION: &str = "us-east-1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qualified {
     pub name: String,
-    /// A published version; `None` is `$LATEST`.
+    /// A published version; `None` is `$LATEST` (or the alias's choice).
     pub version: Option<u64>,
+    /// An alias, which picks the version per call.
+    pub alias: Option<String>,
 }
 
 pub fn arn(name: &str) -> String {
@@ -41,30 +43,40 @@ pub fn resolve(raw: &str, qualifier: Option<&str>) -> Result<Qualified, LambdaEr
             "invalid function name `{name}`: 1-64 of A-Z a-z 0-9 _ -"
         )));
     }
-    let version = match (inline, qualifier) {
+    let (version, alias) = match (inline, qualifier) {
         (Some(a), Some(b)) if a != b => {
             return Err(LambdaError::invalid(format!(
                 "the qualifier `{b}` does not match the one in the name (`{a}`)"
             )));
         }
         (Some(q), _) | (None, Some(q)) => parse_qualifier(q)?,
-        (None, None) => None,
+        (None, None) => (None, None),
     };
     Ok(Qualified {
         name: name.to_owned(),
         version,
+        alias,
     })
 }
 
-fn parse_qualifier(q: &str) -> Result<Option<u64>, LambdaError> {
+/// `$LATEST`, a version number, or an alias name.
+fn parse_qualifier(q: &str) -> Result<(Option<u64>, Option<String>), LambdaError> {
     if q == "$LATEST" {
-        return Ok(None);
+        return Ok((None, None));
     }
-    q.parse::<u64>().map(Some).map_err(|_| {
-        LambdaError::invalid(format!(
-            "qualifier `{q}`: Lambent takes `$LATEST` or a version number (aliases are not supported yet)"
-        ))
-    })
+    if let Ok(v) = q.parse::<u64>() {
+        return Ok((Some(v), None));
+    }
+    let alias = !q.is_empty()
+        && q.len() <= 128
+        && q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !alias {
+        return Err(LambdaError::invalid(format!(
+            "qualifier `{q}`: `$LATEST`, a version number or an alias name"
+        )));
+    }
+    Ok((None, Some(q.to_owned())))
 }
 
 #[cfg(test)]
@@ -77,6 +89,7 @@ mod tests {
         let plain = |n: &str| Qualified {
             name: n.into(),
             version: None,
+            alias: None,
         };
         assert_eq!(resolve("f1", None).unwrap(), plain("f1"));
         assert_eq!(resolve("f1:$LATEST", None).unwrap(), plain("f1"));
@@ -92,7 +105,11 @@ mod tests {
         assert_eq!(v3.version, Some(3));
         assert_eq!(resolve("f1", Some("7")).unwrap().version, Some(7));
         assert!(resolve("f1:3", Some("4")).is_err());
-        assert!(resolve("f1:prod", None).is_err());
+        assert_eq!(
+            resolve("f1:prod", None).unwrap().alias.as_deref(),
+            Some("prod")
+        );
+        assert!(resolve("f1:a/b", None).is_err());
         assert!(resolve("a/b", None).is_err());
         assert!(resolve("a:b:c:d:e", None).is_err());
     }
