@@ -356,3 +356,38 @@ def test_awslambdaric_functions_answer_and_fail_as_lambda_reports(lambda_client)
         assert doc["errorType"] == error_type, (name, doc)
     slow = json.loads(lambda_client.invoke(FunctionName="ric-slow", Payload=b"{}")["Payload"].read())
     assert "Task timed out after 1.00 seconds" in slow["errorMessage"], slow
+
+
+def test_event_source_mappings_route_lambents_own_sources(node, lambda_client):
+    import urllib.request
+    code = zip_of({"app.py": "import json\ndef handler(e, c):\n    print('EVENT ' + json.dumps(e))\n"})
+    lambda_client.create_function(FunctionName="kv-listener", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": code})
+    mapping = lambda_client.create_event_source_mapping(
+        FunctionName="kv-listener", EventSourceArn="arn:lambent:kv:::carts")
+    assert mapping["State"] == "Enabled"
+    assert mapping["EventSourceArn"] == "arn:lambent:kv:::carts"
+    listed = lambda_client.list_event_source_mappings(FunctionName="kv-listener")["EventSourceMappings"]
+    assert [m["UUID"] for m in listed] == [mapping["UUID"]]
+    assert lambda_client.get_event_source_mapping(UUID=mapping["UUID"])["FunctionArn"].endswith(":kv-listener")
+
+    put = urllib.request.Request(f"{node}/v1/kv/carts/alice", data=b'{"items": 2}', method="PUT")
+    urllib.request.urlopen(put).read()
+    deadline, seen = time.time() + 60, None
+    while time.time() < deadline and seen is None:
+        listing = json.load(urllib.request.urlopen(f"{node}/v1/invocations?function=kv-listener"))
+        for inv in listing["invocations"]:
+            for line in inv["logs"].splitlines():
+                if line.startswith("EVENT "):
+                    seen = json.loads(line[len("EVENT "):])
+        time.sleep(0.1)
+    assert seen is not None and seen["data"]["value"] == {"items": 2}, seen
+
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.create_event_source_mapping(
+            FunctionName="kv-listener", EventSourceArn="arn:lambent:source:::nowhere")
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException):
+        lambda_client.create_event_source_mapping(
+            FunctionName="kv-listener", EventSourceArn="arn:aws:sqs:us-east-1:000000000000:q")
+    assert lambda_client.delete_event_source_mapping(UUID=mapping["UUID"])["State"] == "Deleting"
+    assert lambda_client.list_event_source_mappings(FunctionName="kv-listener")["EventSourceMappings"] == []

@@ -5,6 +5,7 @@
 //! records what the clients send and accept.
 
 mod error;
+mod mappings;
 mod names;
 
 use crate::ApiState;
@@ -69,6 +70,18 @@ pub fn routes() -> Router<ApiState> {
                 .put(put_invoke_config)
                 .post(put_invoke_config)
                 .delete(delete_invoke_config),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/",
+            get(mappings::list).post(mappings::create),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings",
+            get(mappings::list).post(mappings::create),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/{uuid}",
+            get(mappings::get).delete(mappings::delete),
         )
         .route("/2016-08-19/account-settings/", get(account_settings))
         .route("/2016-08-19/account-settings", get(account_settings))
@@ -685,8 +698,19 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A client context is passed on only when it is base64 of a JSON object (the Rust
-/// runtime client exits on anything else).
+/// The fields a mobile client context must have for the Rust runtime client (it exits
+/// the whole process on a context without them).
+const CLIENT_FIELDS: &[&str] = &[
+    "installationId",
+    "appTitle",
+    "appVersionName",
+    "appVersionCode",
+    "appPackageName",
+];
+
+/// `X-Amz-Client-Context`: base64 of a JSON object, or refused. It is handed to the
+/// function only when its `client` part is complete (LAMBDA-COMPAT.md: a partial one
+/// makes the `lambda_runtime` crate exit); otherwise it is left out.
 fn client_context(headers: &HeaderMap) -> LambdaResult<Option<String>> {
     let Some(raw) = header(headers, "x-amz-client-context") else {
         return Ok(None);
@@ -699,7 +723,10 @@ fn client_context(headers: &HeaderMap) -> LambdaResult<Option<String>> {
         .ok_or_else(|| {
             LambdaError::invalid("X-Amz-Client-Context must be base64-encoded JSON object")
         })?;
-    Ok(Some(decoded.to_string()))
+    let complete = CLIENT_FIELDS
+        .iter()
+        .all(|f| decoded["client"][*f].is_string());
+    Ok(complete.then(|| decoded.to_string()))
 }
 
 async fn invoke(
@@ -788,4 +815,32 @@ async fn account_settings(State(s): State<ApiState>) -> LambdaResult<Response> {
         "AccountUsage": {"TotalCodeSize": code, "FunctionCount": functions.len()},
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with_context(json: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+        h.insert(
+            "x-amz-client-context",
+            HeaderValue::from_str(&encoded).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_client_context_is_passed_only_when_complete() {
+        let complete = r#"{"client": {"installationId": "i", "appTitle": "t", "appVersionName": "n",
+            "appVersionCode": "c", "appPackageName": "p"}, "custom": {"k": "v"}}"#;
+        assert!(client_context(&with_context(complete)).unwrap().is_some());
+        let partial = r#"{"client": {"appTitle": "t"}, "custom": {"k": "v"}}"#;
+        assert_eq!(client_context(&with_context(partial)).unwrap(), None);
+        assert!(client_context(&with_context("[1, 2]")).is_err());
+        assert_eq!(client_context(&HeaderMap::new()).unwrap(), None);
+        assert!(code_sha256("00ff").starts_with("AP8"));
+    }
 }
