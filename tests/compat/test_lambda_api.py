@@ -391,3 +391,45 @@ def test_event_source_mappings_route_lambents_own_sources(node, lambda_client):
             FunctionName="kv-listener", EventSourceArn="arn:aws:sqs:us-east-1:000000000000:q")
     assert lambda_client.delete_event_source_mapping(UUID=mapping["UUID"])["State"] == "Deleting"
     assert lambda_client.list_event_source_mappings(FunctionName="kv-listener")["EventSourceMappings"] == []
+
+
+def test_a_function_built_with_the_lambda_runtime_crate(lambda_client):
+    binary = os.environ.get("LAMBENT_RUST_FUNCTION")
+    if not binary:
+        assert not os.environ.get("LAMBENT_REQUIRE_SERVICES"), "LAMBENT_RUST_FUNCTION is required"
+        pytest.skip("LAMBENT_RUST_FUNCTION not set (run ./scripts/test)")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        with open(binary, "rb") as f:
+            z.writestr(info, f.read())
+    lambda_client.create_function(FunctionName="rusty", Runtime="provided.al2023", Role=ROLE,
+                                  Handler="bootstrap", Code={"ZipFile": buf.getvalue()}, Timeout=1)
+    before_ms = int(time.time() * 1000)
+    context = base64.b64encode(json.dumps({"client": {
+        "installationId": "i-1", "appTitle": "shop", "appVersionName": "1.0",
+        "appVersionCode": "1", "appPackageName": "com.example.shop"}, "custom": {}, "env": {}
+    }).encode()).decode()
+    r = lambda_client.invoke(FunctionName="rusty", Payload=b'{"n": 7}', ClientContext=context)
+    assert "FunctionError" not in r
+    body = json.loads(r["Payload"].read())
+    assert body["event"] == {"n": 7}
+    assert body["request_id"]
+    assert body["function_arn"].endswith(":function:rusty")
+    assert before_ms < int(body["deadline"]) <= before_ms + 1000 + 5000
+    assert body["client_app"] == "shop"
+    assert body["trace_id"], body
+    # A partial client context is left out: the crate would exit on it.
+    partial = base64.b64encode(b'{"client": {"appTitle": "x"}}').decode()
+    r = lambda_client.invoke(FunctionName="rusty", Payload=b"{}", ClientContext=partial)
+    assert json.loads(r["Payload"].read())["client_app"] is None
+    # Its error and its timeout, as Lambda reports them.
+    r = lambda_client.invoke(FunctionName="rusty", Payload=b'{"fail": "out of stock"}')
+    assert r["FunctionError"] == "Unhandled"
+    assert json.loads(r["Payload"].read())["errorMessage"] == "out of stock"
+    r = lambda_client.invoke(FunctionName="rusty", Payload=b'{"sleep_ms": 3000}')
+    assert r["FunctionError"] == "Unhandled"
+    doc = json.loads(r["Payload"].read())
+    assert doc["errorType"] == "Sandbox.Timedout", doc
+    assert "Task timed out after 1.00 seconds" in doc["errorMessage"], doc
