@@ -433,3 +433,30 @@ def test_a_function_built_with_the_lambda_runtime_crate(lambda_client):
     doc = json.loads(r["Payload"].read())
     assert doc["errorType"] == "Sandbox.Timedout", doc
     assert "Task timed out after 1.00 seconds" in doc["errorMessage"], doc
+
+
+def test_tags_belong_to_the_function(lambda_client):
+    code = zip_of({"app.py": "def handler(e, c):\n    return 1\n"})
+    arn = lambda_client.create_function(FunctionName="tagged", Runtime="python3.11", Role=ROLE,
+                                        Handler="app.handler", Code={"ZipFile": code},
+                                        Tags={"team": "orders"})["FunctionArn"]
+    assert lambda_client.get_function(FunctionName="tagged")["Tags"] == {"team": "orders"}
+    lambda_client.tag_resource(Resource=arn, Tags={"env": "test", "team": "shop"})
+    assert lambda_client.list_tags(Resource=arn)["Tags"] == {"env": "test", "team": "shop"}
+    lambda_client.untag_resource(Resource=arn, TagKeys=["env"])
+    assert lambda_client.list_tags(Resource=arn)["Tags"] == {"team": "shop"}
+    # Tagging does not make a version.
+    versions = lambda_client.list_versions_by_function(FunctionName="tagged")["Versions"]
+    assert [v["Version"] for v in versions] == ["$LATEST", "1"]
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException):
+        lambda_client.tag_resource(Resource=arn, Tags={"aws:owner": "x"})
+
+
+def test_bad_tags_refuse_the_create_and_make_nothing(lambda_client):
+    code = zip_of({"app.py": "def handler(e, c):\n    return 1\n"})
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException):
+        lambda_client.create_function(FunctionName="badly-tagged", Runtime="python3.11", Role=ROLE,
+                                      Handler="app.handler", Code={"ZipFile": code},
+                                      Tags={"aws:owner": "x"})
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.get_function(FunctionName="badly-tagged")

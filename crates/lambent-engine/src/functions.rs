@@ -113,6 +113,24 @@ impl DeployRequest {
     }
 }
 
+/// Lambda's limits on one tag: a key of 1-128 characters, not `aws:`, a value of at
+/// most 256.
+pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in tags {
+        if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
+            return Err(EngineError::Invalid(format!(
+                "tag `{key}`: keys are 1-128 characters and values at most 256"
+            )));
+        }
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(EngineError::Invalid(format!(
+                "tag `{key}`: the aws: prefix is reserved"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Creates a function or a new version of it. The code is validated and unpacked
     /// before anything is recorded: a refused deploy leaves the previous version serving.
@@ -163,6 +181,40 @@ impl Engine {
         // Deliveries waiting for this function may now succeed (a fixed deploy).
         self.inner.scan_by(0);
         Ok(version)
+    }
+
+    /// A function's tags.
+    pub async fn tags(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        self.function(name).await?;
+        Ok(self.inner.stores.registry.tags(name).await?)
+    }
+
+    /// Adds or replaces tags (`set`) and removes keys (`remove`); Lambda's limits: 50
+    /// tags, keys of 1-128 characters and values of at most 256, no `aws:` keys.
+    pub async fn tag(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<BTreeMap<String, String>> {
+        check_tags(&set)?;
+        let mut tags = self.tags(name).await?;
+        tags.extend(set);
+        for key in remove {
+            tags.remove(key);
+        }
+        if tags.len() > 50 {
+            return Err(EngineError::Invalid(format!(
+                "function `{name}` would have {} tags; the limit is 50",
+                tags.len()
+            )));
+        }
+        self.inner
+            .stores
+            .registry
+            .set_tags(name, tags.clone())
+            .await?;
+        Ok(tags)
     }
 
     pub async fn function(&self, name: &str) -> Result<FunctionVersion> {

@@ -30,7 +30,7 @@ mod tokens;
 pub use aliases::AliasRequest;
 pub use error::{EngineError, Result};
 pub use events::{PublishResult, RuleRequest};
-pub use functions::DeployRequest;
+pub use functions::{DeployRequest, check_tags};
 pub use invoke::{IDEMPOTENCY_WINDOW, Invocation, InvokeOptions};
 pub use kv::{KvRequest, KvResult};
 pub use retention::Compacted;

@@ -80,6 +80,16 @@ impl Registry for GatedRegistry {
     async fn delete_alias(&self, function: &str, name: &str) -> Result<bool> {
         self.inner.delete_alias(function, name).await
     }
+    async fn set_tags(
+        &self,
+        function: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.inner.set_tags(function, tags).await
+    }
+    async fn tags(&self, function: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        self.inner.tags(function).await
+    }
     async fn delete_function(&self, name: &str) -> Result<bool> {
         self.inner.delete_function(name).await
     }

@@ -127,6 +127,8 @@ impl Registry for SqliteStore {
                 .map_err(sql("deleting a function"))?;
             conn.execute("DELETE FROM aliases WHERE function = ?1", [&name])
                 .map_err(sql("deleting a function's aliases"))?;
+            conn.execute("DELETE FROM function_tags WHERE function = ?1", [&name])
+                .map_err(sql("deleting a function's tags"))?;
             Ok(n > 0)
         })
         .await
@@ -201,6 +203,42 @@ impl Registry for SqliteStore {
             )
             .map(|n| n > 0)
             .map_err(sql("deleting an alias"))
+        })
+        .await
+    }
+
+    async fn set_tags(
+        &self,
+        function: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let function = function.to_owned();
+        self.write(move |conn| {
+            let text = serde_json::to_string(&tags).map_err(|e| corrupt("tags", e))?;
+            conn.execute(
+                "INSERT INTO function_tags (function, tags) VALUES (?1, ?2)
+                 ON CONFLICT(function) DO UPDATE SET tags = excluded.tags",
+                params![function, text],
+            )
+            .map_err(sql("storing tags"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tags(&self, function: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let function = function.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT tags FROM function_tags WHERE function = ?1",
+                [&function],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(sql("reading tags"))?
+            .map(|text| serde_json::from_str(&text).map_err(|e| corrupt("tags", e)))
+            .transpose()
+            .map(Option::unwrap_or_default)
         })
         .await
     }

@@ -113,6 +113,10 @@ CREATE TABLE IF NOT EXISTS aliases (
     alias    TEXT NOT NULL,
     PRIMARY KEY (function, name)
 );
+CREATE TABLE IF NOT EXISTS function_tags (
+    function TEXT PRIMARY KEY,
+    tags     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sources (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL

@@ -111,6 +111,14 @@ pub trait Registry: Send + Sync {
     async fn list_aliases(&self, function: &str) -> Result<Vec<Alias>>;
     async fn delete_alias(&self, function: &str, name: &str) -> Result<bool>;
 
+    /// A function's tags (they belong to the function, not to a version).
+    async fn set_tags(
+        &self,
+        function: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<()>;
+    async fn tags(&self, function: &str) -> Result<std::collections::BTreeMap<String, String>>;
+
     async fn put_rule(&self, rule: Rule) -> Result<()>;
     async fn list_rules(&self) -> Result<Vec<Rule>>;
     async fn delete_rule(&self, name: &str) -> Result<bool>;

@@ -83,6 +83,10 @@ pub fn routes() -> Router<ApiState> {
             "/2015-03-31/event-source-mappings/{uuid}",
             get(mappings::get).delete(mappings::delete),
         )
+        .route(
+            "/2017-03-31/tags/{arn}",
+            get(list_tags).post(tag_resource).delete(untag_resource),
+        )
         .route("/2016-08-19/account-settings/", get(account_settings))
         .route("/2016-08-19/account-settings", get(account_settings))
         .layer(middleware::from_fn(request_id))
@@ -207,6 +211,7 @@ struct FunctionFields {
     package_type: Option<String>,
     #[serde(default)]
     layers: Vec<String>,
+    tags: Option<BTreeMap<String, String>>,
 }
 
 impl FunctionFields {
@@ -261,7 +266,7 @@ fn zip_of(code: Code) -> LambdaResult<Vec<u8>> {
 }
 
 async fn create_function(State(s): State<ApiState>, body: Bytes) -> LambdaResult<Response> {
-    let fields: FunctionFields = json_body(&body)?;
+    let mut fields: FunctionFields = json_body(&body)?;
     let name = fields
         .function_name
         .clone()
@@ -279,7 +284,14 @@ async fn create_function(State(s): State<ApiState>, body: Bytes) -> LambdaResult
             q.name
         )));
     }
-    let deployed = s.engine.deploy(fields.deploy(q.name)?).await?;
+    let tags = fields.tags.take();
+    if let Some(tags) = &tags {
+        lambent_engine::check_tags(tags)?;
+    }
+    let deployed = s.engine.deploy(fields.deploy(q.name.clone())?).await?;
+    if let Some(tags) = tags {
+        s.engine.tag(&q.name, tags, &[]).await?;
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(configuration(&deployed, true)),
@@ -303,7 +315,7 @@ async fn get_function(
     Ok(axum::Json(json!({
         "Configuration": configuration(&f, latest),
         "Code": {"RepositoryType": "Lambent", "Location": ""},
-        "Tags": {},
+        "Tags": s.engine.tags(&q.name).await?,
         "Concurrency": {"ReservedConcurrentExecutions": f.spec.concurrency},
     }))
     .into_response())
@@ -659,6 +671,47 @@ async fn delete_invoke_config(
         ..DeployRequest::default()
     };
     s.engine.deploy(request).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagBody {
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+async fn list_tags(State(s): State<ApiState>, Path(arn): Path<String>) -> LambdaResult<Response> {
+    let q = names::resolve(&arn, None)?;
+    Ok(axum::Json(json!({"Tags": s.engine.tags(&q.name).await?})).into_response())
+}
+
+async fn tag_resource(
+    State(s): State<ApiState>,
+    Path(arn): Path<String>,
+    body: Bytes,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&arn, None)?;
+    let body: TagBody = json_body(&body)?;
+    s.engine.tag(&q.name, body.tags, &[]).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `?tagKeys=a&tagKeys=b`.
+async fn untag_resource(
+    State(s): State<ApiState>,
+    Path(arn): Path<String>,
+    uri: axum::http::Uri,
+) -> LambdaResult<Response> {
+    let q = names::resolve(&arn, None)?;
+    let keys: Vec<String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("tagKeys="))
+        .map(|k| lambent_core::percent::decode(k, true))
+        .collect();
+    s.engine.tag(&q.name, BTreeMap::new(), &keys).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
