@@ -135,11 +135,25 @@ def test_errors_come_back_as_boto3_maps_them(lambda_client):
         assert e.value.response["ResponseMetadata"]["HTTPHeaders"].get("x-amzn-requestid")
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
         lambda_client.get_function(FunctionName="refused")
-    # Our own API refuses the same environment: one rule for both front doors.
-    with pytest.raises(botocore.exceptions.ClientError):
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException):
         lambda_client.update_function_configuration(
             FunctionName="dup", Environment={"Variables": {"NUL": "a\0b"}})
     assert lambda_client.get_function(FunctionName="dup")["Configuration"].get("Environment") is None
+
+
+def test_lambents_own_api_refuses_the_same_environments(node):
+    import urllib.error
+    import urllib.request
+    code = base64.b64encode(zip_of({"app.py": "def handler(e, c):\n    return 1\n"})).decode()
+    for env in [{"BIG": "x" * 5000}, {"NUL": "a\0b"}, {"V": "x" * (129 * 1024)}]:
+        body = json.dumps({"runtime": "python3.11", "handler": "app.handler", "env": env,
+                           "code_zip_base64": code}).encode()
+        req = urllib.request.Request(f"{node}/v1/functions/own-door", data=body, method="PUT",
+                                     headers={"content-type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req)
+        assert e.value.code == 400
+        assert "environment" in e.value.read().decode()
 
 
 def test_listing_120_functions_pages_with_markers(lambda_client):
@@ -433,6 +447,13 @@ def test_a_function_built_with_the_lambda_runtime_crate(lambda_client):
     doc = json.loads(r["Payload"].read())
     assert doc["errorType"] == "Sandbox.Timedout", doc
     assert "Task timed out after 1.00 seconds" in doc["errorMessage"], doc
+    # A process that exits before it asks for work fails the invocation, and says so.
+    lambda_client.update_function_configuration(
+        FunctionName="rusty", Environment={"Variables": {"FAIL_AT_INIT": "1"}})
+    r = lambda_client.invoke(FunctionName="rusty", Payload=b"{}")
+    assert r["FunctionError"] == "Unhandled"
+    doc = json.loads(r["Payload"].read())
+    assert doc["errorType"].startswith("Runtime."), doc
 
 
 def test_tags_belong_to_the_function(lambda_client):

@@ -1,5 +1,6 @@
 //! Answers with what the runtime client saw (request id, deadline, function ARN, trace
-//! id, client context), fails when asked to, and sleeps past its timeout when asked to.
+//! id, client context), fails when asked to, sleeps past its timeout when asked to,
+//! and exits at start when `FAIL_AT_INIT` is set.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -24,5 +25,10 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // A function that cannot start (its configuration is wrong, say).
+    if std::env::var_os("FAIL_AT_INIT").is_some() {
+        eprintln!("cannot start: FAIL_AT_INIT is set");
+        std::process::exit(1);
+    }
     lambda_runtime::run(service_fn(handler)).await
 }
