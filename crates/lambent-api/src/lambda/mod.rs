@@ -24,16 +24,20 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-const FUNCTIONS: &str = "/2015-03-31/functions";
+/// Routes `path` and `path/` alike: SDKs send some paths with a trailing slash.
+fn with_slash(
+    router: Router<ApiState>,
+    path: &str,
+    methods: axum::routing::MethodRouter<ApiState>,
+) -> Router<ApiState> {
+    router
+        .route(path, methods.clone())
+        .route(&format!("{path}/"), methods)
+}
 
 /// The Lambda API's routes (mounted beside Lambent's own on the control listener).
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route(FUNCTIONS, get(list_functions).post(create_function))
-        .route(
-            "/2015-03-31/functions/",
-            get(list_functions).post(create_function),
-        )
+    let router = Router::new()
         .route(
             "/2015-03-31/functions/{name}",
             get(get_function).delete(delete_function),
@@ -57,27 +61,11 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route(
-            "/2014-11-13/functions/{name}/invoke-async/",
-            post(invoke_async),
-        )
-        .route(
-            "/2014-11-13/functions/{name}/invoke-async",
-            post(invoke_async),
-        )
-        .route(
             "/2019-09-25/functions/{name}/event-invoke-config",
             get(get_invoke_config)
                 .put(put_invoke_config)
                 .post(put_invoke_config)
                 .delete(delete_invoke_config),
-        )
-        .route(
-            "/2015-03-31/event-source-mappings/",
-            get(mappings::list).post(mappings::create),
-        )
-        .route(
-            "/2015-03-31/event-source-mappings",
-            get(mappings::list).post(mappings::create),
         )
         .route(
             "/2015-03-31/event-source-mappings/{uuid}",
@@ -86,10 +74,28 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/2017-03-31/tags/{arn}",
             get(list_tags).post(tag_resource).delete(untag_resource),
-        )
-        .route("/2016-08-19/account-settings/", get(account_settings))
-        .route("/2016-08-19/account-settings", get(account_settings))
-        .layer(middleware::from_fn(request_id))
+        );
+    let router = with_slash(
+        router,
+        "/2015-03-31/functions",
+        get(list_functions).post(create_function),
+    );
+    let router = with_slash(
+        router,
+        "/2014-11-13/functions/{name}/invoke-async",
+        post(invoke_async),
+    );
+    let router = with_slash(
+        router,
+        "/2015-03-31/event-source-mappings",
+        get(mappings::list).post(mappings::create),
+    );
+    with_slash(
+        router,
+        "/2016-08-19/account-settings",
+        get(account_settings),
+    )
+    .layer(middleware::from_fn(request_id))
 }
 
 /// `x-amzn-RequestId` on every answer, as the SDKs expect.
