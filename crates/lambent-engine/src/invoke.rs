@@ -32,11 +32,49 @@ pub struct InvokeOptions {
 /// How long a finished call's result answers repeats of its idempotency key.
 pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
+/// Most calls remembered by key (the oldest are forgotten first).
+pub const IDEMPOTENCY_KEYS: usize = 4096;
+/// A result bigger than this (payload and logs) is not kept for repeats: memory stays
+/// bounded (about 1 GiB at worst, a few MiB for usual answers); its retry runs again.
+pub const IDEMPOTENCY_MAX_RESULT: usize = 256 * 1024;
+
+type CallKey = (String, String);
+
 /// Calls by idempotency key: a repeat waits for the first call and shares its result.
 #[derive(Default)]
 pub(crate) struct Idempotent {
     /// By (function, key): when the first call came, and its result once it has one.
-    calls: HashMap<(String, String), (Instant, SharedResult)>,
+    calls: HashMap<CallKey, (Instant, SharedResult)>,
+    /// Keys oldest first, for forgetting them in order.
+    order: std::collections::VecDeque<(CallKey, Instant)>,
+}
+
+impl Idempotent {
+    /// The shared result of `key`'s call, made now if there is none; forgets calls
+    /// past the window or the count.
+    fn call(&mut self, key: CallKey) -> SharedResult {
+        while let Some((old, at)) = self.order.front() {
+            if self.order.len() < IDEMPOTENCY_KEYS && at.elapsed() < IDEMPOTENCY_WINDOW {
+                break;
+            }
+            if self.calls.get(old).is_some_and(|(since, _)| since == at) {
+                self.calls.remove(old);
+            }
+            self.order.pop_front();
+        }
+        if let Some((_, call)) = self.calls.get(&key) {
+            return call.clone();
+        }
+        let now = Instant::now();
+        let call = SharedResult::default();
+        self.calls.insert(key.clone(), (now, call.clone()));
+        self.order.push_back((key, now));
+        call
+    }
+
+    fn forget(&mut self, key: &CallKey) {
+        self.calls.remove(key);
+    }
 }
 
 type SharedResult = Arc<tokio::sync::OnceCell<Invocation>>;
@@ -69,27 +107,27 @@ impl Engine {
         let Some(key) = options.idempotency_key.clone() else {
             return self.invoke_now(name, payload, options).await;
         };
-        let call = {
-            let mut calls = self
-                .inner
-                .idempotent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            calls
-                .calls
-                .retain(|_, (at, _)| at.elapsed() < IDEMPOTENCY_WINDOW);
-            calls
-                .calls
-                .entry((name.to_owned(), key))
-                .or_insert_with(|| (Instant::now(), Arc::default()))
-                .1
-                .clone()
-        };
+        let key = (name.to_owned(), key);
+        let call = self
+            .inner
+            .idempotent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .call(key.clone());
         // Only a finished invocation is kept: a refused call (throttled, say) runs
         // again when retried.
-        call.get_or_try_init(|| self.invoke_now(name, payload, options))
+        let result = call
+            .get_or_try_init(|| self.invoke_now(name, payload, options))
             .await
-            .cloned()
+            .cloned()?;
+        if result.payload.len() + result.record.logs.len() > IDEMPOTENCY_MAX_RESULT {
+            self.inner
+                .idempotent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget(&key);
+        }
+        Ok(result)
     }
 
     async fn invoke_now(
@@ -285,5 +323,37 @@ impl Engine {
             record: record(kind, cold, error, result.logs, Some(result.duration)),
             payload,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> CallKey {
+        ("f".into(), format!("inv-{i}"))
+    }
+
+    #[test]
+    fn repeats_share_a_call_and_the_oldest_keys_are_forgotten_past_the_cap() {
+        let mut calls = Idempotent::default();
+        let first = calls.call(key(0));
+        assert!(
+            Arc::ptr_eq(&first, &calls.call(key(0))),
+            "a repeat shares the call"
+        );
+        for i in 1..=IDEMPOTENCY_KEYS {
+            calls.call(key(i));
+        }
+        assert!(calls.calls.len() <= IDEMPOTENCY_KEYS);
+        assert!(calls.order.len() <= IDEMPOTENCY_KEYS);
+        assert!(
+            !Arc::ptr_eq(&first, &calls.call(key(0))),
+            "the oldest key was forgotten"
+        );
+        let newest = calls.call(key(IDEMPOTENCY_KEYS));
+        assert!(Arc::ptr_eq(&newest, &calls.call(key(IDEMPOTENCY_KEYS))));
+        calls.forget(&key(IDEMPOTENCY_KEYS));
+        assert!(!Arc::ptr_eq(&newest, &calls.call(key(IDEMPOTENCY_KEYS))));
     }
 }
