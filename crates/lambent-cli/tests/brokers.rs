@@ -223,8 +223,17 @@ fn rows_changed_while_lambent_is_down_are_each_handled_once_after_it_starts() {
     assert_eq!(first.1["type"], "data_update");
     assert_eq!(first.1["subject"], format!("public.{table}"));
 
-    // Removing the source releases its slot (which would hold WAL for ever).
+    // The slot was advanced past everything handled: nothing is left to read.
     let slot = format!("lambent_{}", name.replace('-', "_"));
+    let unread = format!(
+        "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('{slot}', NULL, NULL,
+             'proto_version', '1', 'publication_names', '{slot}')"
+    );
+    wait_for("the slot advanced", || {
+        (pg_count(&unread) == 0).then_some(())
+    });
+
+    // Removing the source releases its slot (which would hold WAL for ever).
     let slots = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
     assert_eq!(pg_count(&slots), 1);
     node.ok(&["sources", "rm", name]);
