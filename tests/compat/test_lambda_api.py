@@ -19,6 +19,21 @@ SEED = os.path.join(ROOT, "examples", "seed-listener")
 ROLE = "arn:aws:iam::123456789012:role/lambda_role"
 
 
+def logged(node, function, prefix, within=60):
+    """The JSON a function printed after `prefix`, waiting for it up to `within` seconds
+    (None if it never came)."""
+    import urllib.request
+    deadline = time.time() + within
+    while time.time() < deadline:
+        listing = json.load(urllib.request.urlopen(f"{node}/v1/invocations?function={function}"))
+        for inv in listing["invocations"]:
+            for line in inv["logs"].splitlines():
+                if line.startswith(prefix):
+                    return json.loads(line[len(prefix):])
+        time.sleep(0.1)
+    return None
+
+
 def zip_of(files):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -208,6 +223,7 @@ def test_every_deploy_is_a_version_that_can_be_published_listed_and_invoked(lamb
         lambda_client.invoke(FunctionName="versions", Qualifier="9", Payload=b"{}")
 
 
+
 def test_the_aws_cli_creates_lists_invokes_and_deletes(node, tmp_path):
     aws = os.path.join(os.path.dirname(sys.executable), "aws")
     env = dict(os.environ, AWS_ACCESS_KEY_ID="lambent", AWS_SECRET_ACCESS_KEY="lambent",
@@ -297,15 +313,7 @@ def test_a_failed_async_event_goes_to_its_on_failure_destination(node, lambda_cl
                              Payload=json.dumps({"item": "book"}))
     assert r["StatusCode"] == 202
     import urllib.request
-    deadline = time.time() + 60
-    record = None
-    while time.time() < deadline and record is None:
-        listing = json.load(urllib.request.urlopen(f"{node}/v1/invocations?function=on-failure"))
-        for inv in listing["invocations"]:
-            for line in inv["logs"].splitlines():
-                if line.startswith("RECORD "):
-                    record = json.loads(line[len("RECORD "):])
-        time.sleep(0.1)
+    record = logged(node, "on-failure", "RECORD ")
     assert record is not None, "the destination got the failure record"
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 1
@@ -387,14 +395,7 @@ def test_event_source_mappings_route_lambents_own_sources(node, lambda_client):
 
     put = urllib.request.Request(f"{node}/v1/kv/carts/alice", data=b'{"items": 2}', method="PUT")
     urllib.request.urlopen(put).read()
-    deadline, seen = time.time() + 60, None
-    while time.time() < deadline and seen is None:
-        listing = json.load(urllib.request.urlopen(f"{node}/v1/invocations?function=kv-listener"))
-        for inv in listing["invocations"]:
-            for line in inv["logs"].splitlines():
-                if line.startswith("EVENT "):
-                    seen = json.loads(line[len("EVENT "):])
-        time.sleep(0.1)
+    seen = logged(node, "kv-listener", "EVENT ")
     assert seen is not None and seen["data"]["value"] == {"items": 2}, seen
 
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):

@@ -14,8 +14,11 @@ use std::time::Duration;
 const ECHO: &str = "import json\n\
 def handler(event, context):\n    print('EVENT ' + json.dumps(event))\n";
 
-/// Events the function printed, by their `(source, id)`, with how often each came.
-fn seen(node: &Node, function: &str) -> BTreeMap<String, (usize, Value)> {
+/// Events a function saw, by `(source, id)`, with how often each came and the event.
+type Seen = BTreeMap<String, (usize, Value)>;
+
+/// What `function` printed, from its invocation logs.
+fn seen(node: &Node, function: &str) -> Seen {
     let mut seen = BTreeMap::new();
     for i in node.invocations(function) {
         for line in i["logs"].as_str().unwrap_or("").lines() {
@@ -284,61 +287,144 @@ fn a_kill_9_between_a_postgres_commit_and_its_dispatch_loses_nothing() {
 
 // ---- NATS ----
 
-/// A NATS server of the test's own (so it can be stopped), with JetStream on disk.
-struct NatsServer {
+/// A broker of the test's own (so it can be stopped and started again) on a free
+/// port, keeping its state in a directory of its own across restarts.
+struct Broker {
     port: u16,
-    store: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The broker's command for a port and a state directory.
+    command: fn(u16, &std::path::Path) -> Command,
+    /// Stop with SIGTERM (a clean shutdown) rather than SIGKILL.
+    graceful: bool,
     child: Option<Child>,
 }
 
-impl NatsServer {
-    fn start() -> NatsServer {
-        let mut server = NatsServer {
+impl Broker {
+    fn start(command: fn(u16, &std::path::Path) -> Command, graceful: bool) -> Broker {
+        let mut broker = Broker {
             port: free_port(),
-            store: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            command,
+            graceful,
             child: None,
         };
-        server.restart();
-        server
+        broker.restart();
+        broker
     }
 
     fn restart(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path())
+        let child = (self.command)(self.port, self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server");
+            .expect("start the broker");
         self.child = Some(child);
-        wait_for("nats-server up", || {
+        wait_for("the broker up", || {
             std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
         });
     }
 
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            if self.graceful {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+            } else {
+                let _ = c.kill();
+            }
             let _ = c.wait();
         }
     }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
 }
 
-impl Drop for NatsServer {
+impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// nats-server with JetStream storing in `dir`.
+fn nats_server(port: u16, dir: &std::path::Path) -> Command {
+    let mut c = Command::new("nats-server");
+    c.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir);
+    c
+}
+
+/// Mosquitto persisting its sessions in `dir`.
+fn mosquitto(port: u16, dir: &std::path::Path) -> Command {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new("mosquitto");
+    c.arg("-c").arg(conf);
+    c
+}
+
+/// A source through a Lambent stop (or kill -9) and a broker restart. `publish(port,
+/// from)` publishes five messages numbered from `from`; `count` says how many of them
+/// were handled. Returns what the function saw once all fifteen were.
+fn survives_restarts(
+    broker: &mut Broker,
+    source: &[&str],
+    kill_lambent: bool,
+    publish: &dyn Fn(u16, usize),
+    count: &dyn Fn(&Seen) -> usize,
+) -> Seen {
+    let name = source[0];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&data);
+    let _code = echo(&node);
+    let mut add = vec!["sources", "add"];
+    add.extend_from_slice(source);
+    add.extend_from_slice(&["--target", "echo"]);
+    node.ok(&add);
+    wait_for("the source connected", || {
+        (source_status(&node, name) == "connected").then_some(())
+    });
+    publish(broker.port, 0);
+    wait_for("the first 5 handled", || {
+        (count(&seen(&node, "echo")) == 5).then_some(())
+    });
+
+    // Lambent is down: the broker keeps what is published meanwhile (a stream, a
+    // persistent session).
+    let mut node = node;
+    if kill_lambent {
+        node.kill9();
+    } else {
+        assert!(node.terminate().success());
+    }
+    publish(broker.port, 5);
+    let node = Node::start(&data);
+    wait_for("the 5 published while Lambent was down", || {
+        (count(&seen(&node, "echo")) >= 10).then_some(())
+    });
+
+    // The broker stops: the source says so, and resumes when it is back.
+    broker.stop();
+    wait_for("status says reconnecting", || {
+        source_status(&node, name)
+            .starts_with("reconnecting")
+            .then_some(())
+    });
+    broker.restart();
+    wait_for("the source connected again", || {
+        (source_status(&node, name) == "connected").then_some(())
+    });
+    publish(broker.port, 10);
+    wait_for("all 15 handled", || {
+        let s = seen(&node, "echo");
+        (count(&s) >= 15).then_some(s)
+    })
 }
 
 fn nats_publish(port: u16, subject: &str, payloads: &[String], jetstream: bool) {
@@ -416,65 +502,28 @@ fn jetstream_messages_survive_lambent_and_broker_restarts_each_handled_once() {
     if !service("NATS", 4222) {
         return;
     }
-    let mut broker = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let node = Node::start(&data);
-    let _code = echo(&node);
-    node.ok(&[
-        "sources",
-        "add",
+    let mut broker = Broker::start(nats_server, false);
+    let url = format!("nats://127.0.0.1:{}", broker.port);
+    let source = [
         "orders",
         "--kind",
         "jetstream",
         "--url",
-        &broker.url(),
+        &url,
         "--stream",
         "ORDERS",
         "--subject",
         "orders.>",
         "--type",
         "order_placed",
-        "--target",
-        "echo",
-    ]);
-    wait_for("the JetStream source connected", || {
-        (source_status(&node, "orders") == "connected").then_some(())
-    });
-    let batch = |from: usize| {
-        (from..from + 5)
+    ];
+    let publish = |port: u16, from: usize| {
+        let batch: Vec<String> = (from..from + 5)
             .map(|i| format!(r#"{{"order": {i}}}"#))
-            .collect::<Vec<_>>()
+            .collect();
+        nats_publish(port, "orders.new", &batch, true);
     };
-    nats_publish(broker.port, "orders.new", &batch(0), true);
-    wait_for("the first 5 handled", || {
-        (seen(&node, "echo").len() == 5).then_some(())
-    });
-
-    // Lambent is killed; messages published meanwhile wait in the stream.
-    node.kill9();
-    nats_publish(broker.port, "orders.new", &batch(5), true);
-    let node = Node::start(&data);
-    wait_for("the 5 published while Lambent was down", || {
-        (seen(&node, "echo").len() == 10).then_some(())
-    });
-
-    // The broker stops: the source says so, and resumes when it is back.
-    broker.stop();
-    wait_for("status says reconnecting", || {
-        source_status(&node, "orders")
-            .starts_with("reconnecting")
-            .then_some(())
-    });
-    broker.restart();
-    wait_for("the source connected again", || {
-        (source_status(&node, "orders") == "connected").then_some(())
-    });
-    nats_publish(broker.port, "orders.new", &batch(10), true);
-    let events = wait_for("all 15 handled", || {
-        let s = seen(&node, "echo");
-        (s.len() >= 15).then_some(s)
-    });
+    let events = survives_restarts(&mut broker, &source, true, &publish, &|s| s.len());
     assert_eq!(events.len(), 15);
     assert!(
         events.values().all(|(n, _)| *n == 1),
@@ -486,64 +535,6 @@ fn jetstream_messages_survive_lambent_and_broker_restarts_each_handled_once() {
 }
 
 // ---- MQTT ----
-
-/// A Mosquitto of the test's own (so it can be stopped), persisting its sessions.
-struct Mosquitto {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let mut m = Mosquitto {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        std::fs::write(
-            m.dir.path().join("mosquitto.conf"),
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
-                m.port,
-                m.dir.path().display()
-            ),
-        )
-        .unwrap();
-        m.restart();
-        m
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        self.child = Some(child);
-        wait_for("mosquitto up", || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
-        });
-    }
-
-    /// SIGTERM, so it saves its sessions.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn mqtt_publish(port: u16, topic: &str, payloads: &[String]) {
     runtime().block_on(async {
@@ -581,68 +572,38 @@ fn mqtt_qos1_messages_survive_lambent_and_broker_restarts() {
     if !service("Mosquitto", 1883) {
         return;
     }
-    let mut broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let node = Node::start(&data);
-    let _code = echo(&node);
-    node.ok(&[
-        "sources",
-        "add",
+    let mut broker = Broker::start(mosquitto, true);
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let source = [
         "sensors",
         "--kind",
         "mqtt",
         "--url",
-        &format!("mqtt://127.0.0.1:{}", broker.port),
+        &url,
         "--topic",
         "sensors/#",
         "--type",
         "reading",
-        "--target",
-        "echo",
-    ]);
-    wait_for("the MQTT source connected", || {
-        (source_status(&node, "sensors") == "connected").then_some(())
-    });
-    let batch = |from: usize| {
-        (from..from + 5)
+    ];
+    let publish = |port: u16, from: usize| {
+        let batch: Vec<String> = (from..from + 5)
             .map(|i| format!(r#"{{"reading": {i}}}"#))
-            .collect::<Vec<_>>()
-    };
-    mqtt_publish(broker.port, "sensors/t1", &batch(0));
-    wait_for("the first 5 handled", || {
-        (seen(&node, "echo").len() == 5).then_some(())
-    });
-
-    // Lambent is down: its persistent session queues what is published meanwhile.
-    let mut node = node;
-    assert!(node.terminate().success());
-    mqtt_publish(broker.port, "sensors/t1", &batch(5));
-    let node = Node::start(&data);
-    wait_for("the 5 published while Lambent was down", || {
-        (seen(&node, "echo").len() >= 10).then_some(())
-    });
-
-    // The broker restarts; the source says so and resumes.
-    broker.stop();
-    wait_for("status says reconnecting", || {
-        source_status(&node, "sensors")
-            .starts_with("reconnecting")
-            .then_some(())
-    });
-    broker.restart();
-    wait_for("the source connected again", || {
-        (source_status(&node, "sensors") == "connected").then_some(())
-    });
-    mqtt_publish(broker.port, "sensors/t2", &batch(10));
-    let events = wait_for("all 15 readings handled", || {
-        let s = seen(&node, "echo");
-        let readings: std::collections::BTreeSet<i64> = s
-            .values()
-            .filter_map(|(_, e)| e["data"]["reading"].as_i64())
             .collect();
-        (readings.len() == 15).then_some(s)
-    });
+        let topic = if from < 10 {
+            "sensors/t1"
+        } else {
+            "sensors/t2"
+        };
+        mqtt_publish(port, topic, &batch);
+    };
+    // At least once: count the readings, not the events.
+    let readings = |s: &Seen| {
+        s.values()
+            .filter_map(|(_, e)| e["data"]["reading"].as_i64())
+            .collect::<std::collections::BTreeSet<i64>>()
+            .len()
+    };
+    let events = survives_restarts(&mut broker, &source, false, &publish, &readings);
     let (_, e) = events.values().next().unwrap();
     assert_eq!(e["type"], "reading");
     assert!(e["subject"].as_str().unwrap().starts_with("sensors/"));

@@ -50,65 +50,36 @@ impl HostServices for EngineHost {
         };
         let engine = Engine { inner };
         let name = &function.name;
+        if let Some(namespace) = request.namespace()
+            && !function.may_use_kv(namespace)
+        {
+            return no_grant(name, &format!("kv:{namespace}"));
+        }
         match request {
-            HostRequest::KvGet { namespace, key } => {
-                if !function.may_use_kv(&namespace) {
-                    return no_grant(name, &format!("kv:{namespace}"));
-                }
-                engine
-                    .kv_get(&namespace, &key)
-                    .await
-                    .map_or_else(refused, |entry| ok(200, entry))
-            }
-            HostRequest::KvList { namespace, prefix } => {
-                if !function.may_use_kv(&namespace) {
-                    return no_grant(name, &format!("kv:{namespace}"));
-                }
-                engine
-                    .kv_list(&namespace, &prefix, None, 1000)
-                    .await
-                    .map_or_else(refused, |keys| ok(200, json!({ "keys": keys })))
-            }
-            HostRequest::KvPut {
+            HostRequest::KvGet { namespace, key } => engine
+                .kv_get(&namespace, &key)
+                .await
+                .map_or_else(refused, |entry| ok(200, entry)),
+            HostRequest::KvList { namespace, prefix } => engine
+                .kv_list(&namespace, &prefix, None, 1000)
+                .await
+                .map_or_else(refused, |keys| ok(200, json!({ "keys": keys }))),
+            HostRequest::KvWrite {
                 namespace,
                 key,
                 value,
                 ttl_s,
                 if_revision,
-            } => {
-                if !function.may_use_kv(&namespace) {
-                    return no_grant(name, &format!("kv:{namespace}"));
-                }
-                engine
-                    .kv_write(KvRequest {
-                        namespace,
-                        key,
-                        value: Some(value),
-                        ttl: ttl_s.map(Duration::from_secs),
-                        expect_revision: if_revision,
-                    })
-                    .await
-                    .map_or_else(refused, |written| ok(200, written))
-            }
-            HostRequest::KvDelete {
-                namespace,
-                key,
-                if_revision,
-            } => {
-                if !function.may_use_kv(&namespace) {
-                    return no_grant(name, &format!("kv:{namespace}"));
-                }
-                engine
-                    .kv_write(KvRequest {
-                        namespace,
-                        key,
-                        value: None,
-                        ttl: None,
-                        expect_revision: if_revision,
-                    })
-                    .await
-                    .map_or_else(refused, |written| ok(200, written))
-            }
+            } => engine
+                .kv_write(KvRequest {
+                    namespace,
+                    key,
+                    value,
+                    ttl: ttl_s.map(Duration::from_secs),
+                    expect_revision: if_revision,
+                })
+                .await
+                .map_or_else(refused, |written| ok(200, written)),
             HostRequest::Publish { mut event } => {
                 let Some(map) = event.as_object_mut() else {
                     return HostResponse::error(400, "bad_request", "an event is a JSON object");

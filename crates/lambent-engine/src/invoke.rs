@@ -96,6 +96,20 @@ pub struct Invocation {
 }
 
 impl Engine {
+    /// One version of a function.
+    pub(crate) async fn function_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<FunctionVersion> {
+        self.inner
+            .stores
+            .registry
+            .get_function(name, Some(version))
+            .await?
+            .ok_or_else(|| crate::error::not_found("function version", format!("{name}:{version}")))
+    }
+
     /// Invokes a function and waits for its answer. Past the function's concurrency
     /// limit the call is refused (throttled), as Lambda does.
     pub async fn invoke(
@@ -145,15 +159,7 @@ impl Engine {
         }
         let function = match options.version {
             None => self.function(name).await?,
-            Some(v) => self
-                .inner
-                .stores
-                .registry
-                .get_function(name, Some(v))
-                .await?
-                .ok_or_else(|| {
-                    crate::error::not_found("function version", format!("{name}:{v}"))
-                })?,
+            Some(v) => self.function_version(name, v).await?,
         };
         let Some(slot) = self.inner.pool.try_slot(&function.spec) else {
             return Err(EngineError::Throttled {
@@ -298,14 +304,7 @@ impl Engine {
             .await;
         self.inner.pool.checkin(&spec.name, checkout).await;
         let kind = result.outcome.kind();
-        let error = match result.outcome {
-            // Lambda states the function's timeout, not the time the kill took.
-            InvokeOutcome::Timeout { .. } => Some((
-                "Sandbox.Timedout".to_owned(),
-                format!("Task timed out after {}.00 seconds", spec.timeout_s),
-            )),
-            _ => result.outcome.error(),
-        };
+        let error = result.outcome.error();
         let payload = match result.outcome {
             InvokeOutcome::Success(body) => body,
             InvokeOutcome::FunctionError(report) | InvokeOutcome::InitError(report) => report.body,

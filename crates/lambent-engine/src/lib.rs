@@ -187,6 +187,25 @@ impl Inner {
         Ok(found)
     }
 
+    /// Routes an event like any other and adds `direct` (a schedule's or a route's own
+    /// target) unless a rule already sends it there.
+    pub(crate) fn route_with(
+        &self,
+        event: &lambent_core::CloudEvent,
+        direct: Option<&str>,
+    ) -> Vec<lambent_store::Target> {
+        let mut targets = self.router.route(event);
+        if let Some(function) = direct
+            && !targets.iter().any(|t| t.function == function)
+        {
+            targets.push(lambent_store::Target {
+                function: function.to_owned(),
+                mode: lambent_store::PayloadMode::CloudEvent,
+            });
+        }
+        targets
+    }
+
     /// `function` has new due work: have the dispatcher start its pump.
     pub fn hint(&self, function: &str) {
         self.hints

@@ -7,7 +7,6 @@ use crate::{Engine, InvokeOptions};
 use bytes::Bytes;
 use lambent_core::route::PathTemplate;
 use lambent_core::{CloudEvent, RouteMode, RouteSpec};
-use lambent_store::{NewEvent, PublishOutcome};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -202,25 +201,14 @@ impl Engine {
     ) -> Result<HttpResponse> {
         let id = uuid::Uuid::new_v4().to_string();
         let ty = route.spec.ty.clone().unwrap_or_default();
-        let mut event = CloudEvent::builder(id.clone(), ROUTE_SOURCE, ty)
+        let event = CloudEvent::builder(id.clone(), ROUTE_SOURCE, ty)
             .attr("subject", request.path.clone())
             .bytes_data(request.header("content-type"), &request.body)
             .build()
             .map_err(|source| EngineError::Event { index: 0, source })?;
-        event.stamp_time_if_missing(chrono::Utc::now());
-        let targets = self.inner.route_with(&event, Some(&route.spec.target));
-        let functions: Vec<String> = targets.iter().map(|t| t.function.clone()).collect();
-        let new = NewEvent::new(event, targets);
-        self.check_event_size(0, &new)?;
-        let outcome = self.inner.stores.events.publish(vec![new]).await?;
-        if outcome
-            .iter()
-            .any(|o| matches!(o, PublishOutcome::Accepted { .. }))
-        {
-            for f in &functions {
-                self.inner.hint(f);
-            }
-        }
+        // Published like any source's event: routed, also to the route's own target.
+        self.publish_from(vec![event], Some(&route.spec.target))
+            .await?;
         Ok(HttpResponse::json(
             202,
             serde_json::json!({"id": id, "source": ROUTE_SOURCE}),

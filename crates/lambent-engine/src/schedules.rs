@@ -2,33 +2,16 @@
 //! `schedule/NAME/NOMINAL-TIME`, published in the same write that moves the position.
 //! The timing loop is a source (`lambent-sources`); this is what it calls.
 
+use crate::Engine;
 use crate::error::{EngineError, Result, not_found};
-use crate::{Engine, Inner};
 use lambent_core::schedule::{Due, firing_id};
 use lambent_core::{CloudEvent, ScheduleSpec};
-use lambent_store::{NewEvent, PayloadMode, PublishOutcome, ScheduleRecord, Target};
+use lambent_store::{NewEvent, PublishOutcome, ScheduleRecord};
 
 /// The source of every schedule's events.
 pub const SCHEDULE_SOURCE: &str = "lambent/schedules";
 /// Largest `data` of a schedule, in bytes.
 const MAX_DATA_BYTES: usize = 64 * 1024;
-
-impl Inner {
-    /// Routes an event like any other and adds `direct` (a schedule's or a route's own
-    /// target) unless a rule already sends it there.
-    pub(crate) fn route_with(&self, event: &CloudEvent, direct: Option<&str>) -> Vec<Target> {
-        let mut targets = self.router.route(event);
-        if let Some(function) = direct
-            && !targets.iter().any(|t| t.function == function)
-        {
-            targets.push(Target {
-                function: function.to_owned(),
-                mode: PayloadMode::CloudEvent,
-            });
-        }
-        targets
-    }
-}
 
 impl Engine {
     /// Creates or replaces a schedule; its target, if any, must exist.

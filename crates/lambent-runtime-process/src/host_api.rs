@@ -110,10 +110,10 @@ async fn put_key(
         Ok(v) => v,
         Err(refused) => return render(refused),
     };
-    let request = HostRequest::KvPut {
+    let request = HostRequest::KvWrite {
         namespace,
         key,
-        value,
+        value: Some(value),
         ttl_s: options.ttl,
         if_revision: options.if_revision,
     };
@@ -126,9 +126,11 @@ async fn delete_key(
     Query(options): Query<WriteOptions>,
     headers: HeaderMap,
 ) -> Response {
-    let request = HostRequest::KvDelete {
+    let request = HostRequest::KvWrite {
         namespace,
         key,
+        value: None,
+        ttl_s: None,
         if_revision: options.if_revision,
     };
     call(&shared, &headers, request).await

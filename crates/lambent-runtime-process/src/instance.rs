@@ -38,6 +38,8 @@ pub(super) struct Sandboxed {
 
 pub struct ProcessInstance {
     name: String,
+    /// The function's timeout: what a timeout reports (as Lambda states it).
+    timeout_ms: u64,
     arn: String,
     /// The process group, while it can be signalled safely: until the leader is
     /// reaped (a zombie leader keeps its group id from being reused). The watcher
@@ -363,6 +365,7 @@ impl ProcessInstance {
                 launch.region, spec.name
             ),
             name: spec.name.clone(),
+            timeout_ms: u64::from(spec.timeout_s) * 1000,
             group,
             next: next_tx,
             shared,
@@ -443,7 +446,7 @@ impl ProcessInstance {
                 // however late the timer fired under load.
                 Ok(_) if now_ms() > req.deadline_ms => {
                     self.kill();
-                    InvokeOutcome::Timeout { after_ms: u64::try_from(now_ms() - started).unwrap_or(0) }
+                    InvokeOutcome::Timeout { after_ms: self.timeout_ms }
                 }
                 Ok(r) => self.outcome(r),
                 Err(_) => InvokeOutcome::Crash { detail: "runtime process vanished".into() },
@@ -453,7 +456,7 @@ impl ProcessInstance {
                 if let Ok(mut slots) = self.shared.state.lock() {
                     slots.inflight = None;
                 }
-                InvokeOutcome::Timeout { after_ms: u64::try_from(now_ms() - started).unwrap_or(0) }
+                InvokeOutcome::Timeout { after_ms: self.timeout_ms }
             }
         }
     }

@@ -19,23 +19,31 @@ pub enum HostRequest {
         namespace: String,
         prefix: String,
     },
-    KvPut {
+    /// A put (`value`) or a delete (`None`).
+    KvWrite {
         namespace: String,
         key: String,
-        value: Value,
+        value: Option<Value>,
         ttl_s: Option<u64>,
         /// Compare-and-swap on this revision (`0`: only if absent).
-        if_revision: Option<u64>,
-    },
-    KvDelete {
-        namespace: String,
-        key: String,
         if_revision: Option<u64>,
     },
     /// A CloudEvent in its JSON form (`id` and `source` filled in when absent).
     Publish {
         event: Value,
     },
+}
+
+impl HostRequest {
+    /// The key-value namespace the request touches, if any (its grant is `kv:NS`).
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Self::KvGet { namespace, .. }
+            | Self::KvList { namespace, .. }
+            | Self::KvWrite { namespace, .. } => Some(namespace),
+            Self::Publish { .. } => None,
+        }
+    }
 }
 
 /// The answer: an HTTP status and a JSON body (`{"error": {...}}` when refused).

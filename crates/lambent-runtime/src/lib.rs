@@ -96,7 +96,8 @@ pub enum InvokeOutcome {
     FunctionError(ErrorReport),
     /// The function could not initialise.
     InitError(ErrorReport),
-    /// The deadline passed and the instance was killed.
+    /// The deadline passed and the instance was killed; `after_ms` is the function's
+    /// timeout (what Lambda's message states, not how long the kill took).
     Timeout { after_ms: u64 },
     /// The instance died mid-invocation (exit or signal).
     Crash { detail: String },

@@ -8,6 +8,12 @@ use common::{T0, node, on_node};
 use lambent_core::ScheduleSpec;
 use lambent_store::ManualClock;
 
+/// The names of the schedules one pass fired.
+async fn fired_names(scheduler: &lambent_sources::Scheduler) -> Vec<String> {
+    let tick = scheduler.tick().await.unwrap();
+    tick.fired.into_iter().map(|f| f.0).collect()
+}
+
 fn every_ten_seconds() -> ScheduleSpec {
     ScheduleSpec {
         name: "tick".into(),
@@ -132,28 +138,14 @@ async fn rates_and_one_time_schedules_fire_and_a_bad_one_is_refused() {
     engine.put_schedule(rate).await.unwrap();
     engine.put_schedule(once).await.unwrap();
     clock.set(T0 + 5 * 60_000);
-    let fired: Vec<String> = scheduler
-        .tick()
-        .await
-        .unwrap()
-        .fired
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
+    let fired = fired_names(&scheduler).await;
     assert_eq!(fired, vec!["rate"]);
     clock.set(T0 + 7 * 60_000);
     let tick = scheduler.tick().await.unwrap();
     assert_eq!(tick.fired.len(), 1);
     assert_eq!(tick.fired[0].0, "once");
     clock.set(T0 + 60 * 60_000);
-    let fired: Vec<String> = scheduler
-        .tick()
-        .await
-        .unwrap()
-        .fired
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
+    let fired = fired_names(&scheduler).await;
     assert_eq!(fired, vec!["rate"], "a one-time schedule fires once");
 
     let bad = ScheduleSpec {

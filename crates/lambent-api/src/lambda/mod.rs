@@ -184,6 +184,13 @@ async fn version_of(s: &ApiState, q: &names::Qualified) -> LambdaResult<(Functio
     }
 }
 
+/// The function a path names (unqualified), which must exist; with its newest version.
+async fn existing(s: &ApiState, raw: &str) -> LambdaResult<(String, FunctionVersion)> {
+    let q = names::resolve(raw, None)?;
+    let (f, _) = version_of(s, &q).await?;
+    Ok((q.name, f))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct Environment {
@@ -391,11 +398,10 @@ async fn update_configuration(
     Path(name): Path<String>,
     body: Bytes,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
+    let (function, _) = existing(&s, &name).await?;
     let mut fields: FunctionFields = json_body(&body)?;
     fields.code = None;
-    let deployed = s.engine.deploy(fields.deploy(q.name)?).await?;
+    let deployed = s.engine.deploy(fields.deploy(function)?).await?;
     Ok(axum::Json(configuration(&deployed, true)).into_response())
 }
 
@@ -404,11 +410,10 @@ async fn update_code(
     Path(name): Path<String>,
     body: Bytes,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
+    let (function, _) = existing(&s, &name).await?;
     let code: Code = json_body(&body)?;
     let request = DeployRequest {
-        name: q.name,
+        name: function,
         code_zip: Some(zip_of(code)?),
         ..DeployRequest::default()
     };
@@ -495,8 +500,7 @@ async fn create_alias(
     Path(name): Path<String>,
     body: Bytes,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
+    let (function, _) = existing(&s, &name).await?;
     let mut fields: AliasFields = json_body(&body)?;
     let alias = fields
         .name
@@ -507,7 +511,7 @@ async fn create_alias(
     }
     let made = s
         .engine
-        .put_alias(fields.request(q.name, alias)?, true)
+        .put_alias(fields.request(function, alias)?, true)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(alias_json(&made))).into_response())
 }
@@ -517,12 +521,11 @@ async fn update_alias(
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
+    let (function, _) = existing(&s, &name).await?;
     let fields: AliasFields = json_body(&body)?;
     let changed = s
         .engine
-        .put_alias(fields.request(q.name, alias)?, false)
+        .put_alias(fields.request(function, alias)?, false)
         .await?;
     Ok(axum::Json(alias_json(&changed)).into_response())
 }
@@ -531,18 +534,16 @@ async fn get_alias(
     State(s): State<ApiState>,
     Path((name, alias)): Path<(String, String)>,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
-    Ok(axum::Json(alias_json(&s.engine.alias(&q.name, &alias).await?)).into_response())
+    let (function, _) = existing(&s, &name).await?;
+    Ok(axum::Json(alias_json(&s.engine.alias(&function, &alias).await?)).into_response())
 }
 
 async fn list_aliases(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
-    let aliases = s.engine.aliases(&q.name).await?;
+    let (function, _) = existing(&s, &name).await?;
+    let aliases = s.engine.aliases(&function).await?;
     Ok(
         axum::Json(json!({"Aliases": aliases.iter().map(alias_json).collect::<Vec<_>>()}))
             .into_response(),
@@ -553,9 +554,8 @@ async fn delete_alias(
     State(s): State<ApiState>,
     Path((name, alias)): Path<(String, String)>,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
-    s.engine.delete_alias(&q.name, &alias).await?;
+    let (function, _) = existing(&s, &name).await?;
+    s.engine.delete_alias(&function, &alias).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -612,8 +612,7 @@ async fn put_invoke_config(
     Path(name): Path<String>,
     body: Bytes,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
+    let (function, _) = existing(&s, &name).await?;
     let fields: InvokeConfigFields = json_body(&body)?;
     if let Some(n) = fields.maximum_retry_attempts.filter(|n| *n > 2) {
         return Err(LambdaError::invalid(format!(
@@ -643,7 +642,7 @@ async fn put_invoke_config(
         None => Some(String::new()),
     };
     let request = DeployRequest {
-        name: q.name,
+        name: function,
         max_attempts: fields.maximum_retry_attempts.map(|n| n + 1),
         max_event_age_s: fields.maximum_event_age_in_seconds,
         on_failure,
@@ -657,8 +656,7 @@ async fn get_invoke_config(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    let (f, _) = version_of(&s, &q).await?;
+    let (_, f) = existing(&s, &name).await?;
     Ok(axum::Json(invoke_config(&f)).into_response())
 }
 
@@ -666,11 +664,10 @@ async fn delete_invoke_config(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
+    let (function, _) = existing(&s, &name).await?;
     let defaults = lambent_core::RetryPolicy::default();
     let request = DeployRequest {
-        name: q.name,
+        name: function,
         max_attempts: Some(defaults.max_attempts),
         max_event_age_s: Some(defaults.max_event_age_s),
         on_failure: Some(String::new()),
@@ -727,8 +724,7 @@ async fn publish_version(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    let (f, _) = version_of(&s, &q).await?;
+    let (_, f) = existing(&s, &name).await?;
     Ok((StatusCode::CREATED, axum::Json(configuration(&f, false))).into_response())
 }
 
@@ -736,13 +732,12 @@ async fn list_versions(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    let (latest, _) = version_of(&s, &q).await?;
+    let (function, latest) = existing(&s, &name).await?;
     let versions = s
         .engine
         .stores()
         .registry
-        .list_versions(&q.name)
+        .list_versions(&function)
         .await
         .map_err(lambent_engine::EngineError::from)?;
     let mut listed = vec![configuration(&latest, true)];
@@ -825,7 +820,8 @@ async fn invoke(
             )));
         }
     }
-    version_of(&s, &q).await?;
+    // The engine answers a missing function or version (404) itself: no second
+    // registry read on the invoke path.
     let Invocation { record, payload } = s.engine.invoke(&q.name, body, options).await?;
     let mut out = HeaderMap::new();
     let mut set = |k: &'static str, v: String| {
@@ -852,10 +848,9 @@ async fn invoke_async(
     Path(name): Path<String>,
     body: Bytes,
 ) -> LambdaResult<Response> {
-    let q = names::resolve(&name, None)?;
-    version_of(&s, &q).await?;
+    let (function, _) = existing(&s, &name).await?;
     s.engine
-        .invoke_async(&q.name, body, InvokeOptions::default())
+        .invoke_async(&function, body, InvokeOptions::default())
         .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"Status": 202}))).into_response())
 }
