@@ -221,7 +221,21 @@ def test_every_deploy_is_a_version_that_can_be_published_listed_and_invoked(lamb
         assert json.loads(r["Payload"].read()) == answer, qualifier
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
         lambda_client.invoke(FunctionName="versions", Qualifier="9", Payload=b"{}")
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.invoke(FunctionName="versions", Qualifier="9", InvocationType="Event",
+                             Payload=b"{}")
 
+
+def test_an_event_invoke_of_a_version_runs_that_version(node, lambda_client):
+    one = zip_of({"app.py": "def handler(e, c):\n    print('RAN \"one\"')\n"})
+    two = zip_of({"app.py": "def handler(e, c):\n    print('RAN \"two\"')\n"})
+    lambda_client.create_function(FunctionName="async-versions", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": one})
+    lambda_client.update_function_code(FunctionName="async-versions", ZipFile=two)
+    r = lambda_client.invoke(FunctionName="async-versions", Qualifier="1",
+                             InvocationType="Event", Payload=b"{}")
+    assert r["StatusCode"] == 202
+    assert logged(node, "async-versions", "RAN ") == "one"
 
 
 def test_the_aws_cli_creates_lists_invokes_and_deletes(node, tmp_path):

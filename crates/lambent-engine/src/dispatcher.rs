@@ -345,11 +345,24 @@ fn settled(delivery: i64, result: lambent_store::Result<()>) {
 /// not fatal: the lease then runs out and the delivery is attempted again.
 async fn attempt(engine: &Engine, mut lease: Lease, slot: Option<Slot>) {
     let id = lease.delivery().id;
-    let function = match engine
-        .inner
-        .latest_function(&lease.delivery().function)
-        .await
-    {
+    // An asynchronous invoke of `NAME:N` runs version N; everything else (rule
+    // deliveries included, whatever their event carries) the newest.
+    let version = (lease.delivery().mode == PayloadMode::Data)
+        .then(|| lease.delivery().event.str_attr(crate::invoke::VERSION_ATTR))
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok());
+    let name = &lease.delivery().function;
+    let found = match version {
+        Some(v) => engine
+            .inner
+            .stores
+            .registry
+            .get_function(name, Some(v))
+            .await
+            .map_err(crate::EngineError::from),
+        None => engine.inner.latest_function(name).await,
+    };
+    let function = match found {
         Ok(Some(f)) => f,
         Ok(None) => {
             let error = format!("function `{}` does not exist", lease.delivery().function);

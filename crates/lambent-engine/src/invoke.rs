@@ -95,6 +95,9 @@ pub struct Invocation {
     pub payload: Bytes,
 }
 
+/// The CloudEvents extension of an asynchronous invoke that names a version.
+pub(crate) const VERSION_ATTR: &str = "lambentversion";
+
 impl Engine {
     /// One version of a function.
     pub(crate) async fn function_version(
@@ -204,6 +207,11 @@ impl Engine {
         .bytes_data(Some("application/octet-stream"), &payload);
         if let Some(tp) = options.traceparent {
             builder = builder.attr("traceparent", tp);
+        }
+        if let Some(v) = options.version {
+            self.function_version(name, v).await?;
+            // The delivery names the function; the event carries the version to run.
+            builder = builder.attr(VERSION_ATTR, v.to_string());
         }
         let event = builder
             .build()

