@@ -496,3 +496,12 @@ def test_bad_tags_refuse_the_create_and_make_nothing(lambda_client):
                                       Tags={"aws:owner": "x"})
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
         lambda_client.get_function(FunctionName="badly-tagged")
+
+
+def test_the_deprecated_invoke_async_queues_the_event(node, lambda_client):
+    code = zip_of({"app.py": "import json\ndef handler(e, c):\n    print('GOT ' + json.dumps(e))\n"})
+    lambda_client.create_function(FunctionName="old-style", Runtime="python3.11", Role=ROLE,
+                                  Handler="app.handler", Code={"ZipFile": code})
+    r = lambda_client.invoke_async(FunctionName="old-style", InvokeArgs=b'{"legacy": true}')
+    assert r["Status"] == 202
+    assert logged(node, "old-style", "GOT ") == {"legacy": True}

@@ -103,6 +103,27 @@ fn a_kv_put_is_a_data_change_event_and_a_stale_cas_is_refused() {
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(seen(&node, "echo").len(), 2);
+
+    // A delete is an event too (of the namespace's delete type), and the key is gone.
+    let deleted = node.ok(&["kv", "del", "profiles", "users/ada"]);
+    let revision = deleted
+        .trim()
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let event = node.get(&format!(
+        "/v1/events/lookup?source=lambent/kv/profiles&id={revision}"
+    ));
+    assert_eq!(event["event"]["type"], "lambent.kv.delete", "{event}");
+    assert_eq!(event["event"]["data"]["value"], json!({"name": "Ada L."}));
+    assert!(
+        !node
+            .cli(&["kv", "get", "profiles", "users/ada"])
+            .status
+            .success()
+    );
 }
 
 #[test]
