@@ -1,4 +1,5 @@
-//! Packaging code for upload: a directory becomes a zip; a zip is sent as it is.
+//! Packaging code for upload: a directory becomes a zip; a zip is sent as it is; a
+//! WebAssembly component (`.wasm`) is zipped alone.
 
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -10,13 +11,27 @@ pub fn read_code(path: &Path) -> Result<Vec<u8>> {
         return zip_dir(path);
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if path.extension().is_some_and(|x| x == "wasm") {
+        return zip_one(path, &bytes);
+    }
     if !bytes.starts_with(b"PK") {
         bail!(
-            "{} is neither a directory nor a zip archive",
+            "{} is neither a directory, a zip archive nor a .wasm component",
             path.display()
         );
     }
     Ok(bytes)
+}
+
+fn zip_one(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("function.wasm");
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer.start_file(name, SimpleFileOptions::default())?;
+    writer.write_all(bytes)?;
+    Ok(writer.finish()?.into_inner())
 }
 
 fn zip_dir(root: &Path) -> Result<Vec<u8>> {

@@ -4,8 +4,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lambent_engine::keepalive::Fixed;
 use lambent_engine::{Engine, EngineConfig};
+use lambent_runtime::Runtimes;
 use lambent_runtime_process::ProcessRuntime;
 use lambent_runtime_process::sandbox::{Isolation, Launcher};
+use lambent_runtime_wasm::WasmRuntime;
 use lambent_sqlite::{FsCodeStore, SqliteStore};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,6 +140,12 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
     }
     let resolving = runtime.clone();
     tokio::spawn(async move { resolving.resolve_interpreters().await });
+    let wasm = WasmRuntime::new(data).context("starting the WebAssembly runtime")?;
+    let runtimes = Arc::new(
+        Runtimes::new()
+            .with("process", runtime)
+            .with("wasm", Arc::new(wasm)),
+    );
     let config = EngineConfig {
         max_event_bytes: args.max_event_bytes,
         retention: args.retention.0,
@@ -145,7 +153,7 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
         ..EngineConfig::default()
     };
     let policy = Arc::new(Fixed(Duration::from_secs(args.keep_alive)));
-    let engine = Engine::start(config, stores, runtime, policy).await?;
+    let engine = Engine::start(config, stores, runtimes, policy).await?;
     let open_files = raise_open_file_limit();
     // Leave descriptors for instances (pipes, sockets) and the database.
     let max_connections = args

@@ -295,11 +295,11 @@ fn a_handler_that_does_not_exist_is_an_init_error_not_a_hang() {
 }
 
 #[test]
-fn a_provided_function_without_a_bootstrap_fails_clearly_and_is_recorded() {
+fn a_provided_function_without_a_bootstrap_is_refused_at_deploy() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
     let code = code_dir(&[("main.sh", "echo hi\n")]);
-    node.ok(&[
+    let out = node.cli(&[
         "deploy",
         "nobootstrap",
         "--runtime",
@@ -307,15 +307,21 @@ fn a_provided_function_without_a_bootstrap_fails_clearly_and_is_recorded() {
         "--code",
         code.path().to_str().unwrap(),
     ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs an executable `bootstrap`"), "{err}");
+    // Nothing was recorded: the function does not exist.
     let resp = node.invoke_raw("nobootstrap", "{}");
-    assert_eq!(resp.status(), 502);
-    let body: Value = resp.json().unwrap();
-    assert_eq!(body["error"]["code"], "runtime_unavailable");
-    assert!(
-        message(&body).contains("needs an executable `bootstrap`"),
-        "{body}"
-    );
-    let rec = node.invocations("nobootstrap").pop().unwrap();
-    assert_eq!(rec["outcome"], "infrastructure");
-    assert!(rec["error_message"].as_str().unwrap().contains("bootstrap"));
+    assert_eq!(resp.status(), 404);
+    // A bootstrap that is not executable is refused too.
+    let code = code_dir(&[("bootstrap", "#!/bin/sh\n")]);
+    let out = node.cli(&[
+        "deploy",
+        "nobootstrap",
+        "--runtime",
+        "provided",
+        "--code",
+        code.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
 }

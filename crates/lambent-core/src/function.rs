@@ -9,7 +9,7 @@ use std::time::Duration;
 pub enum SpecError {
     #[error("invalid function name `{0}`: use 1-64 of A-Z a-z 0-9 _ -")]
     Name(String),
-    #[error("unsupported runtime `{0}`: use python3.x, nodejs*, provided or provided.al2*")]
+    #[error("unsupported runtime `{0}`: use python3.x, nodejs*, provided, provided.al2* or wasm")]
     Runtime(String),
     #[error("function `{function}`: {field} must be between {min} and {max}, got {got}")]
     OutOfRange {
@@ -78,6 +78,9 @@ pub enum RuntimeKind {
     Node { declared: String },
     /// An executable `bootstrap` in the code that speaks the Runtime API itself.
     Provided { declared: String },
+    /// A WebAssembly component run in wasmtime: a `lambent:function` handler or a
+    /// `wasi:http/proxy` component.
+    Wasm { declared: String },
 }
 
 impl RuntimeKind {
@@ -97,6 +100,8 @@ impl RuntimeKind {
             }
         } else if s == "provided" || s.starts_with("provided.al") {
             return Ok(Self::Provided { declared });
+        } else if s == "wasm" || s == "wasi" || s == "wasm32-wasip2" {
+            return Ok(Self::Wasm { declared });
         }
         Err(SpecError::Runtime(s.to_owned()))
     }
@@ -104,14 +109,24 @@ impl RuntimeKind {
     /// The runtime identifier as the user declared it (`python3.8`, `nodejs20.x`, ...).
     pub fn declared(&self) -> &str {
         match self {
-            Self::Python { declared } | Self::Node { declared } | Self::Provided { declared } => {
-                declared
-            }
+            Self::Python { declared }
+            | Self::Node { declared }
+            | Self::Provided { declared }
+            | Self::Wasm { declared } => declared,
         }
     }
 
     fn needs_handler(&self) -> bool {
-        !matches!(self, Self::Provided { .. })
+        !matches!(self, Self::Provided { .. } | Self::Wasm { .. })
+    }
+
+    /// The family of runtimes that runs this kind (`process` or `wasm`): the key of
+    /// the node's runtime registry.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Self::Wasm { .. } => "wasm",
+            _ => "process",
+        }
     }
 }
 
@@ -398,6 +413,10 @@ mod tests {
         assert!(matches!(
             RuntimeKind::parse("provided.al2023"),
             Ok(RuntimeKind::Provided { .. })
+        ));
+        assert!(matches!(
+            RuntimeKind::parse("wasm"),
+            Ok(RuntimeKind::Wasm { .. })
         ));
         for bad in ["python2.7", "python3.", "java21", "ruby"] {
             assert!(RuntimeKind::parse(bad).is_err(), "{bad}");

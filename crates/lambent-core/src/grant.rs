@@ -5,6 +5,10 @@
 //!   CIDR block or a name resolved when an instance starts); `127.0.0.1` or
 //!   `localhost` names a service on the host's loopback, which the function reaches
 //!   at `10.0.2.2` (the NAT's gateway);
+//! - `net:SCHEME://HOST[:PORT]` (`http` or `https`; the port defaults to the
+//!   scheme's) and wildcard names `*.example.com`: for WebAssembly functions, whose
+//!   outbound HTTP is checked request by request (a process's egress is filtered by
+//!   address, so it cannot use a wildcard);
 //! - `kv:NS`: read and write the key-value namespace `NS` (`kv:*`: every namespace);
 //! - `publish:TYPE`: publish events of type `TYPE` (`publish:*`: any type).
 
@@ -15,8 +19,28 @@ use std::net::Ipv4Addr;
 pub enum NetGrant {
     /// Anything but the host's loopback.
     Any,
-    /// One host (or block), on one port or every port.
-    To { host: Host, port: Option<u16> },
+    /// One host (or block), on one port or every port, for one scheme or any.
+    To {
+        host: Host,
+        port: Option<u16>,
+        scheme: Option<Scheme>,
+    },
+}
+
+/// The scheme a grant is limited to (outbound HTTP from WebAssembly functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +49,9 @@ pub enum Host {
     Block { addr: Ipv4Addr, prefix: u8 },
     /// A name, resolved when an instance starts.
     Name(String),
+    /// Every name under a domain (`*.example.com` holds `example.com`, without the
+    /// `*.`): `api.example.com` and `a.b.example.com`, not `example.com` itself.
+    Wildcard(String),
     /// The host's own loopback.
     Loopback,
 }
@@ -68,12 +95,23 @@ pub fn parse_any(grant: &str) -> Result<Grant, String> {
 
 /// Parses one network `--grant` value; the error says what is accepted.
 pub fn parse(grant: &str) -> Result<NetGrant, String> {
-    const FORMS: &str = "use `net`, `net:HOST` or `net:HOST:PORT` (HOST an IPv4 address, a CIDR block, a host name, or 127.0.0.1 / localhost for the node's loopback)";
+    const FORMS: &str = "use `net`, `net:HOST`, `net:HOST:PORT` or `net:http(s)://HOST[:PORT]` (HOST an IPv4 address, a CIDR block, a host name, `*.DOMAIN`, or 127.0.0.1 / localhost for the node's loopback)";
     if grant == "net" {
         return Ok(NetGrant::Any);
     }
     let Some(target) = grant.strip_prefix("net:") else {
         return Err(format!("unknown grant `{grant}`: {FORMS}"));
+    };
+    let (scheme, target) = if let Some(rest) = target.strip_prefix("https://") {
+        (Some(Scheme::Https), rest)
+    } else if let Some(rest) = target.strip_prefix("http://") {
+        (Some(Scheme::Http), rest)
+    } else {
+        (None, target)
+    };
+    let target = match scheme {
+        Some(_) => target.strip_suffix('/').unwrap_or(target),
+        None => target,
     };
     let (host, port) = match target.rsplit_once(':') {
         Some((host, port)) => {
@@ -87,12 +125,20 @@ pub fn parse(grant: &str) -> Result<NetGrant, String> {
         None => (target, None),
     };
     let host = parse_host(host).ok_or_else(|| format!("grant `{grant}`: {FORMS}"))?;
-    Ok(NetGrant::To { host, port })
+    // A scheme without a port means the scheme's own port.
+    let port = port.or(scheme.map(Scheme::default_port));
+    Ok(NetGrant::To { host, port, scheme })
 }
 
 fn parse_host(host: &str) -> Option<Host> {
     if host == "localhost" {
         return Some(Host::Loopback);
+    }
+    if let Some(domain) = host.strip_prefix("*.") {
+        return match parse_host(domain)? {
+            Host::Name(domain) if domain.contains('.') => Some(Host::Wildcard(domain)),
+            _ => None,
+        };
     }
     let (addr, prefix) = match host.split_once('/') {
         Some((addr, bits)) => (addr, Some(bits.parse::<u8>().ok().filter(|b| *b <= 32)?)),
@@ -132,14 +178,32 @@ mod tests {
                     addr: Ipv4Addr::new(10, 1, 0, 0),
                     prefix: 16
                 },
-                port: Some(443)
+                port: Some(443),
+                scheme: None
             })
         );
         assert_eq!(
             parse("net:API.example.com"),
             Ok(NetGrant::To {
                 host: Host::Name("api.example.com".into()),
-                port: None
+                port: None,
+                scheme: None
+            })
+        );
+        assert_eq!(
+            parse("net:https://*.Example.com"),
+            Ok(NetGrant::To {
+                host: Host::Wildcard("example.com".into()),
+                port: Some(443),
+                scheme: Some(Scheme::Https)
+            })
+        );
+        assert_eq!(
+            parse("net:http://127.0.0.1:8080/"),
+            Ok(NetGrant::To {
+                host: Host::Loopback,
+                port: Some(8080),
+                scheme: Some(Scheme::Http)
             })
         );
         for loopback in [
@@ -151,7 +215,8 @@ mod tests {
                 parse(loopback),
                 Ok(NetGrant::To {
                     host: Host::Loopback,
-                    port: Some(5432)
+                    port: Some(5432),
+                    scheme: None
                 })
             );
         }
@@ -161,7 +226,9 @@ mod tests {
             "net:host:0",
             "net:host:99999",
             "net:1.2.3.4/33",
-            "net:*.example.com",
+            "net:*.com",
+            "net:*",
+            "net:ftp://example.com",
             "net:a..b",
             "network",
         ] {

@@ -175,6 +175,15 @@ impl Engine {
         {
             return Ok(p.clone()); // nothing changed: no new version
         }
+        // The runtime checks (a wasm component: compiles) the code against this
+        // spec's grants before anything is recorded.
+        let code_dir = self.inner.stores.code.tree(&code.sha256);
+        self.inner
+            .pool
+            .runtime()
+            .prepare(&spec, &code_dir)
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let version = self.inner.stores.registry.put_function(spec, code).await?;
         self.inner.forget_function(&version.spec.name);
         self.inner.pool.evict(&version.spec.name).await;

@@ -316,7 +316,9 @@ impl Engine {
         let payload = match result.outcome {
             InvokeOutcome::Success(body) => body,
             InvokeOutcome::FunctionError(report) | InvokeOutcome::InitError(report) => report.body,
-            InvokeOutcome::Timeout { .. } | InvokeOutcome::Crash { .. } => {
+            InvokeOutcome::Timeout { .. }
+            | InvokeOutcome::Crash { .. }
+            | InvokeOutcome::Trap { .. } => {
                 // The shape LocalStack uses for a timeout (LAMBDA-COMPAT.md).
                 let (error_type, message) = error.clone().unwrap_or_default();
                 ErrorReport::new(

@@ -106,6 +106,11 @@ impl Pool {
         let _ = self.host.set(host);
     }
 
+    /// The runtime (the node's registry of runtimes) instances are started with.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
     pub fn policy(&self) -> &Arc<dyn KeepAlivePolicy> {
         &self.policy
     }

@@ -238,6 +238,12 @@ impl ProcessRuntime {
                     binds: Vec::new(),
                 }
             }
+            RuntimeKind::Wasm { .. } => {
+                return Err(RuntimeError::InvalidCode {
+                    function: name.clone(),
+                    detail: "a wasm function runs on the wasm runtime, not as a process".into(),
+                });
+            }
         })
     }
 }
@@ -361,6 +367,27 @@ async fn run_probe(program: &str, args: &[&str]) -> Result<Vec<String>, String> 
 
 #[async_trait]
 impl Runtime for ProcessRuntime {
+    /// A `provided` package must hold an executable `bootstrap` at its top: refused
+    /// at deploy otherwise (interpreted runtimes report a missing handler when they
+    /// start, as Lambda does).
+    async fn prepare(
+        &self,
+        spec: &lambent_core::FunctionSpec,
+        code_dir: &std::path::Path,
+    ) -> Result<(), RuntimeError> {
+        use std::os::unix::fs::PermissionsExt;
+        if let RuntimeKind::Provided { .. } = spec.runtime {
+            let executable = std::fs::metadata(code_dir.join("bootstrap"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if !executable {
+                return Err(RuntimeError::NoBootstrap {
+                    function: spec.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
         let sandbox = match &self.host {
             sandbox::Host::Off => None,

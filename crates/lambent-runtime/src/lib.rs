@@ -1,14 +1,18 @@
 //! How function code runs. One trait per extension point: a [`Runtime`] starts
 //! [`Instance`]s of a function version; an instance serves one invocation at a time.
 //! The process runtime (AWS Lambda Runtime API) is `lambent-runtime-process`; the
-//! wasm runtime will be another crate implementing the same traits.
+//! wasm runtime (wasmtime components) is `lambent-runtime-wasm`. A node holds one of
+//! each in a [`Runtimes`] registry keyed by the runtime's family.
 
 pub mod host;
+mod registry;
+
+pub use registry::Runtimes;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use lambent_core::{FunctionSpec, InvocationOutcome};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A failure to start an instance (not the function's fault).
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,15 @@ pub enum RuntimeError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    /// The code cannot run on this runtime (refused at deploy; the previous version
+    /// keeps serving).
+    #[error("function `{function}`: {detail}")]
+    InvalidCode { function: String, detail: String },
+    #[error("function `{function}`: no runtime of family `{family}` on this node")]
+    NoRuntime {
+        function: String,
+        family: &'static str,
     },
 }
 
@@ -101,6 +114,10 @@ pub enum InvokeOutcome {
     Timeout { after_ms: u64 },
     /// The instance died mid-invocation (exit or signal).
     Crash { detail: String },
+    /// A WebAssembly trap ended the invocation and discarded its instance:
+    /// `Runtime.OutOfMemory`, `Runtime.StackOverflow` or `Runtime.Trap`. Recorded as
+    /// a crash, never as the handler's own error.
+    Trap { error_type: String, message: String },
 }
 
 impl InvokeOutcome {
@@ -110,7 +127,7 @@ impl InvokeOutcome {
             Self::FunctionError(_) => InvocationOutcome::FunctionError,
             Self::InitError(_) => InvocationOutcome::InitError,
             Self::Timeout { .. } => InvocationOutcome::Timeout,
-            Self::Crash { .. } => InvocationOutcome::Crash,
+            Self::Crash { .. } | Self::Trap { .. } => InvocationOutcome::Crash,
         }
     }
 
@@ -129,6 +146,10 @@ impl InvokeOutcome {
                 ),
             )),
             Self::Crash { detail } => Some(("Runtime.ExitError".into(), detail.clone())),
+            Self::Trap {
+                error_type,
+                message,
+            } => Some((error_type.clone(), message.clone())),
         }
     }
 }
@@ -146,6 +167,14 @@ pub struct InvokeResult {
 /// Starts instances of functions.
 #[async_trait]
 pub trait Runtime: Send + Sync {
+    /// Checks (and may compile) a version's code at deploy time, before it is
+    /// recorded: code this runtime cannot run is refused with the reason, and the
+    /// previous version keeps serving.
+    async fn prepare(&self, spec: &FunctionSpec, code_dir: &Path) -> Result<(), RuntimeError> {
+        let _ = (spec, code_dir);
+        Ok(())
+    }
+
     async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError>;
 }
 

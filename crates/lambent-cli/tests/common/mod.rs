@@ -373,3 +373,34 @@ pub fn live(pids: &[u32]) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A Rust guest component from `sdk/rust` (`hello`, `seed_listener`, `http_hello`,
+/// `counter`, `limits`), built from source for wasm32-wasip2 the first time a test
+/// asks (cargo makes later builds no-ops).
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let sdk = repo_root().join("sdk/rust");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(sdk.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(sdk.join("target"))
+            // The host build's flags (coverage, sanitizers) are not the guests'.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("run cargo to build the guests");
+        assert!(
+            out.status.success(),
+            "building the guests failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sdk.join("target/wasm32-wasip2/release")
+    });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.is_file(), "no guest {}", path.display());
+    path
+}

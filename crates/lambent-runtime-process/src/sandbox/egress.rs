@@ -45,6 +45,7 @@ where
             NetGrant::To {
                 host: Host::Loopback,
                 port,
+                ..
             } => {
                 host_loopback = true;
                 let _ = writeln!(rules, "    ip daddr {GATEWAY}{} accept", ports(*port));
@@ -52,12 +53,22 @@ where
             NetGrant::To {
                 host: Host::Block { addr, prefix },
                 port,
+                ..
             } => {
                 let _ = writeln!(rules, "    ip daddr {addr}/{prefix}{} accept", ports(*port));
             }
             NetGrant::To {
+                host: Host::Wildcard(domain),
+                ..
+            } => {
+                return Err(format!(
+                    "the grant for `*.{domain}` names no address: a process function's egress is filtered by address (wildcards are for wasm functions)"
+                ));
+            }
+            NetGrant::To {
                 host: Host::Name(name),
                 port,
+                ..
             } => {
                 let addrs = resolve(name.clone())
                     .await

@@ -1,0 +1,218 @@
+//! A function's component, compiled and checked: which world it serves, what it
+//! imports (each import needs its grant), and an `InstancePre` so that starting it
+//! is an instantiation. Compiled code is cached on disk, keyed by the wasmtime
+//! build and the component's bytes.
+
+use crate::WasmError;
+use crate::handler::FunctionPre;
+use crate::state::State;
+use lambent_core::FunctionSpec;
+use lambent_core::grant::{Grant, parse_any};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// The world a component serves.
+pub enum World {
+    /// `lambent:function`: events in, a result out.
+    Handler(FunctionPre<State>),
+    /// `wasi:http/proxy`: HTTP requests.
+    Proxy(ProxyPre<State>),
+}
+
+pub struct Prepared {
+    pub world: World,
+    /// The interfaces the component imports (`wasi:http/outgoing-handler@0.2.6`, ...).
+    pub imports: Vec<String>,
+}
+
+/// The component file in a code tree: the one named by `--handler`, or the only
+/// `.wasm` at its top.
+pub fn find(spec: &FunctionSpec, code_dir: &Path) -> Result<PathBuf, WasmError> {
+    let invalid = |detail: String| WasmError::Code {
+        function: spec.name.clone(),
+        detail,
+    };
+    if spec.handler.ends_with(".wasm") {
+        let path = code_dir.join(&spec.handler);
+        return match path.is_file() && !spec.handler.contains("..") {
+            true => Ok(path),
+            false => Err(invalid(format!(
+                "its handler `{}` is not a file in the code",
+                spec.handler
+            ))),
+        };
+    }
+    let entries =
+        std::fs::read_dir(code_dir).map_err(|e| invalid(format!("cannot read its code: {e}")))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(invalid(
+            "its code holds no .wasm file (a WebAssembly component)".into(),
+        )),
+        _ => Err(invalid(format!(
+            "its code holds {} .wasm files: name one with --handler FILE.wasm",
+            found.len()
+        ))),
+    }
+}
+
+/// Compiles `wasm` (or loads its compiled code from `cache_dir`).
+pub fn compile(
+    engine: &Engine,
+    cache_dir: &Path,
+    function: &str,
+    wasm: &Path,
+) -> Result<Component, WasmError> {
+    let invalid = |detail: String| WasmError::Code {
+        function: function.to_owned(),
+        detail,
+    };
+    let bytes =
+        std::fs::read(wasm).map_err(|e| invalid(format!("cannot read {}: {e}", wasm.display())))?;
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let key = hex::encode(
+        Sha256::new()
+            .chain_update(&bytes)
+            .chain_update(engine_hash.finish().to_le_bytes())
+            .finalize(),
+    );
+    let cached = cache_dir.join(format!("{key}.cwasm"));
+    if cached.is_file() {
+        // SAFETY: the file is one this node wrote with `Component::serialize` from an
+        // engine with the same compatibility hash (part of its name), into its own
+        // data directory, which functions cannot write to; wasmtime checks the
+        // header's version and settings again and refuses a mismatch.
+        match unsafe { Component::deserialize_file(engine, &cached) } {
+            Ok(component) => return Ok(component),
+            Err(e) => {
+                tracing::warn!(file = %cached.display(), error = %e, "wasm: stale compiled code; compiling again")
+            }
+        }
+    }
+    if wasmparser_is_core_module(&bytes) {
+        return Err(invalid(
+            "its .wasm is a core module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into(),
+        ));
+    }
+    let component = Component::new(engine, &bytes)
+        .map_err(|e| invalid(format!("its .wasm is not a valid component: {e:#}")))?;
+    match component.serialize() {
+        Ok(compiled) => {
+            let tmp = cache_dir.join(format!("{key}.tmp-{}", std::process::id()));
+            let written = std::fs::create_dir_all(cache_dir)
+                .and_then(|()| std::fs::write(&tmp, compiled))
+                .and_then(|()| std::fs::rename(&tmp, &cached));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "wasm: cannot cache compiled code");
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "wasm: cannot serialize compiled code"),
+    }
+    Ok(component)
+}
+
+/// A core module starts with the version word 1; a component with another.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// Sorts a compiled component into its world and pre-instantiates it.
+pub fn prepare(
+    engine: &Engine,
+    linker: &Linker<State>,
+    function: &str,
+    component: &Component,
+) -> Result<Prepared, WasmError> {
+    let invalid = |detail: String| WasmError::Code {
+        function: function.to_owned(),
+        detail,
+    };
+    let ty = component.component_type();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| invalid(format!("it imports what Lambent does not provide: {e:#}")))?;
+    let world = if exports
+        .iter()
+        .any(|e| e.starts_with("lambent:function/handler@"))
+    {
+        World::Handler(FunctionPre::new(pre).map_err(|e| {
+            invalid(format!(
+                "its lambent:function/handler export does not match Lambent's: {e:#}"
+            ))
+        })?)
+    } else if exports
+        .iter()
+        .any(|e| e.starts_with("wasi:http/incoming-handler@"))
+    {
+        World::Proxy(ProxyPre::new(pre).map_err(|e| {
+            invalid(format!(
+                "its wasi:http/incoming-handler export does not match: {e:#}"
+            ))
+        })?)
+    } else {
+        return Err(invalid(format!(
+            "it exports neither lambent:function/handler nor wasi:http/incoming-handler (it exports: {})",
+            exports.join(", ")
+        )));
+    };
+    Ok(Prepared { world, imports })
+}
+
+/// Checks that every capability-bearing import has its grant.
+pub fn check_grants(spec: &FunctionSpec, imports: &[String]) -> Result<(), WasmError> {
+    let grants: Vec<Grant> = spec
+        .grants
+        .iter()
+        .filter_map(|g| parse_any(g).ok())
+        .collect();
+    for import in imports {
+        let (needs, has) = if import.starts_with("lambent:function/kv@") {
+            (
+                "kv:NAMESPACE",
+                grants.iter().any(|g| matches!(g, Grant::Kv(_))),
+            )
+        } else if import.starts_with("lambent:function/events@") {
+            (
+                "publish:TYPE",
+                grants.iter().any(|g| matches!(g, Grant::Publish(_))),
+            )
+        } else if import.starts_with("wasi:http/outgoing-handler@") {
+            (
+                "net:HOST (or net)",
+                grants.iter().any(|g| matches!(g, Grant::Net(_))),
+            )
+        } else {
+            continue;
+        };
+        if !has {
+            return Err(WasmError::Ungranted {
+                function: spec.name.clone(),
+                import: import.clone(),
+                grant: needs,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The node's one wasmtime `Engine`: the pooling allocator (a cold start is an
+//! instantiation into slots already mapped), epoch interruption for deadlines, and a
+//! linker holding every interface Lambent provides. Memory stays resident in the
+//! pool and is decommitted in batches: this VM pays dearly for the TLB shootdowns of
+//! each munmap/madvise.
+
+use crate::state::State;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of deadlines, and how often a
+/// busy guest yields its thread to other work.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Instances in flight at once across the node (each holds a pool slot).
+const POOL_INSTANCES: u32 = 1000;
+
+fn config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    // A guest's stack: deep recursion traps here, well inside the fiber's stack.
+    config.max_wasm_stack(1024 * 1024);
+    config.async_stack_size(2 * 1024 * 1024);
+    config
+}
+
+fn pooling() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * 4)
+        .total_memories(POOL_INSTANCES * 2)
+        .total_tables(POOL_INSTANCES * 4)
+        .total_stacks(POOL_INSTANCES)
+        // A function's --memory caps each memory below this (StoreLimits).
+        .max_memory_size(4 << 30)
+        // Reused slots keep their first pages mapped instead of madvise-ing them.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(256 << 10)
+        .decommit_batch_size(64);
+    pool
+}
+
+/// The engine, with the pooling allocator where the host can map the pool (falling
+/// back to allocation on demand, which still works, more slowly).
+pub fn engine() -> wasmtime::Result<Engine> {
+    let mut pooled = config();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+    match Engine::new(&pooled) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!(error = %e, "wasm: the pooling allocator is unavailable; allocating on demand");
+            Engine::new(&config())
+        }
+    }
+}
+
+/// Advances the engine's epoch every tick for as long as the engine lives.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("lambent-wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "wasm: cannot start the epoch thread; deadlines fall back to the node's timer");
+    }
+}
+
+/// Everything a component may import: WASI 0.2, wasi:http, and lambent:function.
+/// Which of them a function may use is decided at deploy by its grants.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::handler::Function::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
