@@ -42,10 +42,14 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores, {mem}")
 }
 
+pub mod load;
+
 /// A release `lambent serve` on a free port and a temporary data directory.
 pub struct Server {
     child: std::process::Child,
     pub url: String,
+    /// The data plane (HTTP routes).
+    pub routes_url: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -84,13 +88,24 @@ pub fn start_server() -> anyhow::Result<Server> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("starting lambent serve")?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+    let (mut line, mut routes) = (String::new(), String::new());
+    stdout.read_line(&mut line)?;
+    stdout.read_line(&mut routes)?;
     let url = line
         .trim()
         .trim_start_matches("lambent: control API on ")
         .to_owned();
-    Ok(Server { child, url, dir })
+    let routes_url = routes
+        .trim()
+        .trim_start_matches("lambent: HTTP routes on ")
+        .to_owned();
+    Ok(Server {
+        child,
+        url,
+        routes_url,
+        dir,
+    })
 }
 
 /// Instances run sandboxed, as a node runs them: the benchmark program is its own

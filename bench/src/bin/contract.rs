@@ -6,11 +6,10 @@
 //! release `lambent serve` and, as a child process, the floor).
 
 use anyhow::{Context, Result, bail};
+use lambent_bench::load::{ChildGuard, wrk};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const SECONDS: u64 = 10;
 
 /// The floor: read the body, answer 202.
 async fn floor() -> Result<()> {
@@ -37,16 +36,7 @@ async fn floor() -> Result<()> {
     }
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_floor() -> Result<(Child, String)> {
+fn start_floor() -> Result<(ChildGuard, String)> {
     let mut child = Command::new(std::env::current_exe()?)
         .arg("floor")
         .stdout(Stdio::piped())
@@ -54,63 +44,7 @@ fn start_floor() -> Result<(Child, String)> {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
     let url = line.trim().trim_start_matches("floor on ").to_owned();
-    Ok((Child(child), url))
-}
-
-/// What wrk measured.
-#[derive(Debug, Clone, Copy)]
-struct Wrk {
-    rps: f64,
-    p50: Duration,
-}
-
-fn parse_latency(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
-        (v, 1e-6)
-    } else if let Some(v) = s.strip_suffix("ms") {
-        (v, 1e-3)
-    } else if let Some(v) = s.strip_suffix('s') {
-        (v, 1.0)
-    } else {
-        return None;
-    };
-    num.parse::<f64>()
-        .ok()
-        .map(|v| Duration::from_secs_f64(v * scale))
-}
-
-fn wrk(url: &str, connections: usize, script: &str) -> Result<Wrk> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("script.lua");
-    std::fs::write(&path, script)?;
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{SECONDS}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(&path)
-        .arg(url)
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("Non-2xx") {
-        bail!("wrk saw errors against {url}:\n{text}");
-    }
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no rate in wrk output:\n{text}"))?;
-    let p50 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("50%"))
-        .and_then(parse_latency)
-        .with_context(|| format!("no p50 in wrk output:\n{text}"))?;
-    Ok(Wrk { rps, p50 })
+    Ok((ChildGuard(child), url))
 }
 
 fn post(body_lua: &str, content_type: &str) -> String {

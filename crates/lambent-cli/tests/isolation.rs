@@ -291,10 +291,15 @@ fn grants_by_address_reach_only_what_they_name() {
     assert_eq!(reached(&narrow), [true, false, true, false], "{narrow}");
     // wide: the network (A and B), never the host's loopback.
     assert_eq!(reached(&wide), [true, true, false, false], "{wide}");
-    // A bad grant is refused at deploy, naming what is accepted.
-    let out = node.cli(&["deploy", "wide", "--grant", "net:*.example.com"]);
+    // A bad grant is refused at deploy, naming what is accepted; a wildcard, which
+    // only a wasm function's per-request check can honour, too.
+    let out = node.cli(&["deploy", "wide", "--grant", "net:a..b"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("net:HOST:PORT"));
+    let out = node.cli(&["deploy", "wide", "--grant", "net:*.example.com"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not wildcards"));
+    assert_eq!(node.get("/v1/functions/wide")["version"], 1);
 }
 
 /// Limits hold for every way of taking a resource.

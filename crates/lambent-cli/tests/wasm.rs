@@ -52,6 +52,14 @@ fn the_hello_handler_and_the_rust_seed_listener_run_through_the_binary() {
     assert_eq!(body["message"], "Hello, Ada!");
     assert_eq!(body["function"], "hello");
     assert!(last_logs(&node, "hello").contains("hello handled request"));
+    let function = node.get("/v1/functions/hello");
+    assert_eq!(
+        (
+            function["runtime"].as_str(),
+            function["concurrency"].as_u64()
+        ),
+        (Some("wasm"), Some(100))
+    );
     // The CLI's invoke says the same.
     assert!(
         node.ok(&["invoke", "hello", "--data", r#"{"name": "Bo"}"#])

@@ -221,6 +221,9 @@ pub const RESERVED_ENV: &[&str] = &[
 pub const DEFAULT_MEMORY_MB: u32 = 128;
 pub const DEFAULT_TIMEOUT_S: u32 = 3;
 pub const DEFAULT_CONCURRENCY: u32 = 10;
+/// A wasm function's default: an instance per request costs microseconds and a
+/// few pages of a pre-mapped pool, so an HTTP route takes bursts as Spin would.
+pub const DEFAULT_WASM_CONCURRENCY: u32 = 100;
 
 impl FunctionSpec {
     /// Checks every field; the error names the function and the limit.

@@ -2,7 +2,9 @@
 
 use crate::Engine;
 use crate::error::{EngineError, Result, not_found};
-use lambent_core::function::{DEFAULT_CONCURRENCY, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S};
+use lambent_core::function::{
+    DEFAULT_CONCURRENCY, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DEFAULT_WASM_CONCURRENCY,
+};
 use lambent_core::{FunctionSpec, RetryPolicy, RuntimeKind, function::validate_name};
 use lambent_store::{FunctionVersion, StoredCode};
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,10 @@ impl DeployRequest {
                 .unwrap_or(base_retry.max_delay_ms)
                 .max(self.retry_base_delay_ms.unwrap_or(base_retry.base_delay_ms)),
         };
+        let default_concurrency = match runtime {
+            RuntimeKind::Wasm { .. } => DEFAULT_WASM_CONCURRENCY,
+            _ => DEFAULT_CONCURRENCY,
+        };
         let spec = FunctionSpec {
             name: self.name.clone(),
             runtime,
@@ -86,7 +92,7 @@ impl DeployRequest {
             concurrency: self
                 .concurrency
                 .or(previous.map(|p| p.concurrency))
-                .unwrap_or(DEFAULT_CONCURRENCY),
+                .unwrap_or(default_concurrency),
             retry,
             description: self
                 .description

@@ -376,6 +376,21 @@ impl Runtime for ProcessRuntime {
         code_dir: &std::path::Path,
     ) -> Result<(), RuntimeError> {
         use std::os::unix::fs::PermissionsExt;
+        let wildcard = spec.net_grants().into_iter().find_map(|g| match g {
+            lambent_core::grant::NetGrant::To {
+                host: lambent_core::grant::Host::Wildcard(domain),
+                ..
+            } => Some(domain),
+            _ => None,
+        });
+        if let Some(domain) = wildcard {
+            return Err(RuntimeError::InvalidCode {
+                function: spec.name.clone(),
+                detail: format!(
+                    "grant `net:*.{domain}`: a process function's egress is filtered by address, so it takes hosts and addresses, not wildcards (those are for wasm functions)"
+                ),
+            });
+        }
         if let RuntimeKind::Provided { .. } = spec.runtime {
             let executable = std::fs::metadata(code_dir.join("bootstrap"))
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
