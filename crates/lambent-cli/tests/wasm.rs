@@ -370,4 +370,28 @@ fn deploy_refuses_ungranted_imports_and_broken_code_and_the_previous_version_kee
     let (_, body) = invoke(&node, "counter", &json!({"key": "hits"}));
     assert_eq!(body["count"], 3);
     assert_eq!(node.get("/v1/functions/counter")["version"], 1);
+
+    // Compiled code is cached on disk; a damaged cache file is compiled again, not
+    // trusted, after a restart.
+    let cache = node.data_dir.join("wasm-cache");
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    std::fs::write(&cached[0], b"not compiled code").unwrap();
+    let mut node = node;
+    node.terminate();
+    let node = Node::start(&node.data_dir);
+    let (outcome, body) = invoke(&node, "counter", &json!({"key": "hits"}));
+    assert_eq!(
+        (outcome.as_str(), &body["count"]),
+        ("success", &json!(4)),
+        "{body}"
+    );
+    assert!(
+        std::fs::read(&cached[0]).unwrap().len() > 1000,
+        "recompiled and cached again"
+    );
 }

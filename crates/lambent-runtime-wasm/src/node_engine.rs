@@ -1,8 +1,8 @@
 //! The node's one wasmtime `Engine`: the pooling allocator (a cold start is an
 //! instantiation into slots already mapped), epoch interruption for deadlines, and a
-//! linker holding every interface Lambent provides. Memory stays resident in the
-//! pool and is decommitted in batches: this VM pays dearly for the TLB shootdowns of
-//! each munmap/madvise.
+//! linker holding every interface Lambent provides. Slots stay mapped in the pool
+//! (nothing is unmapped per instance) and their pages are decommitted in batches:
+//! this VM pays dearly for the TLB shootdowns of each munmap/madvise.
 
 use crate::state::State;
 use std::time::Duration;
@@ -22,7 +22,16 @@ fn config() -> Config {
     // A guest's stack: deep recursion traps here, well inside the fiber's stack.
     config.max_wasm_stack(1024 * 1024);
     config.async_stack_size(2 * 1024 * 1024);
+    config.memory_init_cow(env_or("LAMBENT_WASM_COW", 0) == 1);
     config
+}
+
+/// A tuning knob from the environment (for measurements), else its default.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pooling() -> PoolingAllocationConfig {
@@ -34,11 +43,15 @@ fn pooling() -> PoolingAllocationConfig {
         .total_stacks(POOL_INSTANCES)
         // A function's --memory caps each memory below this (StoreLimits).
         .max_memory_size(4 << 30)
-        // Reused slots keep their first pages mapped instead of madvise-ing them.
-        .linear_memory_keep_resident(1 << 20)
+        // Memory is not kept resident: wasmtime resets a resident prefix with memset,
+        // and a Rust guest's 1 MiB shadow stack sits at the front of its memory, so
+        // the prefix is mostly pages nobody touched (1 MiB resident: ~45 µs an
+        // invocation here; none: ~19 µs, the few touched pages faulted in again).
+        // Slots are decommitted 64 at a time, so the TLB shootdowns come in batches.
+        .linear_memory_keep_resident(env_or("LAMBENT_WASM_KEEP_RESIDENT", 0))
         .table_keep_resident(64 << 10)
-        .async_stack_keep_resident(256 << 10)
-        .decommit_batch_size(64);
+        .async_stack_keep_resident(env_or("LAMBENT_WASM_STACK_RESIDENT", 64 << 10))
+        .decommit_batch_size(env_or("LAMBENT_WASM_DECOMMIT_BATCH", 64));
     pool
 }
 

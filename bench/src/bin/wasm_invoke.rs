@@ -1,0 +1,111 @@
+//! The wasm runtime in process, without HTTP: how long one invocation of a
+//! just-started (cold) and of a warm instance takes, for the hello handler and the
+//! wasi:http component (the route path's runtime share).
+//!
+//! `cargo run --release -p lambent-bench --bin wasm_invoke`
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use lambent_core::{FunctionSpec, RuntimeKind};
+use lambent_runtime::{InstanceConfig, InvokeOutcome, InvokeRequest, Runtime};
+use std::time::{Duration, Instant};
+
+fn spec(name: &str) -> Result<FunctionSpec> {
+    Ok(FunctionSpec {
+        name: name.into(),
+        runtime: RuntimeKind::parse("wasm")?,
+        handler: String::new(),
+        memory_mb: 128,
+        timeout_s: 10,
+        env: Default::default(),
+        concurrency: 100,
+        retry: Default::default(),
+        description: String::new(),
+        grants: Vec::new(),
+        role: None,
+        on_failure: None,
+    })
+}
+
+fn guest_dir(name: &str) -> Result<tempfile::TempDir> {
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust");
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(sdk.join("Cargo.toml"))
+        .status()?;
+    anyhow::ensure!(status.success(), "building the guests failed");
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(
+        sdk.join(format!("target/wasm32-wasip2/release/{name}.wasm")),
+        dir.path().join(format!("{name}.wasm")),
+    )?;
+    Ok(dir)
+}
+
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let data = tempfile::tempdir()?;
+        let runtime = lambent_runtime_wasm::WasmRuntime::new(data.path())?;
+        let http_event = serde_json::json!({
+            "version": "2.0", "rawPath": "/hello", "rawQueryString": "",
+            "headers": {"host": "localhost"},
+            "requestContext": {"http": {"method": "GET"}},
+        })
+        .to_string();
+        for (guest, payload) in [("hello", "{\"name\": \"bench\"}".to_owned()), ("http_hello", http_event)] {
+            let code = guest_dir(guest)?;
+            let spec = spec(guest)?;
+            let started = Instant::now();
+            runtime.prepare(&spec, code.path()).await?;
+            let prepare = started.elapsed();
+            let mut instance = runtime
+                .start(InstanceConfig { spec, version: 1, code_dir: code.path().to_path_buf(), host: None })
+                .await?;
+            let mut times = Vec::new();
+            for i in 0..5000 {
+                let started = Instant::now();
+                let result = instance
+                    .invoke(InvokeRequest {
+                        request_id: format!("r{i}"),
+                        payload: Bytes::from(payload.clone()),
+                        deadline_ms: chrono_now_ms() + 10_000,
+                        trace_id: None,
+                        event_id: None,
+                        attempt: 1,
+                        client_context: None,
+                    })
+                    .await;
+                times.push(started.elapsed());
+                anyhow::ensure!(matches!(result.outcome, InvokeOutcome::Success(_)), "{:?}", result.outcome);
+            }
+            let first = times[0];
+            times.sort();
+            println!(
+                "{guest}: prepare (compile) {prepare:.1?}; first invoke {first:.1?}; p50 {:.1?}, p99 {:.1?}",
+                lambent_bench::percentile(&times, 0.5),
+                lambent_bench::percentile(&times, 0.99)
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .context("wasm_invoke")
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[allow(dead_code)]
+const _: Duration = Duration::ZERO;
