@@ -72,3 +72,76 @@ pub fn wrk(url: &str, connections: usize, script: &str) -> Result<Wrk> {
         .with_context(|| format!("no p50 in wrk output:\n{text}"))?;
     Ok(Wrk { rps, p50 })
 }
+
+/// A floor's fixed answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+}
+
+/// The floor: a bare hyper server that reads each request's body and gives `answer`
+/// (what any HTTP service on this machine costs before doing anything). Runs until
+/// killed; prints `floor on URL` first.
+pub async fn serve_floor(answer: Answer) -> Result<()> {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("floor on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let _body = req.into_body().collect().await?.to_bytes();
+                    let mut resp = hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(answer.body),
+                    ));
+                    *resp.status_mut() =
+                        hyper::StatusCode::from_u16(answer.status).unwrap_or_default();
+                    resp.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(answer.content_type),
+                    );
+                    Ok::<_, hyper::Error>(resp)
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Starts this program again as its floor (`PROGRAM floor`, which must call
+/// [`serve_floor`]); returns it and its URL.
+pub fn start_floor() -> Result<(ChildGuard, String)> {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("floor")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let url = line.trim().trim_start_matches("floor on ").to_owned();
+    Ok((ChildGuard(child), url))
+}
+
+/// Builds the Rust guests of `sdk/rust` for wasm32-wasip2; returns the directory of
+/// their `.wasm` files.
+pub fn build_guests() -> Result<std::path::PathBuf> {
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust");
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(sdk.join("Cargo.toml"))
+        .status()?;
+    anyhow::ensure!(status.success(), "building the guests failed");
+    Ok(sdk.join("target/wasm32-wasip2/release"))
+}

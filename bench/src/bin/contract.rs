@@ -6,46 +6,9 @@
 //! release `lambent serve` and, as a child process, the floor).
 
 use anyhow::{Context, Result, bail};
-use lambent_bench::load::{ChildGuard, wrk};
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use lambent_bench::load::{Answer, serve_floor, start_floor, wrk};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The floor: read the body, answer 202.
-async fn floor() -> Result<()> {
-    use http_body_util::BodyExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("floor on http://{}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let _body = req.into_body().collect().await?.to_bytes();
-                    let mut resp = hyper::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"{}"),
-                    ));
-                    *resp.status_mut() = hyper::StatusCode::ACCEPTED;
-                    Ok::<_, hyper::Error>(resp)
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-fn start_floor() -> Result<(ChildGuard, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("floor")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let url = line.trim().trim_start_matches("floor on ").to_owned();
-    Ok((ChildGuard(child), url))
-}
 
 fn post(body_lua: &str, content_type: &str) -> String {
     format!(
@@ -97,7 +60,11 @@ fn delivered(url: &str) -> Result<u64> {
 
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("floor") {
-        return tokio::runtime::Runtime::new()?.block_on(floor());
+        return tokio::runtime::Runtime::new()?.block_on(serve_floor(Answer {
+            status: 202,
+            content_type: "application/json",
+            body: b"{}",
+        }));
     }
     println!("machine: {}", lambent_bench::machine());
     let (_floor, floor_url) = start_floor()?;

@@ -9,66 +9,11 @@
 //! on PATH or in `WASMTIME`, else its rows are skipped).
 
 use anyhow::{Context, Result, bail};
-use lambent_bench::load::{ChildGuard, Wrk, wrk};
-use std::io::BufRead;
+use lambent_bench::load::{Answer, ChildGuard, Wrk, build_guests, serve_floor, start_floor, wrk};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BODY: &[u8] = b"Hello from wasi:http at /hello\n";
-
-/// The floor: answer every request with the component's text.
-async fn floor() -> Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("floor on http://{}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                |_req: hyper::Request<hyper::body::Incoming>| async move {
-                    let mut resp = hyper::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(BODY),
-                    ));
-                    resp.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("text/plain"),
-                    );
-                    Ok::<_, hyper::Error>(resp)
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-fn start_floor() -> Result<(ChildGuard, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("floor")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let url = line.trim().trim_start_matches("floor on ").to_owned();
-    Ok((ChildGuard(child), url))
-}
-
-/// The guests of `sdk/rust`, built for wasm32-wasip2.
-fn guest(name: &str) -> Result<std::path::PathBuf> {
-    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust");
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(sdk.join("Cargo.toml"))
-        .status()?;
-    anyhow::ensure!(status.success(), "building the guests failed");
-    Ok(sdk.join(format!("target/wasm32-wasip2/release/{name}.wasm")))
-}
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -120,10 +65,14 @@ const GET: &str = "wrk.method = \"GET\"\n";
 
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("floor") {
-        return tokio::runtime::Runtime::new()?.block_on(floor());
+        return tokio::runtime::Runtime::new()?.block_on(serve_floor(Answer {
+            status: 200,
+            content_type: "text/plain",
+            body: BODY,
+        }));
     }
     println!("machine: {}", lambent_bench::machine());
-    let wasm = guest("http_hello")?;
+    let wasm = build_guests()?.join("http_hello.wasm");
     let (_floor, floor_url) = start_floor()?;
     let server = lambent_bench::start_server()?;
     let bin = lambent_bench::lambent_bin()?;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use lambent_core::{FunctionSpec, RuntimeKind};
 use lambent_runtime::{InstanceConfig, InvokeOutcome, InvokeRequest, Runtime};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn spec(name: &str) -> Result<FunctionSpec> {
     Ok(FunctionSpec {
@@ -28,22 +28,9 @@ fn spec(name: &str) -> Result<FunctionSpec> {
 }
 
 fn guest_dir(name: &str) -> Result<tempfile::TempDir> {
-    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust");
-    let status = std::process::Command::new("cargo")
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(sdk.join("Cargo.toml"))
-        .status()?;
-    anyhow::ensure!(status.success(), "building the guests failed");
     let dir = tempfile::tempdir()?;
     std::fs::copy(
-        sdk.join(format!("target/wasm32-wasip2/release/{name}.wasm")),
+        lambent_bench::load::build_guests()?.join(format!("{name}.wasm")),
         dir.path().join(format!("{name}.wasm")),
     )?;
     Ok(dir)
@@ -106,6 +93,3 @@ fn chrono_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
-
-#[allow(dead_code)]
-const _: Duration = Duration::ZERO;

@@ -298,30 +298,21 @@ fn a_handler_that_does_not_exist_is_an_init_error_not_a_hang() {
 fn a_provided_function_without_a_bootstrap_is_refused_at_deploy() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start(&tmp.path().join("data"));
-    let code = code_dir(&[("main.sh", "echo hi\n")]);
-    let out = node.cli(&[
-        "deploy",
-        "nobootstrap",
-        "--runtime",
-        "provided",
-        "--code",
-        code.path().to_str().unwrap(),
-    ]);
+    let deploy = |files: &[(&str, &str)]| {
+        let code = code_dir(files);
+        let args = ["deploy", "nobootstrap", "--runtime", "provided", "--code"];
+        let mut args = args.map(str::to_owned).to_vec();
+        args.push(code.path().to_str().unwrap().to_owned());
+        node.cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = deploy(&[("main.sh", "echo hi\n")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs an executable `bootstrap`"), "{err}");
     // Nothing was recorded: the function does not exist.
-    let resp = node.invoke_raw("nobootstrap", "{}");
-    assert_eq!(resp.status(), 404);
+    assert_eq!(node.invoke_raw("nobootstrap", "{}").status(), 404);
     // A bootstrap that is not executable is refused too.
-    let code = code_dir(&[("bootstrap", "#!/bin/sh\n")]);
-    let out = node.cli(&[
-        "deploy",
-        "nobootstrap",
-        "--runtime",
-        "provided",
-        "--code",
-        code.path().to_str().unwrap(),
-    ]);
+    let out = deploy(&[("bootstrap", "#!/bin/sh\n")]);
     assert!(!out.status.success());
+    assert_eq!(node.invoke_raw("nobootstrap", "{}").status(), 404);
 }

@@ -12,6 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 const BUFFER: usize = 4096;
 /// Most records written in one store call.
 const BATCH: usize = 512;
+/// Under load (more than one record waiting), a batch waits this long for more
+/// before it is written: fewer, larger commits, each one an fsync. A lone record is
+/// written at once.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 enum Message {
     Record(InvocationRecord),
@@ -52,14 +56,23 @@ async fn run(log: Arc<dyn InvocationLog>, mut rx: mpsc::Receiver<Message>) {
     let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Record(r) => batch.push(r),
-                Message::Flush(done) => flushes.push(done),
+        let mut lingered = false;
+        loop {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Record(r) => batch.push(r),
+                    Message::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < BATCH {
+                    next = rx.try_recv().ok();
+                }
             }
-            if batch.len() < BATCH {
-                next = rx.try_recv().ok();
+            if lingered || batch.len() < 2 || batch.len() >= BATCH || !flushes.is_empty() {
+                break;
             }
+            lingered = true;
+            tokio::time::sleep(LINGER).await;
+            next = rx.try_recv().ok();
         }
         if !batch.is_empty() {
             let records = std::mem::take(&mut batch);
