@@ -130,6 +130,7 @@ impl WasmRuntime {
                 .await
                 .map_err(|e| WasmError::Engine(e.to_string()))??;
                 let prepared = Arc::new(prepared);
+                warm_up(&self.shared.engine, spec, &prepared).await;
                 self.shared
                     .prepared
                     .lock()
@@ -170,6 +171,23 @@ struct WasmInstance {
     spec: Arc<FunctionSpec>,
     version: u64,
     host: Option<Host>,
+}
+
+/// Instantiates a freshly prepared component once, without calling it: the first
+/// instantiation of a component in a process pays for setting up its slot and
+/// image, which belongs to the deploy, not to the first request.
+async fn warm_up(engine: &Engine, spec: &FunctionSpec, prepared: &Prepared) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut store = Store::new(engine, State::new(Arc::new(spec.clone()), None, deadline));
+    store.limiter(|state| &mut state.memory);
+    store.set_epoch_deadline(u64::MAX);
+    let warmed = match &prepared.world {
+        World::Handler(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        World::Proxy(pre) => pre.instantiate_async(&mut store).await.map(drop),
+    };
+    if let Err(e) = warmed {
+        tracing::debug!(function = %spec.name, error = %e, "wasm: warm-up instantiation failed");
+    }
 }
 
 fn now_ms() -> i64 {
