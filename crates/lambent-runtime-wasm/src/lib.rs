@@ -180,7 +180,8 @@ async fn warm_up(engine: &Engine, spec: &FunctionSpec, prepared: &Prepared) {
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut store = Store::new(engine, State::new(Arc::new(spec.clone()), None, deadline));
     store.limiter(|state| &mut state.memory);
-    store.set_epoch_deadline(u64::MAX);
+    // A start function that spins traps after ~1 s (no callback: the deadline traps).
+    store.set_epoch_deadline(100);
     let warmed = match &prepared.world {
         World::Handler(pre) => pre.instantiate_async(&mut store).await.map(drop),
         World::Proxy(pre) => pre.instantiate_async(&mut store).await.map(drop),
