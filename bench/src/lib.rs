@@ -160,3 +160,18 @@ where
         .build()?
         .block_on(run())
 }
+
+/// Runs the `lambent` CLI (`bin`) against the node at `url`; its stdout, or an error
+/// with its stderr.
+pub fn cli(bin: &std::path::Path, url: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .env("LAMBENT_URL", url)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "lambent {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

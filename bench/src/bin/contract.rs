@@ -5,7 +5,8 @@
 //! `cargo run --release -p lambent-bench --bin contract` (needs `wrk`; starts the
 //! release `lambent serve` and, as a child process, the floor).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use lambent_bench::cli;
 use lambent_bench::load::{Answer, serve_floor, start_floor, wrk};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -37,17 +38,6 @@ fn batch_lua(ty: &str) -> String {
     return "[" .. table.concat(parts, ",") .. "]"
   end)()"#
     )
-}
-
-fn cli(bin: &std::path::Path, url: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin)
-        .args(args)
-        .env("LAMBENT_URL", url)
-        .output()?;
-    if !out.status.success() {
-        bail!("lambent {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn delivered(url: &str) -> Result<u64> {

@@ -9,6 +9,7 @@
 //! on PATH or in `WASMTIME`, else its rows are skipped).
 
 use anyhow::{Context, Result, bail};
+use lambent_bench::cli;
 use lambent_bench::load::{Answer, ChildGuard, Wrk, build_guests, serve_floor, start_floor, wrk};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -46,19 +47,6 @@ fn start_wasmtime(
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("wasmtime serve {flags:?} did not answer on {url}")
-}
-
-fn cli(bin: &std::path::Path, url: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin)
-        .args(args)
-        .env("LAMBENT_URL", url)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "lambent {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 const GET: &str = "wrk.method = \"GET\"\n";

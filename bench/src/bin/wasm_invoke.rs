@@ -65,7 +65,7 @@ fn main() -> Result<()> {
                     .invoke(InvokeRequest {
                         request_id: format!("r{i}"),
                         payload: Bytes::from(payload.clone()),
-                        deadline_ms: chrono_now_ms() + 10_000,
+                        deadline_ms: lambent_core::now_ms() + 10_000,
                         trace_id: None,
                         event_id: None,
                         attempt: 1,
@@ -86,10 +86,4 @@ fn main() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })
     .context("wasm_invoke")
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -314,11 +314,22 @@ fn deploy_refuses_ungranted_imports_and_broken_code_and_the_previous_version_kee
         "--code",
         counter,
         "--grant",
-        "kv:counters",
+        "kv:tally",
         "--grant",
         "publish:counted",
         "--env",
-        "NAMESPACE=counters",
+        "NAMESPACE=tally",
+    ]);
+    // What it publishes reaches a listener.
+    deploy(&node, "hello", "hello", &[]);
+    node.ok(&[
+        "rules",
+        "add",
+        "counted",
+        "--pattern",
+        r#"{"type": ["counted"]}"#,
+        "--target",
+        "hello",
     ]);
     for expected in 1..=2 {
         let (outcome, body) = invoke(
@@ -330,7 +341,11 @@ fn deploy_refuses_ungranted_imports_and_broken_code_and_the_previous_version_kee
         assert_eq!(body["count"], expected);
     }
     assert!(last_logs(&node, "counter").contains("[INFO] hits is now 2"));
-    assert!(node.ok(&["kv", "get", "counters", "hits"]).contains('2'));
+    // The namespace came from its configuration (`NAMESPACE`).
+    assert!(node.ok(&["kv", "get", "tally", "hits"]).contains('2'));
+    wait_for("both published events handled by hello", || {
+        (node.invocations("hello").len() == 2).then_some(())
+    });
     // A handler's error result is a function error, not a crash.
     let (outcome, body) = invoke(&node, "counter", &json!({"key": "other", "fail": true}));
     assert_eq!(
@@ -348,6 +363,11 @@ fn deploy_refuses_ungranted_imports_and_broken_code_and_the_previous_version_kee
         ("function_error", Some("Publish.Denied")),
         "{body}"
     );
+    // A delete through the SDK removes the key.
+    assert!(node.ok(&["kv", "get", "tally", "x"]).contains('1'));
+    let (outcome, body) = invoke(&node, "counter", &json!({"key": "x", "reset": true}));
+    assert_eq!((outcome.as_str(), &body["count"]), ("success", &json!(0)));
+    assert!(!node.cli(&["kv", "get", "tally", "x"]).status.success());
 
     // A truncated component and a core module are refused; version 1 keeps serving.
     let bytes = std::fs::read(counter).unwrap();
@@ -379,9 +399,9 @@ fn deploy_refuses_ungranted_imports_and_broken_code_and_the_previous_version_kee
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
         .collect();
-    // The counter's, and the refused `limits` one (compiled before its grants
-    // were checked).
-    assert_eq!(cached.len(), 2, "{cached:?}");
+    // The counter's, hello's, and the refused `limits` one (compiled before its
+    // grants were checked).
+    assert_eq!(cached.len(), 3, "{cached:?}");
     for file in &cached {
         std::fs::write(file, b"not compiled code").unwrap();
     }

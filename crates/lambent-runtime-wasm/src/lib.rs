@@ -25,6 +25,7 @@ mod state;
 use async_trait::async_trait;
 use component::{Prepared, World};
 use lambent_core::FunctionSpec;
+use lambent_core::grant::NetGrant;
 use lambent_runtime::host::Host;
 use lambent_runtime::{
     ErrorReport, Instance, InstanceConfig, InvokeOutcome, InvokeRequest, InvokeResult, Runtime,
@@ -156,6 +157,7 @@ impl Runtime for WasmRuntime {
         Ok(Box::new(WasmInstance {
             engine: self.shared.engine.clone(),
             prepared,
+            grants: config.spec.net_grants().into(),
             spec: Arc::new(config.spec),
             version: config.version,
             host: config.host,
@@ -169,6 +171,7 @@ struct WasmInstance {
     engine: Engine,
     prepared: Arc<Prepared>,
     spec: Arc<FunctionSpec>,
+    grants: Arc<[NetGrant]>,
     version: u64,
     host: Option<Host>,
 }
@@ -178,7 +181,13 @@ struct WasmInstance {
 /// image, which belongs to the deploy, not to the first request.
 async fn warm_up(engine: &Engine, spec: &FunctionSpec, prepared: &Prepared) {
     let deadline = Instant::now() + Duration::from_secs(1);
-    let mut store = Store::new(engine, State::new(Arc::new(spec.clone()), None, deadline));
+    let state = State::new(
+        Arc::new(spec.clone()),
+        spec.net_grants().into(),
+        None,
+        deadline,
+    );
+    let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
     // A start function that spins traps after ~1 s (no callback: the deadline traps).
     store.set_epoch_deadline(100);
@@ -189,12 +198,6 @@ async fn warm_up(engine: &Engine, spec: &FunctionSpec, prepared: &Prepared) {
     if let Err(e) = warmed {
         tracing::debug!(function = %spec.name, error = %e, "wasm: warm-up instantiation failed");
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl WasmInstance {
@@ -288,12 +291,21 @@ fn classify(store: &Store<State>, error: &wasmtime::Error) -> InvokeOutcome {
 impl Instance for WasmInstance {
     async fn invoke(&mut self, request: InvokeRequest) -> InvokeResult {
         let started = Instant::now();
-        let remaining =
-            Duration::from_millis(request.deadline_ms.saturating_sub(now_ms()).max(0) as u64);
+        let remaining = Duration::from_millis(
+            request
+                .deadline_ms
+                .saturating_sub(lambent_core::now_ms())
+                .max(0) as u64,
+        );
         let deadline = started + remaining;
         let mut store = Store::new(
             &self.engine,
-            State::new(self.spec.clone(), self.host.clone(), deadline),
+            State::new(
+                self.spec.clone(),
+                self.grants.clone(),
+                self.host.clone(),
+                deadline,
+            ),
         );
         let log = store.data().log.clone();
         store.limiter(|state| &mut state.memory);

@@ -113,22 +113,19 @@ fn allows_name(grant: &NetGrant, host: &str) -> bool {
     }
 }
 
-/// Whether an address a request would connect to is allowed: listed by address, or
-/// public and reached through a grant that allows it.
-fn allows_addr(candidates: &[&NetGrant], by_name: bool, ip: IpAddr) -> bool {
-    candidates.iter().any(|g| lists_address(g, ip))
-        || (!is_internal(ip)
-            && candidates.iter().any(|g| {
-                matches!(g, NetGrant::Any)
-                    || (by_name
-                        && !matches!(
-                            g,
-                            NetGrant::To {
-                                host: Host::Block { .. } | Host::Loopback,
-                                ..
-                            }
-                        ))
-            }))
+/// Whether `grant` lets a request for `host` (a name, or none for an address
+/// literal) connect to `ip`: a grant by address must list it; otherwise it must be
+/// public and the grant `net` or one naming the host.
+fn permits(grant: &NetGrant, host: Option<&str>, ip: IpAddr) -> bool {
+    let by_name = match grant {
+        NetGrant::Any => true,
+        NetGrant::To {
+            host: Host::Name(_) | Host::Wildcard(_),
+            ..
+        } => host.is_some_and(|h| allows_name(grant, h)),
+        NetGrant::To { .. } => return lists_address(grant, ip),
+    };
+    by_name && !is_internal(ip)
 }
 
 /// Checks a request's target against `grants`; `resolve` turns a name into addresses.
@@ -158,7 +155,7 @@ where
         return Err(format!("no net grant allows {scheme:?} on port {port}").to_lowercase());
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
-        if allows_addr(&candidates, false, ip) {
+        if candidates.iter().any(|g| permits(g, None, ip)) {
             return Ok(Checked {
                 addr: SocketAddr::new(ip, port),
                 scheme,
@@ -170,34 +167,18 @@ where
             false => format!("no net grant allows {ip}:{port}"),
         });
     }
-    let named: Vec<&NetGrant> = candidates
-        .iter()
-        .copied()
-        .filter(|g| allows_name(g, &host))
-        .collect();
-    if named.is_empty() {
+    if !candidates.iter().any(|g| allows_name(g, &host)) {
         return Err(format!("no net grant allows {host}:{port}"));
     }
     let addrs = resolve(host.clone(), port)
         .await
         .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    // Address grants apply to whatever the name resolves to.
-    let mut allowed = named.clone();
-    allowed.extend(candidates.iter().copied().filter(|g| {
-        matches!(
-            g,
-            NetGrant::To {
-                host: Host::Block { .. } | Host::Loopback,
-                ..
-            }
-        )
-    }));
-    match addrs.iter().find(|a| allows_addr(&allowed, true, a.ip())) {
-        Some(addr) => Ok(Checked {
-            addr: *addr,
-            scheme,
-            host,
-        }),
+    let found = addrs
+        .iter()
+        .find(|a| candidates.iter().any(|g| permits(g, Some(&host), a.ip())))
+        .copied();
+    match found {
+        Some(addr) => Ok(Checked { addr, scheme, host }),
         None => Err(format!(
             "{host} resolves to {} which no grant lists (internal addresses need a grant by address)",
             addrs

@@ -5,6 +5,7 @@
 use crate::log_pipe::LogPipe;
 use crate::outbound::Outbound;
 use lambent_core::FunctionSpec;
+use lambent_core::grant::NetGrant;
 use lambent_runtime::host::Host;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +28,13 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(spec: Arc<FunctionSpec>, host: Option<Host>, deadline: Instant) -> Self {
+    /// `grants` are the function's `net` grants, parsed once per instance.
+    pub fn new(
+        spec: Arc<FunctionSpec>,
+        grants: Arc<[NetGrant]>,
+        host: Option<Host>,
+        deadline: Instant,
+    ) -> Self {
         let log = LogPipe::default();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(log.clone()).stderr(log.clone());
@@ -37,7 +44,7 @@ impl State {
         // names are not looked up): outbound access is wasi:http, checked per request.
         wasi.allow_ip_name_lookup(false);
         let outbound = Outbound {
-            grants: spec.net_grants().into(),
+            grants,
             log: log.clone(),
         };
         Self {
