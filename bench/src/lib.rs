@@ -134,7 +134,7 @@ pub async fn engine(
         Arc::new(lambent_runtime_process::ProcessRuntime::new(
             data, isolation,
         )?),
-        Arc::new(lambent_engine::keepalive::Fixed(Duration::from_secs(600))),
+        Arc::new(lambent_engine::keepalive::Fixed::new(600_000)),
     )
     .await?)
 }

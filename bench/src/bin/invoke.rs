@@ -47,6 +47,7 @@ fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
         spec: FunctionSpec {
             role: None,
             on_failure: None,
+            keep_alive: None,
             name: "noop".into(),
             runtime: RuntimeKind::parse("python3.11")?,
             handler: "app.handler".into(),

@@ -24,6 +24,7 @@ fn spec(name: &str) -> Result<FunctionSpec> {
         grants: Vec::new(),
         role: None,
         on_failure: None,
+        keep_alive: None,
     })
 }
 

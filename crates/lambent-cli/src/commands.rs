@@ -23,7 +23,7 @@ fn data_arg(data: Option<String>) -> Result<Option<Vec<u8>>> {
 
 pub async fn run(client: Client, command: Command) -> Result<()> {
     match command {
-        Command::Serve(_) | Command::Up(_) => {
+        Command::Serve(_) | Command::Up(_) | Command::Simulate(_) => {
             bail!("this command runs a node; it is not a client command")
         }
         Command::Schedules(c) => crate::source_commands::schedules(&client, c).await,
@@ -287,6 +287,7 @@ async fn deploy(client: &Client, args: DeployArgs) -> Result<()> {
     set("retry_base_delay_ms", args.retry_delay_ms.map(Value::from));
     set("description", args.description.map(Value::from));
     set("on_failure", args.on_failure.map(Value::from));
+    set("keep_alive", args.keep_alive.map(Value::from));
     if !args.grants.is_empty() || args.no_grants {
         set("grants", Some(json!(args.grants)));
     }

@@ -5,6 +5,7 @@ mod commands;
 mod manifest;
 mod package;
 mod serve;
+mod simulate;
 mod source_commands;
 mod up;
 
@@ -97,6 +98,8 @@ enum Command {
     Dlq(DlqCommand),
     /// Delivery counts and warm instances of the node.
     Status,
+    /// Replay an invocation trace through keep-alive policies (no node needed).
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Args)]
@@ -143,6 +146,10 @@ struct DeployArgs {
     /// gives up on ("" removes it).
     #[arg(long)]
     on_failure: Option<String>,
+    /// This function's keep-alive policy instead of the node's: `fixed:10m`,
+    /// `histogram`, `mdp`, `mdp:cost-ratio=R` ("" returns to the node's).
+    #[arg(long)]
+    keep_alive: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -246,6 +253,9 @@ async fn run() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Up(args) => up::run(cli.server, args).await,
+        Command::Simulate(args) => tokio::task::spawn_blocking(move || simulate::run(args))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the simulation failed: {e}"))),
         other => {
             let server = cli.server.as_deref().unwrap_or("http://127.0.0.1:9000");
             commands::run(client::Client::new(server), other).await

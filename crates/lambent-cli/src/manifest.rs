@@ -83,6 +83,8 @@ pub struct FunctionEntry {
     pub retry_delay_ms: Option<u64>,
     /// A function that gets the failure record of each event this one gives up on.
     pub on_failure: Option<String>,
+    /// The function's own keep-alive policy (`fixed:10m`, `histogram`, `mdp:cost-ratio=R`).
+    pub keep_alive: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

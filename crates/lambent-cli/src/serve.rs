@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lambent_engine::keepalive::Fixed;
+use lambent_engine::keepalive::{KeepAlivePolicy, parse_policy};
 use lambent_engine::{Engine, EngineConfig};
 use lambent_runtime::Runtimes;
 use lambent_runtime_process::ProcessRuntime;
@@ -25,9 +25,11 @@ pub struct ServeArgs {
     /// Data-plane address: the HTTP routes (port 0 picks a free port; printed second).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
-    /// How long an idle instance stays warm (seconds) before it is dropped.
-    #[arg(long, default_value_t = 600)]
-    keep_alive: u64,
+    /// Keep-alive policy: when idle instances are dropped and pre-warmed. `fixed:10m`
+    /// (or plain seconds), `histogram`, `mdp`, `mdp:cost-ratio=R`; a function may
+    /// name its own at deploy.
+    #[arg(long, default_value = "fixed:10m", value_parser = parse_keep_alive)]
+    keep_alive: Arc<dyn KeepAlivePolicy>,
     /// Largest event accepted, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     max_event_bytes: usize,
@@ -152,8 +154,7 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
         dedup_window: args.dedup_window,
         ..EngineConfig::default()
     };
-    let policy = Arc::new(Fixed(Duration::from_secs(args.keep_alive)));
-    let engine = Engine::start(config, stores, runtimes, policy).await?;
+    let engine = Engine::start(config, stores, runtimes, args.keep_alive.clone()).await?;
     let open_files = raise_open_file_limit();
     // Leave descriptors for instances (pipes, sockets) and the database.
     let max_connections = args
@@ -280,6 +281,10 @@ pub async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+fn parse_keep_alive(s: &str) -> Result<Arc<dyn KeepAlivePolicy>, String> {
+    parse_policy(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

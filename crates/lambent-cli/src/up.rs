@@ -232,6 +232,7 @@ fn deploy_body(app: &Loaded, name: &str, f: &FunctionEntry) -> Result<Value> {
         "max_event_age_s": f.max_event_age.unwrap_or(retry.max_event_age_s),
         "retry_base_delay_ms": f.retry_delay_ms.unwrap_or(retry.base_delay_ms),
         "on_failure": f.on_failure.clone().unwrap_or_default(),
+        "keep_alive": f.keep_alive.clone().unwrap_or_default(),
         "code_zip_base64": base64::engine::general_purpose::STANDARD.encode(zip),
     }))
 }

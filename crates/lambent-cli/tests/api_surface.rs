@@ -227,6 +227,55 @@ fn idle_instances_are_dropped_after_the_keep_alive_and_the_next_call_is_cold() {
     assert_eq!(node.invocations("echo").pop().unwrap()["cold"], true);
 }
 
+/// The node's policy and a function's own: shown in status, applied by the pool, a
+/// bad one refused at deploy.
+#[test]
+fn keep_alive_policies_are_the_nodes_or_a_functions_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        &tmp.path().join("data"),
+        &["--keep-alive", "mdp:cost-ratio=5"],
+    );
+    assert_eq!(node.get("/v1/status")["keep_alive"], "mdp:cost-ratio=5");
+    let _code = deploy_echo(&node, "echo");
+    let out = node.cli(&["deploy", "echo", "--keep-alive", "lru"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown keep-alive policy \"lru\""), "{err}");
+    let pool = |node: &Node| {
+        let status = node.get("/v1/status");
+        status["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["function"] == "echo")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    node.ok(&["invoke", "echo", "--data", "1"]);
+    assert_eq!(pool(&node)["policy"], "mdp:cost-ratio=5");
+    // Its own policy: kept one second, then dropped as expired.
+    node.ok(&["deploy", "echo", "--keep-alive", "fixed:1s"]);
+    node.ok(&["invoke", "echo", "--data", "2"]);
+    let p = pool(&node);
+    assert_eq!(p["policy"], "fixed:1s", "{p}");
+    assert_eq!(p["schedule"], "keep 1 s", "{p}");
+    wait_for("the idle instance to expire", || {
+        let p = pool(&node);
+        (p["idle"] == 0 && p["evictions"]["expired"] == 1).then_some(())
+    });
+    let p = pool(&node);
+    assert_eq!(
+        (p["invocations"].clone(), p["cold_starts"].clone()),
+        (json!(2), json!(2)),
+        "{p}"
+    );
+    // "" returns it to the node's policy.
+    node.ok(&["deploy", "echo", "--keep-alive", ""]);
+    node.ok(&["invoke", "echo", "--data", "3"]);
+    assert_eq!(pool(&node)["policy"], "mdp:cost-ratio=5");
+}
+
 #[test]
 fn a_relative_data_dir_works() {
     let tmp = tempfile::tempdir().unwrap();

@@ -197,6 +197,10 @@ pub struct FunctionSpec {
     /// gives up on (Lambda's on-failure destination); the dead letter stays too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<String>,
+    /// This function's keep-alive policy (`fixed:10m`, `histogram`, `mdp:cost-ratio=R`)
+    /// instead of the node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<String>,
 }
 
 /// Variables the runtime sets itself (LAMBDA-COMPAT.md); a function may not set them,
@@ -388,6 +392,7 @@ mod tests {
         FunctionSpec {
             role: None,
             on_failure: None,
+            keep_alive: None,
             name: "event_listener".into(),
             runtime: RuntimeKind::parse("python3.8").unwrap(),
             handler: "event_listener.event_listener".into(),

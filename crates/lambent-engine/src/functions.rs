@@ -37,6 +37,10 @@ pub struct DeployRequest {
     /// the previous version's.
     #[serde(default)]
     pub on_failure: Option<String>,
+    /// The function's own keep-alive policy (empty: the node's); absent keeps the
+    /// previous version's.
+    #[serde(default)]
+    pub keep_alive: Option<String>,
     /// The code as a zip archive.
     #[serde(skip)]
     pub code_zip: Option<Vec<u8>>,
@@ -112,6 +116,17 @@ impl DeployRequest {
                 Some(dest) if dest.is_empty() => None,
                 Some(dest) => Some(dest.clone()),
                 None => previous.and_then(|p| p.on_failure.clone()),
+            },
+            keep_alive: match &self.keep_alive {
+                Some(policy) if policy.is_empty() => None,
+                Some(policy) => Some(
+                    lambent_scale::parse_policy(policy)
+                        .map_err(|e| {
+                            EngineError::Invalid(format!("function `{}`: {e}", self.name))
+                        })?
+                        .name(),
+                ),
+                None => previous.and_then(|p| p.keep_alive.clone()),
             },
         };
         spec.validate()?;

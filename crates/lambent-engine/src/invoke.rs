@@ -310,7 +310,7 @@ impl Engine {
                 client_context: options.client_context.clone(),
             })
             .await;
-        self.inner.pool.checkin(&spec.name, checkout).await;
+        self.inner.pool.checkin(spec, checkout).await;
         let kind = result.outcome.kind();
         let error = result.outcome.error();
         let payload = match result.outcome {

@@ -385,4 +385,10 @@ impl Engine {
     pub fn keep_alive_policy(&self) -> String {
         self.inner.pool.policy().name()
     }
+
+    /// Each function's instance pool: size, keep-alive schedule, cold starts,
+    /// pre-warms, evictions by reason.
+    pub fn pool_status(&self) -> Vec<pool::PoolStatus> {
+        self.inner.pool.status()
+    }
 }

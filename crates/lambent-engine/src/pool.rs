@@ -1,10 +1,13 @@
 //! The instance pool: warm instances per function, reused across invocations; a cold
 //! start only when none is idle; at most `concurrency` instances busy per function;
-//! idle ones dropped by the keep-alive policy (scale to zero).
+//! idle ones dropped, and pre-warmed, by the function's keep-alive policy (scale to
+//! zero). The decisions are `lambent_scale::Warmth`'s — the state machine
+//! `lambent simulate` runs — on a wall clock; this module holds the instances.
 
 use crate::keepalive::KeepAlivePolicy;
 use lambent_core::FunctionSpec;
 use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
+use lambent_scale::{Action, EvictReason, Profile, Start, Warmth, WarmthStats};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,12 +17,56 @@ use tokio::sync::Notify;
 struct Idle {
     version: u64,
     instance: Box<dyn Instance>,
-    since: Instant,
+}
+
+/// What a pre-warm starts: the function as it was last invoked.
+#[derive(Clone)]
+struct Template {
+    spec: FunctionSpec,
+    version: u64,
+    code_dir: PathBuf,
 }
 
 struct FunctionPool {
     slots: Arc<Slots>,
-    idle: Vec<Idle>,
+    warmth: Warmth,
+    /// The policy (by name) and memory `warmth` was made for.
+    made_for: (String, u32),
+    /// Idle instances that are running, by the id `warmth` knows them by (a pre-warm
+    /// still starting is in `warmth` but not here yet).
+    idle: HashMap<u64, Idle>,
+    template: Option<Template>,
+    /// Pre-warms `warmth` asked for that are not started yet.
+    prewarms: Vec<u64>,
+}
+
+impl FunctionPool {
+    /// Hands out `warmth`'s actions: instances to stop; pre-warms are queued.
+    fn apply(&mut self, actions: &mut Vec<Action>, stop: &mut Vec<Box<dyn Instance>>) {
+        for action in actions.drain(..) {
+            match action {
+                Action::Evict { id, .. } => {
+                    self.prewarms.retain(|p| *p != id);
+                    stop.extend(self.idle.remove(&id).map(|i| i.instance));
+                }
+                Action::Prewarm { id } => self.prewarms.push(id),
+            }
+        }
+    }
+
+    /// Drops idle instances that can no longer serve (their process died).
+    fn drop_unusable(&mut self, now: u64, stop: &mut Vec<Box<dyn Instance>>) {
+        let dead: Vec<u64> = self
+            .idle
+            .iter()
+            .filter(|(_, i)| !i.instance.is_usable())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.warmth.remove(now, id, EvictReason::Unusable);
+            stop.extend(self.idle.remove(&id).map(|i| i.instance));
+        }
+    }
 }
 
 /// A function's concurrency: its limit and how many slots are taken. One per
@@ -77,16 +124,36 @@ pub struct Checkout {
     pub instance: Box<dyn Instance>,
     pub version: u64,
     pub cold: bool,
+    id: u64,
     _slot: Slot,
 }
 
-/// How often idle instances are checked against the keep-alive policy.
+/// How often idle instances are checked against the keep-alive policy (and due
+/// pre-warms started).
 pub const REAP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A function's pool, for status output and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolStatus {
+    pub function: String,
+    pub policy: String,
+    /// The schedule in force, in words.
+    pub schedule: String,
+    pub idle: usize,
+    pub busy: u32,
+    pub invocations: u64,
+    pub cold_starts: u64,
+    pub prewarms: u64,
+    pub evictions: std::collections::BTreeMap<&'static str, u64>,
+    pub idle_memory_gb_s: f64,
+}
 
 pub struct Pool {
     runtime: Arc<dyn Runtime>,
     policy: Arc<dyn KeepAlivePolicy>,
     functions: Mutex<HashMap<String, FunctionPool>>,
+    /// Time zero of the pool's clock (`Warmth` runs on milliseconds).
+    epoch: Instant,
     /// The node's services for instances (set once the engine exists).
     host: std::sync::OnceLock<lambent_runtime::host::Host>,
 }
@@ -97,6 +164,7 @@ impl Pool {
             runtime,
             policy,
             functions: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
             host: std::sync::OnceLock::new(),
         }
     }
@@ -111,12 +179,31 @@ impl Pool {
         &self.runtime
     }
 
+    /// The node's default keep-alive policy.
     pub fn policy(&self) -> &Arc<dyn KeepAlivePolicy> {
         &self.policy
     }
 
-    /// The function's slots, with its limit as `spec` states it now.
-    fn slots(&self, spec: &FunctionSpec) -> Arc<Slots> {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The policy for `spec`: its own if it names one, else the node's.
+    fn policy_for(&self, spec: &FunctionSpec) -> Arc<dyn KeepAlivePolicy> {
+        match spec.keep_alive.as_deref().map(lambent_scale::parse_policy) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                tracing::warn!(function = %spec.name, error = %e, "using the node's keep-alive policy");
+                self.policy.clone()
+            }
+            None => self.policy.clone(),
+        }
+    }
+
+    /// Runs `f` on the function's pool, made (or its policy remade) for `spec`.
+    fn with_function<T>(&self, spec: &FunctionSpec, f: impl FnOnce(&mut FunctionPool) -> T) -> T {
+        let policy = self.policy_for(spec);
+        let made_for = (policy.name(), spec.memory_mb);
         let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map
             .entry(spec.name.clone())
@@ -128,15 +215,33 @@ impl Pool {
                     }),
                     freed: Notify::new(),
                 }),
-                idle: Vec::new(),
+                warmth: Warmth::new(
+                    policy.for_function(Profile {
+                        memory_mb: spec.memory_mb,
+                    }),
+                    spec.memory_mb,
+                ),
+                made_for: made_for.clone(),
+                idle: HashMap::new(),
+                template: None,
+                prewarms: Vec::new(),
             });
+        if entry.made_for != made_for {
+            entry.warmth.set_policy(
+                policy.for_function(Profile {
+                    memory_mb: spec.memory_mb,
+                }),
+                spec.memory_mb,
+            );
+            entry.made_for = made_for;
+        }
         entry.slots.set_limit(spec.concurrency);
-        entry.slots.clone()
+        f(entry)
     }
 
     /// Waits for a concurrency slot of the function.
     pub async fn wait_slot(&self, spec: &FunctionSpec) -> Slot {
-        let slots = self.slots(spec);
+        let slots = self.with_function(spec, |p| p.slots.clone());
         loop {
             let freed = slots.freed.notified();
             tokio::pin!(freed);
@@ -150,7 +255,7 @@ impl Pool {
 
     /// A free concurrency slot of the function, if there is one now.
     pub fn try_slot(&self, spec: &FunctionSpec) -> Option<Slot> {
-        self.slots(spec).try_take()
+        self.with_function(spec, |p| p.slots.try_take())
     }
 
     /// Slots of a function in use now.
@@ -171,20 +276,44 @@ impl Pool {
         version: u64,
         code_dir: PathBuf,
     ) -> Result<Checkout, RuntimeError> {
-        self.policy.on_invocation(&spec.name);
-        let (warm, stale) = self.take_idle(&spec.name, version);
-        for old in stale {
-            old.instance.shutdown().await;
+        let now = self.now();
+        let mut stop = Vec::new();
+        let (start, warm) = self.with_function(spec, |pool| {
+            pool.template = Some(Template {
+                spec: spec.clone(),
+                version,
+                code_dir: code_dir.clone(),
+            });
+            pool.drop_unusable(now, &mut stop);
+            let mut actions = Vec::new();
+            // Idle instances of other versions stay: an alias may route between two.
+            let idle = &pool.idle;
+            let start = pool.warmth.arrive(
+                now,
+                |id| idle.get(&id).is_some_and(|i| i.version == version),
+                &mut actions,
+            );
+            pool.apply(&mut actions, &mut stop);
+            let warm = match start {
+                Start::Warm(id) => pool.idle.remove(&id),
+                Start::Cold(_) => None,
+            };
+            (start, warm)
+        });
+        for old in stop {
+            old.shutdown().await;
         }
-        if let Some(instance) = warm {
+        let (Start::Warm(id) | Start::Cold(id)) = start;
+        if let Some(idle) = warm {
             return Ok(Checkout {
-                instance,
+                instance: idle.instance,
                 version,
                 cold: false,
+                id,
                 _slot: slot,
             });
         }
-        let instance = self
+        let started = self
             .runtime
             .start(InstanceConfig {
                 spec: spec.clone(),
@@ -192,84 +321,141 @@ impl Pool {
                 code_dir,
                 host: self.host.get().cloned(),
             })
-            .await?;
-        Ok(Checkout {
-            instance,
-            version,
-            cold: true,
-            _slot: slot,
-        })
-    }
-
-    /// The most recently used usable idle instance of `version`; unusable idle
-    /// instances are handed back for shutdown. Idle instances of other versions stay:
-    /// an alias may route between two versions. (A deploy evicts the function's idle
-    /// instances; one of an older version checked in after it goes at keep-alive.)
-    fn take_idle(&self, function: &str, version: u64) -> (Option<Box<dyn Instance>>, Vec<Idle>) {
-        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(pool) = map.get_mut(function) else {
-            return (None, Vec::new());
-        };
-        let (usable, stale): (Vec<Idle>, Vec<Idle>) =
-            pool.idle.drain(..).partition(|i| i.instance.is_usable());
-        pool.idle = usable;
-        let taken = pool
-            .idle
-            .iter()
-            .rposition(|i| i.version == version)
-            .map(|at| pool.idle.remove(at).instance);
-        (taken, stale)
+            .await;
+        match started {
+            Ok(instance) => Ok(Checkout {
+                instance,
+                version,
+                cold: true,
+                id,
+                _slot: slot,
+            }),
+            Err(e) => {
+                self.finished(spec, id, None).await;
+                Err(e)
+            }
+        }
     }
 
     /// Returns an instance after an invocation; an unusable one is shut down.
-    pub async fn checkin(&self, function: &str, checkout: Checkout) {
+    pub async fn checkin(&self, spec: &FunctionSpec, checkout: Checkout) {
         let Checkout {
-            instance, version, ..
+            instance,
+            version,
+            id,
+            ..
         } = checkout;
-        if !instance.is_usable() {
-            instance.shutdown().await;
-            return;
-        }
-        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pool) = map.get_mut(function) {
-            pool.idle.push(Idle {
-                version,
-                instance,
-                since: Instant::now(),
-            });
+        let usable = instance.is_usable().then_some(Idle { version, instance });
+        self.finished(spec, id, usable).await;
+    }
+
+    /// Instance `id` of the function is no longer busy; `idle` is kept if given.
+    async fn finished(&self, spec: &FunctionSpec, id: u64, idle: Option<Idle>) {
+        let now = self.now();
+        let mut stop = Vec::new();
+        self.with_function(spec, |pool| {
+            let mut actions = Vec::new();
+            pool.warmth.finish(now, id, idle.is_some(), &mut actions);
+            if let Some(idle) = idle {
+                pool.idle.insert(id, idle);
+            }
+            pool.apply(&mut actions, &mut stop);
+        });
+        for old in stop {
+            old.shutdown().await;
         }
     }
 
-    /// Drops idle instances the policy no longer keeps; returns how many.
+    /// Drops idle instances the policy no longer keeps and starts the pre-warms it
+    /// asks for; returns how many were dropped.
     pub async fn reap(&self) -> usize {
-        let expired: Vec<Idle> = {
+        let now = self.now();
+        let mut stop = Vec::new();
+        let mut prewarm: Vec<(u64, Template)> = Vec::new();
+        {
             let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-            let mut out = Vec::new();
-            for (name, pool) in map.iter_mut() {
-                let keep_for = self.policy.keep_alive(name);
-                let (keep, drop): (Vec<Idle>, Vec<Idle>) = pool
-                    .idle
-                    .drain(..)
-                    .partition(|i| i.since.elapsed() < keep_for && i.instance.is_usable());
-                pool.idle = keep;
-                out.extend(drop);
+            for pool in map.values_mut() {
+                pool.drop_unusable(now, &mut stop);
+                let mut actions = Vec::new();
+                pool.warmth.advance(now, &mut actions);
+                pool.apply(&mut actions, &mut stop);
+                match &pool.template {
+                    Some(t) => prewarm.extend(pool.prewarms.drain(..).map(|id| (id, t.clone()))),
+                    None => {
+                        for id in pool.prewarms.drain(..) {
+                            pool.warmth.remove(now, id, EvictReason::Replaced);
+                        }
+                    }
+                }
             }
-            out
-        };
-        let n = expired.len();
-        for idle in expired {
-            idle.instance.shutdown().await;
+        }
+        let n = stop.len();
+        for old in stop {
+            old.shutdown().await;
+        }
+        for (id, t) in prewarm {
+            self.prewarm(id, t).await;
         }
         n
     }
 
-    /// Drops every idle instance of a function (deleted or redeployed).
-    pub async fn evict(&self, function: &str) {
-        let idle = {
+    /// Starts a pre-warmed instance and keeps it idle under `id`, unless the policy
+    /// dropped that id while it started.
+    async fn prewarm(&self, id: u64, t: Template) {
+        let started = self
+            .runtime
+            .start(InstanceConfig {
+                spec: t.spec.clone(),
+                version: t.version,
+                code_dir: t.code_dir.clone(),
+                host: self.host.get().cloned(),
+            })
+            .await;
+        let now = self.now();
+        let surplus = {
             let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-            map.get_mut(function)
-                .map(|p| std::mem::take(&mut p.idle))
-                .unwrap_or_default()
+            let pool = map.get_mut(&t.spec.name);
+            match (started, pool) {
+                (Ok(instance), Some(pool)) if pool.warmth.idle().any(|(i, _)| i == id) => {
+                    pool.idle.insert(
+                        id,
+                        Idle {
+                            version: t.version,
+                            instance,
+                        },
+                    );
+                    None
+                }
+                (Ok(instance), _) => Some(instance),
+                (Err(e), pool) => {
+                    tracing::warn!(function = %t.spec.name, error = %e, "pre-warm failed");
+                    if let Some(pool) = pool {
+                        pool.warmth.remove(now, id, EvictReason::Unusable);
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(instance) = surplus {
+            instance.shutdown().await;
+        }
+    }
+
+    /// Drops every idle instance of a function (deleted or redeployed); pre-warms
+    /// wait for its next invocation.
+    pub async fn evict(&self, function: &str) {
+        let now = self.now();
+        let idle: Vec<Idle> = {
+            let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get_mut(function) {
+                Some(pool) => {
+                    pool.warmth.drain(now, EvictReason::Replaced);
+                    pool.template = None;
+                    pool.prewarms.clear();
+                    pool.idle.drain().map(|(_, i)| i).collect()
+                }
+                None => Vec::new(),
+            }
         };
         for i in idle {
             i.instance.shutdown().await;
@@ -278,12 +464,12 @@ impl Pool {
 
     /// Stops every idle instance (the node is stopping).
     pub async fn evict_all(&self) {
-        let idle: Vec<Idle> = {
-            let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-            map.values_mut().flat_map(|p| p.idle.drain(..)).collect()
+        let names: Vec<String> = {
+            let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            map.keys().cloned().collect()
         };
-        for i in idle {
-            i.instance.shutdown().await;
+        for name in names {
+            self.evict(&name).await;
         }
     }
 
@@ -294,6 +480,34 @@ impl Pool {
         v.sort();
         v
     }
+
+    /// Each function's pool: size, policy, schedule, counters.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<PoolStatus> = map
+            .iter()
+            .map(|(name, p)| {
+                let s: &WarmthStats = p.warmth.stats();
+                PoolStatus {
+                    function: name.clone(),
+                    policy: p.made_for.0.clone(),
+                    schedule: p.warmth.plan().to_string(),
+                    idle: p.idle.len(),
+                    busy: p.warmth.busy(),
+                    invocations: s.arrivals,
+                    cold_starts: s.cold_starts,
+                    prewarms: s.prewarms,
+                    evictions: EvictReason::ALL
+                        .iter()
+                        .map(|r| (r.as_str(), s.evictions(*r)))
+                        .collect(),
+                    idle_memory_gb_s: s.wasted_mb_ms as f64 / 1024.0 / 1000.0,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.function.cmp(&b.function));
+        v
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +516,9 @@ mod tests {
     use crate::keepalive::Fixed;
     use lambent_core::{FunctionSpec, RuntimeKind};
     use lambent_runtime::{Instance, InstanceConfig};
+    use lambent_runtime::{InvokeRequest, InvokeResult};
+    use lambent_scale::{FunctionPolicy, Schedule};
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     struct NoRuntime;
 
@@ -318,6 +535,7 @@ mod tests {
         FunctionSpec {
             role: None,
             on_failure: None,
+            keep_alive: None,
             name: "f".into(),
             runtime: RuntimeKind::parse("provided").unwrap_or_else(|e| panic!("{e}")),
             handler: String::new(),
@@ -335,7 +553,7 @@ mod tests {
     /// that hold slots of the old limit.
     #[test]
     fn the_concurrency_limit_holds_across_a_limit_change() {
-        let pool = Pool::new(Arc::new(NoRuntime), Arc::new(Fixed(Duration::from_secs(1))));
+        let pool = Pool::new(Arc::new(NoRuntime), Arc::new(Fixed::new(1000)));
         let held = [pool.try_slot(&spec(2)), pool.try_slot(&spec(2))];
         assert!(held.iter().all(Option::is_some));
         assert!(pool.try_slot(&spec(2)).is_none());
@@ -358,10 +576,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_gets_the_slot_freed_by_a_raised_limit() {
-        let pool = Arc::new(Pool::new(
-            Arc::new(NoRuntime),
-            Arc::new(Fixed(Duration::from_secs(1))),
-        ));
+        let pool = Arc::new(Pool::new(Arc::new(NoRuntime), Arc::new(Fixed::new(1000))));
         let _held = pool.try_slot(&spec(1));
         let waiter = {
             let pool = pool.clone();
@@ -377,5 +592,90 @@ mod tests {
             .expect("the waiter was not woken by the raised limit");
         let _got = got.unwrap();
         assert_eq!(pool.busy("f"), 3);
+    }
+
+    /// A runtime whose instances answer nothing but count their starts.
+    #[derive(Default)]
+    struct Counting(Arc<AtomicU32>);
+
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl Instance for Idle {
+        async fn invoke(&mut self, _request: InvokeRequest) -> InvokeResult {
+            unreachable!("the pool never invokes")
+        }
+        fn is_usable(&self) -> bool {
+            true
+        }
+        async fn shutdown(self: Box<Self>) {}
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for Counting {
+        async fn start(&self, _config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(Idle))
+        }
+    }
+
+    /// Evict at once, pre-warm 50 ms into the idle period for a minute.
+    #[derive(Debug)]
+    struct PrewarmSoon;
+
+    impl KeepAlivePolicy for PrewarmSoon {
+        fn name(&self) -> String {
+            "prewarm-soon".into()
+        }
+        fn for_function(&self, _profile: Profile) -> Box<dyn FunctionPolicy> {
+            struct F;
+            impl FunctionPolicy for F {
+                fn observe_idle(&mut self, _idle_ms: u64) {}
+                fn schedule(&mut self) -> Schedule {
+                    Schedule::from_windows([(50, 60_000)])
+                }
+            }
+            Box::new(F)
+        }
+    }
+
+    /// The live pool follows the policy's schedule: the finished instance goes at
+    /// once, a pre-warm is started when its window opens, and it serves the next call.
+    #[tokio::test]
+    async fn the_pool_evicts_and_pre_warms_on_the_policys_schedule() {
+        let starts = Arc::new(AtomicU32::new(0));
+        let pool = Pool::new(Arc::new(Counting(starts.clone())), Arc::new(PrewarmSoon));
+        let f = spec(2);
+        let slot = pool.try_slot(&f).unwrap();
+        let c = pool.checkout(slot, &f, 1, PathBuf::new()).await.unwrap();
+        assert!(c.cold);
+        pool.checkin(&f, c).await;
+        assert_eq!(pool.idle_counts(), vec![("f".into(), 0)], "evicted at once");
+        // The window opens 50 ms into the idle period (a wait, not a speed claim).
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        pool.reap().await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "the pre-warm started");
+        assert_eq!(pool.idle_counts(), vec![("f".into(), 1)]);
+        let slot = pool.try_slot(&f).unwrap();
+        let c = pool.checkout(slot, &f, 1, PathBuf::new()).await.unwrap();
+        assert!(!c.cold, "the pre-warmed instance served the call");
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        let status = &pool.status()[0];
+        assert_eq!(
+            (status.invocations, status.cold_starts, status.prewarms),
+            (2, 1, 1)
+        );
+        assert_eq!(status.evictions["expired"], 1);
+        assert_eq!(status.busy, 1);
+        // A deploy drops the function's idle instances and its pre-warm template.
+        pool.checkin(&f, c).await;
+        pool.evict("f").await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        pool.reap().await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            2,
+            "no pre-warm of a replaced version"
+        );
     }
 }

@@ -122,7 +122,7 @@ async fn start(stores: Stores, runtime: Arc<dyn Runtime>) -> Engine {
         EngineConfig::default(),
         stores,
         runtime,
-        Arc::new(Fixed(Duration::from_secs(60))),
+        Arc::new(Fixed::new(60_000)),
     )
     .await
     .unwrap()

@@ -15,6 +15,7 @@ fn spec(name: &str, runtime: &str, handler: &str, timeout_s: u32) -> FunctionSpe
     FunctionSpec {
         role: None,
         on_failure: None,
+        keep_alive: None,
         name: name.into(),
         runtime: RuntimeKind::parse(runtime).unwrap(),
         handler: handler.into(),

@@ -9,7 +9,6 @@ use lambent_sources::Scheduler;
 use lambent_sqlite::{FsCodeStore, SqliteOptions, SqliteStore};
 use lambent_store::ManualClock;
 use std::sync::Arc;
-use std::time::Duration;
 
 struct NoRuntime;
 
@@ -41,7 +40,7 @@ pub async fn node(dir: &std::path::Path, clock: &ManualClock) -> (Engine, Schedu
         },
         stores,
         Arc::new(NoRuntime),
-        Arc::new(Fixed(Duration::from_secs(60))),
+        Arc::new(Fixed::new(60_000)),
     )
     .await
     .unwrap();
