@@ -320,6 +320,7 @@ pub async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
         "warm_instances": s.engine.warm_instances().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "keep_alive": s.engine.keep_alive_policy(),
         "pools": s.engine.pool_status(),
+        "memory": s.engine.memory_status(),
         "isolation": s.node.isolation,
         "sources": s.engine.source_statuses(),
         "limits": &*s.node,

@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// name its own at deploy.
     #[arg(long, default_value = "fixed:10m", value_parser = parse_keep_alive)]
     keep_alive: Arc<dyn KeepAlivePolicy>,
+    /// The most memory (MB, by the functions' `--memory`) the node's instances may
+    /// hold: starting one past it evicts idle instances, those least worth keeping
+    /// first (Greedy-Dual: calls × cold-start time / memory, aged). Default: none.
+    #[arg(long)]
+    memory_budget: Option<u64>,
     /// Largest event accepted, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     max_event_bytes: usize,
@@ -152,6 +157,7 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
         max_event_bytes: args.max_event_bytes,
         retention: args.retention.0,
         dedup_window: args.dedup_window,
+        memory_budget_mb: args.memory_budget,
         ..EngineConfig::default()
     };
     let engine = Engine::start(config, stores, runtimes, args.keep_alive.clone()).await?;

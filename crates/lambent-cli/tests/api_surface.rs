@@ -234,9 +234,11 @@ fn keep_alive_policies_are_the_nodes_or_a_functions_own() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start_with(
         &tmp.path().join("data"),
-        &["--keep-alive", "mdp:cost-ratio=5"],
+        &["--keep-alive", "mdp:cost-ratio=5", "--memory-budget", "4096"],
     );
-    assert_eq!(node.get("/v1/status")["keep_alive"], "mdp:cost-ratio=5");
+    let status = node.get("/v1/status");
+    assert_eq!(status["keep_alive"], "mdp:cost-ratio=5");
+    assert_eq!(status["memory"]["budget_mb"], 4096);
     let _code = deploy_echo(&node, "echo");
     let out = node.cli(&["deploy", "echo", "--keep-alive", "lru"]);
     assert!(!out.status.success());
@@ -254,6 +256,9 @@ fn keep_alive_policies_are_the_nodes_or_a_functions_own() {
     };
     node.ok(&["invoke", "echo", "--data", "1"]);
     assert_eq!(pool(&node)["policy"], "mdp:cost-ratio=5");
+    // No idle time seen yet: the MDP's ski rental, 5 GB-min / 0.125 GB = 40 min.
+    assert_eq!(pool(&node)["schedule"], "keep 40.0 min");
+    assert_eq!(node.get("/v1/status")["memory"]["in_use_mb"], 128);
     // Its own policy: kept one second, then dropped as expired.
     node.ok(&["deploy", "echo", "--keep-alive", "fixed:1s"]);
     node.ok(&["invoke", "echo", "--data", "2"]);

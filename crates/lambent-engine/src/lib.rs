@@ -66,6 +66,8 @@ pub struct EngineConfig {
     pub compaction_interval: Duration,
     /// The wall clock of schedules and key expiry (tests inject a manual one).
     pub clock: NodeClock,
+    /// The most memory the node's instances may hold, in MB (`None`: no budget).
+    pub memory_budget_mb: Option<u64>,
 }
 
 /// The node's clock, shared.
@@ -100,6 +102,7 @@ impl Default for EngineConfig {
             dedup_window: Duration::from_secs(24 * 3600),
             compaction_interval: Duration::from_secs(60),
             clock: NodeClock::default(),
+            memory_budget_mb: None,
         }
     }
 }
@@ -240,11 +243,12 @@ impl Engine {
         policy: Arc<dyn KeepAlivePolicy>,
     ) -> Result<Self> {
         let (records, record_writer) = records::RecordWriter::start(stores.invocations.clone());
+        let budget = config.memory_budget_mb;
         let engine = Self {
             inner: Arc::new(Inner {
                 config,
                 stores,
-                pool: Pool::new(runtime, policy),
+                pool: Pool::new(runtime, policy).with_memory_budget(budget),
                 router: Router::default(),
                 wake: Notify::new(),
                 pumps: Mutex::new(HashMap::new()),
@@ -390,5 +394,10 @@ impl Engine {
     /// pre-warms, evictions by reason.
     pub fn pool_status(&self) -> Vec<pool::PoolStatus> {
         self.inner.pool.status()
+    }
+
+    /// The instances' memory against the node's budget.
+    pub fn memory_status(&self) -> pool::MemoryStatus {
+        self.inner.pool.memory()
     }
 }

@@ -7,7 +7,9 @@
 use crate::keepalive::KeepAlivePolicy;
 use lambent_core::FunctionSpec;
 use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
-use lambent_scale::{Action, EvictReason, Profile, Start, Warmth, WarmthStats};
+use lambent_scale::{
+    Action, EvictReason, GreedyDual, Priority, Profile, Start, Warmth, WarmthStats,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,8 @@ use tokio::sync::Notify;
 struct Idle {
     version: u64,
     instance: Box<dyn Instance>,
+    /// Its place in the memory budget's eviction order.
+    priority: Priority,
 }
 
 /// What a pre-warm starts: the function as it was last invoked.
@@ -38,6 +42,9 @@ struct FunctionPool {
     template: Option<Template>,
     /// Pre-warms `warmth` asked for that are not started yet.
     prewarms: Vec<u64>,
+    /// How long a cold start of this function takes (a moving average), the cost
+    /// the eviction order weighs.
+    cold_start_ms: f64,
 }
 
 impl FunctionPool {
@@ -67,6 +74,11 @@ impl FunctionPool {
             stop.extend(self.idle.remove(&id).map(|i| i.instance));
         }
     }
+}
+
+/// Memory held by a function's instances: busy, idle, and pre-warms on their way.
+fn in_use_mb(pool: &FunctionPool) -> u64 {
+    (u64::from(pool.warmth.busy()) + pool.warmth.idle_count() as u64) * pool.warmth.memory_mb()
 }
 
 /// A function's concurrency: its limit and how many slots are taken. One per
@@ -132,6 +144,26 @@ pub struct Checkout {
 /// pre-warms started).
 pub const REAP_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A function's cold-start cost before one was measured.
+const ASSUMED_COLD_START_MS: f64 = 100.0;
+
+/// The node's memory budget, for status output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemoryStatus {
+    /// The most memory instances (busy and idle) may hold; `None`: no budget.
+    pub budget_mb: Option<u64>,
+    pub in_use_mb: u64,
+    /// The last eviction the budget forced, and why that instance.
+    pub last_budget_eviction: Option<String>,
+}
+
+/// The eviction order and what it last chose.
+#[derive(Default)]
+struct Evictions {
+    order: GreedyDual,
+    last: Option<String>,
+}
+
 /// A function's pool, for status output and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PoolStatus {
@@ -154,6 +186,9 @@ pub struct Pool {
     functions: Mutex<HashMap<String, FunctionPool>>,
     /// Time zero of the pool's clock (`Warmth` runs on milliseconds).
     epoch: Instant,
+    budget_mb: Option<u64>,
+    /// Locked after `functions` when both are.
+    evictions: Mutex<Evictions>,
     /// The node's services for instances (set once the engine exists).
     host: std::sync::OnceLock<lambent_runtime::host::Host>,
 }
@@ -165,7 +200,86 @@ impl Pool {
             policy,
             functions: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            budget_mb: None,
+            evictions: Mutex::new(Evictions::default()),
             host: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Caps the memory of the node's instances, busy and idle: a start past it evicts
+    /// idle instances, lowest Greedy-Dual priority first. Work is never refused for
+    /// it — with nothing idle left the start goes ahead over the budget — but a
+    /// pre-warm that does not fit is skipped.
+    pub fn with_memory_budget(mut self, budget_mb: Option<u64>) -> Self {
+        self.budget_mb = budget_mb;
+        self
+    }
+
+    /// Evicts idle instances until the instances alive fit the budget; false if
+    /// they still do not (nothing idle is left). `for_function` needs the room.
+    fn make_room(
+        &self,
+        map: &mut HashMap<String, FunctionPool>,
+        now: u64,
+        for_function: &str,
+        stop: &mut Vec<Box<dyn Instance>>,
+    ) -> bool {
+        let Some(budget) = self.budget_mb else {
+            return true;
+        };
+        let mut used: u64 = map.values().map(in_use_mb).sum();
+        let mut evictions = self.evictions.lock().unwrap_or_else(|p| p.into_inner());
+        while used > budget {
+            let candidates = map.iter().flat_map(|(name, p)| {
+                p.idle
+                    .iter()
+                    .map(move |(id, i)| ((name.as_str(), *id), i.priority))
+            });
+            let Some(((name, id), priority)) = evictions.order.choose(candidates) else {
+                return false;
+            };
+            let name = name.to_string();
+            let Some(pool) = map.get_mut(&name) else {
+                return false;
+            };
+            pool.warmth.remove(now, id, EvictReason::Budget);
+            stop.extend(pool.idle.remove(&id).map(|i| i.instance));
+            used = used.saturating_sub(pool.warmth.memory_mb());
+            let why = format!(
+                "an idle instance of `{name}` made room for `{for_function}` ({priority}: the lowest of the idle instances)"
+            );
+            tracing::info!(budget_mb = budget, "memory budget: {why}");
+            evictions.last = Some(why);
+        }
+        true
+    }
+
+    /// The eviction priority of an instance of `pool`'s function going idle now.
+    fn priority(&self, pool: &FunctionPool) -> Priority {
+        let evictions = self.evictions.lock().unwrap_or_else(|p| p.into_inner());
+        evictions.order.priority(
+            pool.warmth.stats().arrivals,
+            pool.cold_start_ms,
+            pool.made_for.1,
+        )
+    }
+
+    /// The node's memory: budget, use, the last eviction it forced.
+    pub fn memory(&self) -> MemoryStatus {
+        let in_use_mb = {
+            let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            map.values().map(in_use_mb).sum()
+        };
+        let last = self
+            .evictions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last
+            .clone();
+        MemoryStatus {
+            budget_mb: self.budget_mb,
+            in_use_mb,
+            last_budget_eviction: last,
         }
     }
 
@@ -225,6 +339,7 @@ impl Pool {
                 idle: HashMap::new(),
                 template: None,
                 prewarms: Vec::new(),
+                cold_start_ms: ASSUMED_COLD_START_MS,
             });
         if entry.made_for != made_for {
             entry.warmth.set_policy(
@@ -300,10 +415,14 @@ impl Pool {
             };
             (start, warm)
         });
+        let (Start::Warm(id) | Start::Cold(id)) = start;
+        if warm.is_none() {
+            let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            self.make_room(&mut map, now, &spec.name, &mut stop);
+        }
         for old in stop {
             old.shutdown().await;
         }
-        let (Start::Warm(id) | Start::Cold(id)) = start;
         if let Some(idle) = warm {
             return Ok(Checkout {
                 instance: idle.instance,
@@ -313,6 +432,7 @@ impl Pool {
                 _slot: slot,
             });
         }
+        let clock = Instant::now();
         let started = self
             .runtime
             .start(InstanceConfig {
@@ -322,6 +442,12 @@ impl Pool {
                 host: self.host.get().cloned(),
             })
             .await;
+        if started.is_ok() {
+            let ms = clock.elapsed().as_secs_f64() * 1000.0;
+            self.with_function(spec, |pool| {
+                pool.cold_start_ms = 0.7 * pool.cold_start_ms + 0.3 * ms;
+            });
+        }
         match started {
             Ok(instance) => Ok(Checkout {
                 instance,
@@ -345,19 +471,27 @@ impl Pool {
             id,
             ..
         } = checkout;
-        let usable = instance.is_usable().then_some(Idle { version, instance });
+        let usable = instance.is_usable().then_some((version, instance));
         self.finished(spec, id, usable).await;
     }
 
     /// Instance `id` of the function is no longer busy; `idle` is kept if given.
-    async fn finished(&self, spec: &FunctionSpec, id: u64, idle: Option<Idle>) {
+    async fn finished(&self, spec: &FunctionSpec, id: u64, idle: Option<(u64, Box<dyn Instance>)>) {
         let now = self.now();
         let mut stop = Vec::new();
         self.with_function(spec, |pool| {
             let mut actions = Vec::new();
             pool.warmth.finish(now, id, idle.is_some(), &mut actions);
-            if let Some(idle) = idle {
-                pool.idle.insert(id, idle);
+            if let Some((version, instance)) = idle {
+                let priority = self.priority(pool);
+                pool.idle.insert(
+                    id,
+                    Idle {
+                        version,
+                        instance,
+                        priority,
+                    },
+                );
             }
             pool.apply(&mut actions, &mut stop);
         });
@@ -389,12 +523,27 @@ impl Pool {
                 }
             }
         }
-        let n = stop.len();
+        let mut n = stop.len();
         for old in stop {
             old.shutdown().await;
         }
         for (id, t) in prewarm {
-            self.prewarm(id, t).await;
+            let mut stop = Vec::new();
+            let fits = {
+                let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+                let fits = self.make_room(&mut map, now, &t.spec.name, &mut stop);
+                if !fits && let Some(pool) = map.get_mut(&t.spec.name) {
+                    pool.warmth.remove(now, id, EvictReason::Budget);
+                }
+                fits
+            };
+            n += stop.len();
+            for old in stop {
+                old.shutdown().await;
+            }
+            if fits {
+                self.prewarm(id, t).await;
+            }
         }
         n
     }
@@ -417,11 +566,13 @@ impl Pool {
             let pool = map.get_mut(&t.spec.name);
             match (started, pool) {
                 (Ok(instance), Some(pool)) if pool.warmth.idle().any(|(i, _)| i == id) => {
+                    let priority = self.priority(pool);
                     pool.idle.insert(
                         id,
                         Idle {
                             version: t.version,
                             instance,
+                            priority,
                         },
                     );
                     None
@@ -677,5 +828,70 @@ mod tests {
             2,
             "no pre-warm of a replaced version"
         );
+    }
+
+    fn spec_named(name: &str) -> FunctionSpec {
+        FunctionSpec {
+            name: name.into(),
+            ..spec(10)
+        }
+    }
+
+    async fn call(pool: &Pool, f: &FunctionSpec) -> bool {
+        let slot = pool.try_slot(f).unwrap();
+        let c = pool.checkout(slot, f, 1, PathBuf::new()).await.unwrap();
+        let cold = c.cold;
+        pool.checkin(f, c).await;
+        cold
+    }
+
+    /// Past the memory budget a start evicts the idle instance least worth keeping
+    /// (fewest calls for its cold-start cost and size), and says why.
+    #[tokio::test]
+    async fn the_memory_budget_evicts_the_idle_instance_least_worth_keeping() {
+        let starts = Arc::new(AtomicU32::new(0));
+        let pool = Pool::new(
+            Arc::new(Counting(starts.clone())),
+            Arc::new(Fixed::new(600_000)),
+        )
+        .with_memory_budget(Some(256));
+        let (often, once, new) = (spec_named("often"), spec_named("once"), spec_named("new"));
+        for _ in 0..3 {
+            call(&pool, &often).await;
+        }
+        call(&pool, &once).await;
+        assert_eq!(pool.memory().in_use_mb, 256);
+        assert!(pool.memory().last_budget_eviction.is_none());
+        // A third function's start needs 128 MB more: `once` goes, `often` stays.
+        assert!(call(&pool, &new).await);
+        let idle: std::collections::BTreeMap<String, usize> =
+            pool.idle_counts().into_iter().collect();
+        assert_eq!((idle["often"], idle["once"], idle["new"]), (1, 0, 1));
+        let status = pool.status();
+        let once_status = status.iter().find(|s| s.function == "once").unwrap();
+        assert_eq!(once_status.evictions["memory_budget"], 1);
+        let why = pool.memory().last_budget_eviction.unwrap();
+        assert!(
+            why.contains("`once` made room for `new`") && why.contains("1 calls"),
+            "{why}"
+        );
+        assert!(!call(&pool, &often).await, "the frequent one stayed warm");
+        // Three starts at once: the idle two make room for the first two; with
+        // nothing idle left the third still goes ahead, over the budget.
+        let (a, b, c) = (spec_named("a"), spec_named("b"), spec_named("c"));
+        let held: Vec<Checkout> = hold_all(&pool, [&a, &b, &c]).await;
+        assert_eq!(pool.memory().in_use_mb, 3 * 128);
+        for (f, c) in [&a, &b, &c].into_iter().zip(held) {
+            pool.checkin(f, c).await;
+        }
+    }
+
+    async fn hold_all(pool: &Pool, specs: [&FunctionSpec; 3]) -> Vec<Checkout> {
+        let mut held = Vec::new();
+        for f in specs {
+            let slot = pool.try_slot(f).unwrap();
+            held.push(pool.checkout(slot, f, 1, PathBuf::new()).await.unwrap());
+        }
+        held
     }
 }

@@ -9,9 +9,12 @@
 //! - [`Warmth`] is one function's warm-pool state machine: which idle instance takes
 //!   an arrival, when an idle one is evicted, when one is pre-warmed, and what that
 //!   costs in idle memory.
-//! - [`sim`] replays an Azure Functions trace through both.
+//! - [`GreedyDual`] orders idle instances for eviction when the node's memory
+//!   budget is short.
+//! - [`sim`] replays an Azure Functions trace through the policies and `Warmth`.
 
 mod fixed;
+mod greedy_dual;
 mod histogram;
 mod idle;
 mod mdp;
@@ -23,6 +26,7 @@ pub mod trace;
 mod warmth;
 
 pub use fixed::Fixed;
+pub use greedy_dual::{GreedyDual, Priority};
 pub use histogram::Histogram;
 pub use idle::IdleHistogram;
 pub use mdp::Mdp;
