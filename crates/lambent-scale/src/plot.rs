@@ -77,13 +77,15 @@ pub fn chart(sweep: &[(f64, Report)], points: &[Report], caption: &str) -> Strin
             r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
             path.join(" ")
         );
-        for (ratio, r) in sweep {
+        for (i, (ratio, r)) in sweep.iter().enumerate() {
             let (px, py) = (x(gb_h(r)), y(r.cold_start_pct_p75));
+            // Alternate labels above and below: neighbouring ratios often land close.
+            let dy = if i % 2 == 0 { -5.0 } else { 14.0 };
             let _ = writeln!(
                 svg,
                 r##"<circle cx="{px:.1}" cy="{py:.1}" r="3.5" fill="#1f77b4"/><text x="{:.1}" y="{:.1}" font-size="10" fill="#1f77b4">{}</text>"##,
-                px + 5.0,
-                py - 5.0,
+                px + 3.0,
+                py + dy,
                 fmt(*ratio)
             );
         }
