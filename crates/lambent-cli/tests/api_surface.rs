@@ -234,7 +234,12 @@ fn keep_alive_policies_are_the_nodes_or_a_functions_own() {
     let tmp = tempfile::tempdir().unwrap();
     let node = Node::start_with(
         &tmp.path().join("data"),
-        &["--keep-alive", "mdp:cost-ratio=5", "--memory-budget", "4096"],
+        &[
+            "--keep-alive",
+            "mdp:cost-ratio=5",
+            "--memory-budget",
+            "4096",
+        ],
     );
     let status = node.get("/v1/status");
     assert_eq!(status["keep_alive"], "mdp:cost-ratio=5");

@@ -13,8 +13,10 @@ use lambent_scale::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: tests that pause time drive the pool's decisions in virtual time.
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 struct Idle {
     version: u64,
@@ -893,5 +895,66 @@ mod tests {
             held.push(pool.checkout(slot, f, 1, PathBuf::new()).await.unwrap());
         }
         held
+    }
+
+    /// One implementation: the live pool, driven on tokio's paused clock, and
+    /// `lambent simulate`'s replay of the same calls decide alike — the same cold
+    /// starts, pre-warms and idle memory — because both run `Warmth` and the policy.
+    #[tokio::test(start_paused = true)]
+    async fn the_live_pool_and_the_simulator_decide_alike() {
+        use lambent_scale::sim::{Arrivals, simulate_function};
+        use lambent_scale::trace::TraceFunction;
+        // A timer every 7 minutes, then a quiet hour, then every 3 minutes; 2 s runs.
+        let per_minute: Vec<u32> = (0..300)
+            .map(|m| u32::from((m < 150 && m % 7 == 0) || (m >= 210 && m % 3 == 0)))
+            .collect();
+        let traced = TraceFunction {
+            key: "o/a/f".into(),
+            trigger: "timer".into(),
+            per_minute: per_minute.clone(),
+            duration_ms: 2000.0,
+            memory_mb: 256,
+        };
+        for spec_text in ["mdp:cost-ratio=10", "histogram", "fixed:5m"] {
+            let policy = crate::keepalive::parse_policy(spec_text).unwrap();
+            let simulated =
+                simulate_function(&traced, policy.as_ref(), Arrivals::Equidistant, 1, 0);
+            let pool = Pool::new(Arc::new(Counting::default()), policy);
+            let f = FunctionSpec {
+                memory_mb: 256,
+                ..spec(1)
+            };
+            let start = Instant::now();
+            let elapsed = || start.elapsed().as_millis() as u64;
+            for (m, _) in per_minute.iter().enumerate().filter(|(_, n)| **n > 0) {
+                // Equidistant: a minute's one call comes 30 s into it.
+                let at = m as u64 * 60_000 + 30_000;
+                while elapsed() + 500 <= at {
+                    tokio::time::sleep(REAP_INTERVAL).await;
+                    pool.reap().await;
+                }
+                tokio::time::sleep(Duration::from_millis(at - elapsed())).await;
+                let slot = pool.try_slot(&f).unwrap();
+                let c = pool.checkout(slot, &f, 1, PathBuf::new()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2000)).await;
+                pool.checkin(&f, c).await;
+            }
+            // The replay runs to the trace's end (pre-warms due before it count).
+            while elapsed() + 500 <= per_minute.len() as u64 * 60_000 {
+                tokio::time::sleep(REAP_INTERVAL).await;
+                pool.reap().await;
+            }
+            let live = &pool.status()[0];
+            assert_eq!(
+                (live.invocations, live.cold_starts, live.prewarms),
+                (
+                    simulated.arrivals,
+                    simulated.cold_starts,
+                    simulated.prewarms
+                ),
+                "{spec_text}: live {live:?}, simulated {simulated:?}"
+            );
+            assert!(simulated.prewarms > 0 || !spec_text.starts_with("mdp"));
+        }
     }
 }
