@@ -100,6 +100,7 @@ mod tests {
     fn routes_need_the_scope_of_what_they_do() {
         let cases = [
             (Method::GET, "/healthz", None),
+            (Method::GET, "/metrics", Some(TokenScope::Read)),
             (Method::POST, "/v1/events", Some(TokenScope::Publish)),
             (
                 Method::POST,

@@ -307,6 +307,31 @@ pub async fn redrive(
     Ok(Json(json!({"redriven": n})))
 }
 
+pub async fn metrics(State(s): State<ApiState>) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let deliveries = s
+        .engine
+        .stores()
+        .events
+        .delivery_counts()
+        .await
+        .map_err(lambent_engine::EngineError::from)?;
+    let text = crate::metrics::render(
+        &s.engine.pool_status(),
+        &s.engine.memory_status(),
+        &deliveries,
+    )
+    .map_err(|e| lambent_engine::EngineError::Internal(format!("encoding metrics: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}
+
 pub async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     let counts = s
         .engine

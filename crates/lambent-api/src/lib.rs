@@ -7,6 +7,7 @@ pub mod dataplane;
 mod error;
 mod handlers;
 pub mod lambda;
+mod metrics;
 mod sources;
 
 pub use error::ApiError;
@@ -83,6 +84,7 @@ pub fn router(engine: Engine, node: NodeLimits) -> Router {
     let invoke_limit = state.engine.config().max_sync_payload_bytes;
     Router::new()
         .route("/healthz", get(handlers::healthz))
+        .route("/metrics", get(handlers::metrics))
         .route(
             "/v1/functions",
             limited(

@@ -280,6 +280,31 @@ fn keep_alive_policies_are_the_nodes_or_a_functions_own() {
         (json!(2), json!(2)),
         "{p}"
     );
+    // The same counters in the Prometheus text format.
+    let metrics = node
+        .http()
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let metrics = metrics.text().unwrap();
+    for line in [
+        "lambent_pool_cold_starts_total{function=\"echo\"} 2",
+        "lambent_pool_invocations_total{function=\"echo\"} 2",
+        "lambent_pool_evictions_total{function=\"echo\",reason=\"expired\"} 1",
+        "lambent_pool_instances{function=\"echo\",state=\"idle\"} 0",
+        "lambent_memory_budget_mb 4096",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
     // "" returns it to the node's policy.
     node.ok(&["deploy", "echo", "--keep-alive", ""]);
     node.ok(&["invoke", "echo", "--data", "3"]);

@@ -77,12 +77,27 @@ impl Node {
             .spawn()
             .expect("start lambent serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let log_path = cwd
+            .unwrap_or(Path::new(""))
+            .join(data_dir.with_extension("log"));
         let mut read = |prefix: &str| {
             let mut line = String::new();
             stdout.read_line(&mut line).unwrap();
             line.trim()
                 .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("unexpected line from serve: {line:?}"))
+                .unwrap_or_else(|| {
+                    // Say why the node did not start: the end of its log.
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    let tail: String = log
+                        .chars()
+                        .rev()
+                        .take(4000)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    panic!("unexpected line from serve: {line:?}; its log ends:\n{tail}")
+                })
                 .to_owned()
         };
         let url = read("lambent: control API on ");
