@@ -250,3 +250,51 @@ fn field<T: std::str::FromStr>(
             problem: format!("column {} is missing or not a number", at + 1),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The original day files: minutes 1..1440 and memory per app, split evenly
+    /// over the app's functions; what is missing takes the stated defaults.
+    #[test]
+    fn day_files_with_memory_per_app() {
+        let dir = std::env::temp_dir().join(format!("lambent-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        write(
+            &dir,
+            "invocations.csv",
+            "HashOwner,HashApp,HashFunction,Trigger,1,2,3\no,a,f1,http,1,0,2\no,a,f2,timer,0,1,0\no,b,g,queue,5,5,5\n",
+        );
+        write(
+            &dir,
+            "memory.csv",
+            "HashOwner,HashApp,SampleCount,AverageAllocatedMb\no,a,10,300\n",
+        );
+        write(
+            &dir,
+            "durations.csv",
+            "HashOwner,HashApp,HashFunction,Average,Count,Minimum,Maximum\no,b,g,0,1,0,0\n",
+        );
+        let trace = Trace::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((trace.first_minute, trace.minutes), (1, 3));
+        assert_eq!(trace.invocations(), 19);
+        let mb: Vec<u32> = trace.functions.iter().map(|f| f.memory_mb).collect();
+        assert_eq!(mb, [150, 150, DEFAULT_MEMORY_MB]);
+        let ms: Vec<f64> = trace.functions.iter().map(|f| f.duration_ms).collect();
+        assert_eq!(ms, [DEFAULT_DURATION_MS, DEFAULT_DURATION_MS, 1.0]);
+        // A row with a missing column names its line.
+        write(
+            &dir,
+            "invocations.csv",
+            "HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f,http,1\n",
+        );
+        let err = Trace::load(&dir).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("columns"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -440,4 +440,48 @@ mod tests {
         assert_eq!(w.stats().wasted_mb_ms, 128 * 3 * MINUTE_MS);
         assert_eq!(w.stats().evictions(EvictReason::Unusable), 1);
     }
+
+    /// A policy that keeps as long as the last idle time it learned (a minute before
+    /// it learned any).
+    struct Last(u64);
+
+    impl FunctionPolicy for Last {
+        fn observe_idle(&mut self, idle_ms: u64) {
+            self.0 = idle_ms;
+        }
+        fn schedule(&mut self) -> Schedule {
+            Schedule::keep_for(self.0 + 1)
+        }
+    }
+
+    /// Idle times are learned per instance: the wait of the instance that serves a
+    /// call, and on a cold start the wait the last evicted one would have had.
+    #[test]
+    fn policies_learn_how_long_instances_waited() {
+        let mut w = Warmth::new(Box::new(Last(60_000)), 128);
+        let mut out = Vec::new();
+        // Two at once, then one more call while one is still busy: the spare waited
+        // 10 s for it, though the function was never idle.
+        let Start::Cold(a) = w.arrive(0, all, &mut out) else {
+            panic!()
+        };
+        let Start::Cold(b) = w.arrive(0, all, &mut out) else {
+            panic!()
+        };
+        w.finish(5_000, a, true, &mut out);
+        assert_eq!(w.arrive(15_000, all, &mut out), Start::Warm(a));
+        w.finish(16_000, a, true, &mut out);
+        assert_eq!(w.plan(), &Schedule::keep_for(10_001));
+        // `b` finishes too; both are evicted 10 s after going idle...
+        w.finish(16_000, b, true, &mut out);
+        w.advance(40_000, &mut out);
+        assert_eq!(w.idle_count(), 0);
+        // ...and the next call, cold, teaches how long the latest of them would have
+        // waited (from 16 s to 100 s).
+        let Start::Cold(c) = w.arrive(100_000, all, &mut out) else {
+            panic!()
+        };
+        w.finish(101_000, c, true, &mut out);
+        assert_eq!(w.plan(), &Schedule::keep_for(84_001));
+    }
 }
