@@ -309,13 +309,7 @@ pub async fn redrive(
 
 pub async fn metrics(State(s): State<ApiState>) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let deliveries = s
-        .engine
-        .stores()
-        .events
-        .delivery_counts()
-        .await
-        .map_err(lambent_engine::EngineError::from)?;
+    let deliveries = s.engine.delivery_counts().await?;
     let text = crate::metrics::render(
         &s.engine.pool_status(),
         &s.engine.memory_status(),
@@ -333,13 +327,7 @@ pub async fn metrics(State(s): State<ApiState>) -> ApiResult<axum::response::Res
 }
 
 pub async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    let counts = s
-        .engine
-        .stores()
-        .events
-        .delivery_counts()
-        .await
-        .map_err(lambent_engine::EngineError::from)?;
+    let counts = s.engine.delivery_counts().await?;
     Ok(Json(json!({
         "deliveries": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "warm_instances": s.engine.warm_instances().into_iter().collect::<std::collections::BTreeMap<_, _>>(),

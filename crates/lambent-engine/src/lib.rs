@@ -396,6 +396,11 @@ impl Engine {
         self.inner.pool.status()
     }
 
+    /// Deliveries by state (pending, leased, delivered, dead).
+    pub async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self.inner.stores.events.delivery_counts().await?)
+    }
+
     /// The instances' memory against the node's budget.
     pub fn memory_status(&self) -> pool::MemoryStatus {
         self.inner.pool.memory()
