@@ -327,6 +327,18 @@ where
     (job, rx)
 }
 
+/// How long a start waits for a lock whose node is gone (see `lock_data_dir`).
+const STALE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const STALE_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether the lock's holder (`pid N`, as written by `lock_data_dir`) has exited.
+fn holder_is_gone(holder: &str) -> bool {
+    holder
+        .strip_prefix("pid ")
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Takes the data directory's lock, or says who holds it.
 fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
@@ -342,22 +354,39 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(StoreError::Locked {
-                path: dir.display().to_string(),
-                holder: if holder.is_empty() {
-                    "holder unknown".into()
-                } else {
-                    holder.to_owned()
-                },
-            });
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim().to_owned();
+                // A node killed with -9 can leave its lock held for a moment by a
+                // child it was starting (forked, not yet executed). When the node
+                // that wrote the lock is gone, wait for that straggler; a live node
+                // is refused at once.
+                if holder_is_gone(&holder) && waited < STALE_LOCK_WAIT {
+                    std::thread::sleep(STALE_LOCK_POLL);
+                    waited += STALE_LOCK_POLL;
+                    continue;
+                }
+                return Err(StoreError::Locked {
+                    path: dir.display().to_string(),
+                    holder: if holder.is_empty() {
+                        "holder unknown".into()
+                    } else if waited > std::time::Duration::ZERO {
+                        format!(
+                            "{holder}, which is gone, but a process it started still holds the lock"
+                        )
+                    } else {
+                        holder
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
     }
     file.set_len(0).map_err(io)?;
     file.rewind().map_err(io)?;
@@ -495,6 +524,54 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use lambent_store::EventLog;
+
+    /// Holds `dir`'s lock as a node `pid` would (another open file, so it conflicts).
+    fn hold_lock(dir: &Path, pid: u32) -> std::fs::File {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("lock"))
+            .unwrap();
+        file.try_lock().unwrap();
+        write!(file, "pid {pid}").unwrap();
+        file
+    }
+
+    /// The CI failure this caught: a node killed with -9 can leave its lock held for
+    /// a moment by a child it was starting; a new node waits for it instead of
+    /// refusing. A live holder is still refused at once.
+    #[test]
+    fn a_lock_left_by_a_dead_node_is_waited_for_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let straggler = hold_lock(dir.path(), dead);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(straggler);
+        });
+        let lock = lock_data_dir(dir.path());
+        release.join().unwrap();
+        assert!(lock.is_ok(), "{:?}", lock.err());
+        drop(lock);
+
+        let live = hold_lock(dir.path(), std::process::id());
+        let started = std::time::Instant::now();
+        let refused = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains("in use by another lambent node"),
+            "{refused}"
+        );
+        assert!(
+            started.elapsed() < STALE_LOCK_WAIT,
+            "a live holder was waited for"
+        );
+        drop(live);
+    }
 
     /// Finding 11: a panic in a write stops the writer visibly instead of silently.
     #[tokio::test]
