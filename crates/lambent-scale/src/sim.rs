@@ -149,10 +149,9 @@ pub fn simulate_function(
     let mut busy: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
     let mut actions = Vec::new();
     let mut times = Vec::new();
-    let mut poisson_next: Option<u64> = None;
     for (m, &n) in f.per_minute.iter().enumerate() {
         let minute = m as u64 * MINUTE_MS;
-        arrival_times(arrivals, n, minute, &mut rng, &mut poisson_next, &mut times);
+        arrival_times(arrivals, n, minute, &mut rng, &mut times);
         for &t in &times {
             while let Some(&Reverse((end, id))) = busy.peek() {
                 if end > t {
@@ -177,14 +176,7 @@ pub fn simulate_function(
 }
 
 /// Arrival times in the minute starting at `start`, sorted, into `out`.
-fn arrival_times(
-    arrivals: Arrivals,
-    n: u32,
-    start: u64,
-    rng: &mut StdRng,
-    poisson_next: &mut Option<u64>,
-    out: &mut Vec<u64>,
-) {
+fn arrival_times(arrivals: Arrivals, n: u32, start: u64, rng: &mut StdRng, out: &mut Vec<u64>) {
     out.clear();
     let end = start + MINUTE_MS;
     match arrivals {
@@ -197,9 +189,8 @@ fn arrival_times(
             out.extend((0..n).map(|i| start + ((f64::from(i) + 0.5) * gap) as u64));
         }
         Arrivals::Poisson => {
-            // Exponential gaps at this minute's rate, from this minute's start (the
-            // pending arrival of a busier minute does not carry over).
-            *poisson_next = None;
+            // Exponential gaps at this minute's rate, from this minute's start (an
+            // arrival drawn past the minute's end is dropped, not carried over).
             if n == 0 {
                 return;
             }
