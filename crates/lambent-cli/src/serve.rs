@@ -139,6 +139,13 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
             Launcher::current_exe().context("finding this program to run the sandbox launcher")?,
         ),
     };
+    // The wasm engine first, before anything forks: making it opens wasmtime's
+    // process-wide pagemap, whose fork handler (`pthread_atfork`) waits for that
+    // opening to finish. A fork from another thread during it (the process runtime
+    // resolves interpreters and starts spare sandboxes in the background) left a
+    // child stuck before exec for good, holding the node's descriptors — the data
+    // directory's lock among them, so a restarted node could not start.
+    let wasm = WasmRuntime::new(data).context("starting the WebAssembly runtime")?;
     let runtime = Arc::new(ProcessRuntime::new(data, isolation)?);
     let isolation = runtime.isolation();
     match runtime.isolation_available() {
@@ -147,7 +154,6 @@ pub async fn start(args: &ServeArgs) -> Result<RunningNode> {
     }
     let resolving = runtime.clone();
     tokio::spawn(async move { resolving.resolve_interpreters().await });
-    let wasm = WasmRuntime::new(data).context("starting the WebAssembly runtime")?;
     let runtimes = Arc::new(
         Runtimes::new()
             .with("process", runtime)
