@@ -36,8 +36,10 @@ struct Template {
 struct FunctionPool {
     slots: Arc<Slots>,
     warmth: Warmth,
-    /// The policy (by name) and memory `warmth` was made for.
-    made_for: (String, u32),
+    /// The spec's own policy and memory `warmth` was made for.
+    made_for: (Option<String>, u32),
+    /// The policy in force, for status output.
+    policy_name: String,
     /// Idle instances that are running, by the id `warmth` knows them by (a pre-warm
     /// still starting is in `warmth` but not here yet).
     idle: HashMap<u64, Idle>,
@@ -318,12 +320,10 @@ impl Pool {
 
     /// Runs `f` on the function's pool, made (or its policy remade) for `spec`.
     fn with_function<T>(&self, spec: &FunctionSpec, f: impl FnOnce(&mut FunctionPool) -> T) -> T {
-        let policy = self.policy_for(spec);
-        let made_for = (policy.name(), spec.memory_mb);
         let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map
-            .entry(spec.name.clone())
-            .or_insert_with(|| FunctionPool {
+        let entry = map.entry(spec.name.clone()).or_insert_with(|| {
+            let policy = self.policy_for(spec);
+            FunctionPool {
                 slots: Arc::new(Slots {
                     count: Mutex::new(SlotCount {
                         limit: spec.concurrency,
@@ -337,20 +337,26 @@ impl Pool {
                     }),
                     spec.memory_mb,
                 ),
-                made_for: made_for.clone(),
+                made_for: (spec.keep_alive.clone(), spec.memory_mb),
+                policy_name: policy.name(),
                 idle: HashMap::new(),
                 template: None,
                 prewarms: Vec::new(),
                 cold_start_ms: ASSUMED_COLD_START_MS,
-            });
-        if entry.made_for != made_for {
+            }
+        });
+        // The policy is parsed and made only when the spec's policy or memory changed,
+        // not on every call (this runs several times per invocation).
+        if entry.made_for.0 != spec.keep_alive || entry.made_for.1 != spec.memory_mb {
+            let policy = self.policy_for(spec);
             entry.warmth.set_policy(
                 policy.for_function(Profile {
                     memory_mb: spec.memory_mb,
                 }),
                 spec.memory_mb,
             );
-            entry.made_for = made_for;
+            entry.made_for = (spec.keep_alive.clone(), spec.memory_mb);
+            entry.policy_name = policy.name();
         }
         entry.slots.set_limit(spec.concurrency);
         f(entry)
@@ -643,7 +649,7 @@ impl Pool {
                 let s: &WarmthStats = p.warmth.stats();
                 PoolStatus {
                     function: name.clone(),
-                    policy: p.made_for.0.clone(),
+                    policy: p.policy_name.clone(),
                     schedule: p.warmth.plan().to_string(),
                     idle: p.idle.len(),
                     busy: p.warmth.busy(),
