@@ -8,6 +8,11 @@ That is why it speaks HTTP/1.1 over a plain socket (http.client alone costs ~25 
 of imports) and imports traceback only when something fails. Lambent starts it with
 `python -S` and the host's site-packages on PYTHONPATH, which skips the .pth
 processing of `site` (~35 ms on these machines).
+
+In a sandbox, a spare may start it before its function is known, with
+LAMBENT_PRESTART_FD naming a socket: it imports what it needs, then waits there for
+its assignment (environment, working directory, limits and the Landlock ruleset it
+restricts itself with) before it reads any of the function's settings or code.
 """
 import importlib
 import json
@@ -16,7 +21,6 @@ import socket
 import sys
 import time
 
-API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 BASE = "/2018-06-01/runtime"
 
 
@@ -57,7 +61,8 @@ class Client:
     """A minimal HTTP/1.1 client with one keep-alive connection to the Runtime API."""
 
     def __init__(self):
-        host, _, port = API.rpartition(":")
+        self.api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+        host, _, port = self.api.rpartition(":")
         self.addr = (host, int(port))
         self.sock = None
         self.rfile = None
@@ -73,7 +78,7 @@ class Client:
 
     def request(self, method, path, body=b"", headers=None):
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n" % (
-            method, BASE, path, API, len(body))
+            method, BASE, path, self.api, len(body))
         for name, value in (headers or {}).items():
             head += "%s: %s\r\n" % (name, value)
         data = head.encode("latin-1") + b"\r\n" + body
@@ -170,6 +175,35 @@ def load_handler(client):
     return handler
 
 
+def take_assignment(fd):
+    """A pre-started runtime's wait for its function (see the module's doc)."""
+    import ctypes
+    import resource
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    channel = socket.socket(fileno=fd)
+    message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
+    channel.close()
+    if not message:
+        sys.exit(0)  # the sandbox went away unused
+    assignment = json.loads(message)
+    for ruleset in fds:
+        # landlock_restrict_self(2), before anything of the function is read.
+        if libc.syscall(446, ruleset, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "landlock_restrict_self: " + os.strerror(err))
+        os.close(ruleset)
+    for limit, value in ((resource.RLIMIT_NOFILE, assignment["nofile"]),
+                         (resource.RLIMIT_DATA, assignment["data_bytes"])):
+        resource.setrlimit(limit, (value, value))
+    os.chdir(assignment["cwd"])
+    env = {}
+    for name, value in assignment["env"]:
+        env.setdefault(name, value)  # the first wins, as for an executed program
+    os.environ.clear()
+    os.environ.update(env)
+
+
 def main():
     task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
     if task_root not in sys.path:
@@ -199,4 +233,6 @@ def main():
 
 
 if __name__ == "__main__":
+    if "LAMBENT_PRESTART_FD" in os.environ:
+        take_assignment(int(os.environ["LAMBENT_PRESTART_FD"]))
     main()

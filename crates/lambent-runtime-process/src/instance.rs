@@ -21,6 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// What the runtime needs to start one process.
+/// Environment every instance gets that its runtime reads as it starts (a spare's
+/// pre-started interpreter starts with these too).
+pub(crate) const STARTUP_ENV: &[(&str, &str)] = &[("TZ", ":UTC"), ("LANG", "en_US.UTF-8")];
+
 pub(super) struct Launch {
     pub config: InstanceConfig,
     pub command: crate::Command,
@@ -238,11 +242,14 @@ impl ProcessInstance {
                 "AWS_EXECUTION_ENV".into(),
                 format!("AWS_Lambda_{runtime_id}"),
             ),
-            ("TZ".into(), ":UTC".into()),
-            ("LANG".into(), "en_US.UTF-8".into()),
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("TMPDIR".into(), text(&tmp)),
         ]);
+        env.extend(
+            STARTUP_ENV
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned())),
+        );
         env.extend(launch.command.env.iter().cloned());
         let data_limit = data_limit_bytes(&spec.runtime, spec.memory_mb);
 

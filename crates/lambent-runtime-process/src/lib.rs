@@ -149,12 +149,41 @@ impl ProcessRuntime {
         !matches!(self.host, sandbox::Host::Unavailable(_))
     }
 
-    /// Resolves the interpreters now, so the first cold start does not pay for it.
+    /// Resolves the interpreters now, so the first cold start does not pay for it, and
+    /// has spare sandboxes pre-start the default Python (a cold start of a function on
+    /// it then skips the interpreter's start and the bootstrap's imports).
     pub async fn resolve_interpreters(&self) {
+        let python = self.python("python3", "").await;
         if let sandbox::Host::Sandbox(s) = &self.host {
+            if let Ok(python) = &python {
+                let command = python_command(python, None, Path::new(sandbox::plan::RUNTIME_ROOT));
+                let binds = command
+                    .binds
+                    .iter()
+                    .filter(|dir| !s.spares.system_dirs().iter().any(|d| dir.starts_with(d)))
+                    .cloned()
+                    .collect();
+                let env = instance::STARTUP_ENV
+                    .iter()
+                    .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                    .chain(command.env)
+                    .filter(|(k, _)| sandbox::plan::read_at_start(k))
+                    .collect();
+                s.spares.set_prestart(Some(sandbox::spare::PrestartSetup {
+                    prestart: sandbox::plan::Prestart {
+                        program: command.program.display().to_string(),
+                        args: command
+                            .args
+                            .iter()
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect(),
+                        env,
+                    },
+                    binds,
+                }));
+            }
             s.spares.refill();
         }
-        let _ = self.python("python3", "").await;
         let _ = self.node("").await;
     }
 
@@ -178,34 +207,7 @@ impl ProcessRuntime {
         Ok(match &config.spec.runtime {
             RuntimeKind::Python { declared } => {
                 let python = self.python(declared, name).await?;
-                // `-S` skips site's .pth processing (~35 ms a start here); the host's
-                // site-packages stay importable through PYTHONPATH, after the function's own.
-                let path = match config.spec.env.get("PYTHONPATH") {
-                    Some(own) if !python.site_path.is_empty() => {
-                        format!("{own}:{}", python.site_path)
-                    }
-                    Some(own) => own.clone(),
-                    None => python.site_path.clone(),
-                };
-                let mut binds: Vec<PathBuf> =
-                    sandbox::install_prefix(&python.exe).into_iter().collect();
-                binds.extend(
-                    python
-                        .site_path
-                        .split(':')
-                        .filter(|p| !p.is_empty())
-                        .map(PathBuf::from),
-                );
-                Command {
-                    program: python.exe,
-                    args: vec!["-S".into(), runtime_dir.join("python/bootstrap.py").into()],
-                    env: vec![
-                        ("PYTHONPATH".into(), path),
-                        ("PYTHONUNBUFFERED".into(), "1".into()),
-                    ],
-                    note: python.note,
-                    binds,
-                }
+                python_command(&python, config.spec.env.get("PYTHONPATH"), &runtime_dir)
             }
             RuntimeKind::Node { .. } => {
                 let exe = self.node(name).await?.exe;
@@ -248,6 +250,35 @@ impl ProcessRuntime {
     }
 }
 
+/// How a Python instance is started: `-S` skips site's .pth processing (~35 ms a
+/// start here); the host's site-packages stay importable through PYTHONPATH, after
+/// the function's own (`own_path`).
+fn python_command(python: &Interpreter, own_path: Option<&String>, runtime_dir: &Path) -> Command {
+    let path = match own_path {
+        Some(own) if !python.site_path.is_empty() => format!("{own}:{}", python.site_path),
+        Some(own) => own.clone(),
+        None => python.site_path.clone(),
+    };
+    let mut binds: Vec<PathBuf> = sandbox::install_prefix(&python.exe).into_iter().collect();
+    binds.extend(
+        python
+            .site_path
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    );
+    Command {
+        program: python.exe.clone(),
+        args: vec!["-S".into(), runtime_dir.join("python/bootstrap.py").into()],
+        env: vec![
+            ("PYTHONPATH".into(), path),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+        ],
+        note: python.note.clone(),
+        binds,
+    }
+}
+
 /// Prints the interpreter's path, its site-packages directories and its version.
 const PYTHON_PROBE: &str = "import os, site, sys\nprint(sys.executable)\n\
 print(os.pathsep.join(p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)))\n\
@@ -270,9 +301,12 @@ struct Interpreter {
 async fn resolve_python(declared: &str) -> Result<Interpreter, String> {
     let probe = |lines: Vec<String>| -> Result<(Interpreter, String), String> {
         let exe = lines.first().ok_or("no interpreter path printed")?;
+        // `python3` and `python3.11` name one interpreter: one path, so a spare's
+        // pre-started interpreter fits either.
+        let exe = std::fs::canonicalize(exe).unwrap_or_else(|_| PathBuf::from(exe));
         Ok((
             Interpreter {
-                exe: PathBuf::from(exe),
+                exe,
                 site_path: lines.get(1).cloned().unwrap_or_default(),
                 note: None,
             },

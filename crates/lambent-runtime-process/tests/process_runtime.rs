@@ -476,6 +476,74 @@ async fn cold_starts_use_spare_launchers_and_replace_them() {
     spares_ready(&runtime, 2).await;
 }
 
+/// The handler reports how long its process has existed (from procfs, 10 ms ticks).
+const PROCESS_AGE: &str = r#"import os
+
+def handler(event, context):
+    with open('/proc/self/stat') as f:
+        started = int(f.read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK')
+    with open('/proc/uptime') as f:
+        now = float(f.read().split()[0])
+    return {'age': now - started, 'tz': os.environ.get('TZ'), 'cwd': os.getcwd(), 'uid': os.getuid()}
+"#;
+
+/// A cold start of a Python function takes a spare whose interpreter was started
+/// ahead (the process is older than the whole cold start); one whose start-up
+/// environment differs (its own `TZ`) gets a fresh interpreter, and both run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cold_starts_use_an_interpreter_started_ahead_when_it_fits() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(code.path(), "app.py", PROCESS_AGE);
+    let runtime = runtime(data.path());
+    runtime.resolve_interpreters().await;
+    let mut own_tz = spec("own-tz", "python3", "app.handler", 5);
+    own_tz.env.insert("TZ".into(), "Europe/Paris".into());
+    // The default interpreter by its versioned name (`python3.11` where `python3` is
+    // 3.11): the same interpreter, so the pre-started one fits.
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys; print('python%d.%d' % sys.version_info[:2])",
+        ])
+        .output()
+        .unwrap();
+    let versioned = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    for (spec, ahead) in [
+        (spec("prestarted", "python3", "app.handler", 5), true),
+        (
+            spec("prestarted-versioned", &versioned, "app.handler", 5),
+            true,
+        ),
+        (own_tz, false),
+    ] {
+        spares_ready(&runtime, 2).await;
+        // Spares made before this moment are older than it by at least this much.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let asked = std::time::Instant::now();
+        let name = spec.name.clone();
+        let mut inst = start(&runtime, spec, code.path()).await;
+        let r = inst.invoke(request("{}", 5000)).await;
+        let took = asked.elapsed().as_secs_f64();
+        let InvokeOutcome::Success(body) = &r.outcome else {
+            panic!("{name}: {:?}\n{}", r.outcome, r.logs);
+        };
+        let out: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let age = out["age"].as_f64().unwrap();
+        // Ticks are 10 ms; a spare's process is at least the 300 ms slept older.
+        assert_eq!(
+            age > took + 0.15,
+            ahead,
+            "{name}: process age {age} s, cold start {took} s"
+        );
+        assert_eq!(out["cwd"], "/var/task", "{name}");
+        assert_eq!(out["uid"], 993, "{name}");
+        let tz = if ahead { ":UTC" } else { "Europe/Paris" };
+        assert_eq!(out["tz"], tz, "{name}");
+        inst.shutdown().await;
+    }
+}
+
 async fn spares_ready(runtime: &ProcessRuntime, n: usize) {
     for _ in 0..1000 {
         if runtime.spare_launchers() >= n {

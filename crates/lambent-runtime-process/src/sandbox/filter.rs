@@ -18,6 +18,24 @@ use std::collections::BTreeMap;
 /// character devices; no signals to processes outside the sandbox (the node);
 /// without a network grant, TCP connects only to the Runtime API's port.
 pub fn landlock(plan: &Plan, readable: &[String]) -> Result<(), landlock::RulesetError> {
+    ruleset(plan, readable)?.restrict_self()?;
+    Ok(())
+}
+
+/// The same ruleset as `landlock`, not yet applied: for a pre-started runtime, which
+/// applies it to itself (`landlock_restrict_self`). None where the kernel has no
+/// Landlock.
+pub fn landlock_ruleset(
+    plan: &Plan,
+    readable: &[String],
+) -> Result<Option<std::os::fd::OwnedFd>, landlock::RulesetError> {
+    Ok(ruleset(plan, readable)?.into())
+}
+
+fn ruleset(
+    plan: &Plan,
+    readable: &[String],
+) -> Result<landlock::RulesetCreated, landlock::RulesetError> {
     let abi = ABI::V7;
     let mut read: Vec<String> = vec![
         "/usr".into(),
@@ -46,8 +64,7 @@ pub fn landlock(plan: &Plan, readable: &[String]) -> Result<(), landlock::Rulese
     if let Some(port) = plan.connect_port {
         created = created.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
     }
-    created.restrict_self()?;
-    Ok(())
+    Ok(created)
 }
 
 /// System calls a function never needs: answered with EPERM. `clone3` answers ENOSYS

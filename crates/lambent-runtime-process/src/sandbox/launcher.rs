@@ -20,7 +20,9 @@
 
 use super::channel;
 use super::filter;
-use super::plan::{Bind, INSIDE_ID, Plan, Prelude, RUNTIME_API_PORT, Ready};
+use super::plan::{
+    Assignment, Bind, INSIDE_ID, PRESTART_FD, Plan, Prelude, Prestart, RUNTIME_API_PORT, Ready,
+};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -288,6 +290,10 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     drop(listener);
 
     let filters = filter::programs().step("compiling the seccomp filter")?;
+    let prestarted = match &prelude.prestart {
+        Some(pre) => Some(prestart(prelude, pre, &filters)?),
+        None => None,
+    };
 
     // Ready ahead of need: the rest waits for a function.
     let plan: Plan = channel::read_message(&mut *control()).step("reading the plan")?;
@@ -313,11 +319,32 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
         apply_firewall(rules)?;
     }
 
+    let readable: Vec<String> = prelude.binds.iter().map(|b| b.target.clone()).collect();
+    if let Some((pid, channel)) = prestarted {
+        let fits = prelude.prestart.as_ref().is_some_and(|pre| pre.fits(&plan));
+        if fits {
+            match assign(&plan, &readable, &channel) {
+                Ok(()) => {
+                    drop(channel);
+                    let _ = nix::unistd::close(0);
+                    return reap_until(pid);
+                }
+                Err(Failed(why)) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "lambent sandbox: the pre-started runtime could not be used ({why}); starting the runtime afresh"
+                    );
+                }
+            }
+        }
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+
     // SAFETY: this process is single-threaded (a clone of the single-threaded
     // launcher), so the forked child may allocate and run ordinary code.
     match unsafe { fork() }.step("starting the function process")? {
         ForkResult::Child => {
-            let readable: Vec<String> = prelude.binds.iter().map(|b| b.target.clone()).collect();
             let Err(Failed(why)) = exec_function(&plan, &readable, &filters);
             let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
             std::process::exit(SETUP_FAILED);
@@ -328,6 +355,120 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
             reap_until(child)
         }
     }
+}
+
+/// Starts `pre` in its own process: in the sandbox's root, as the function's id, under
+/// seccomp, waiting on a socket (its descriptor `PRESTART_FD`) for `assign`. Returns
+/// its pid and this end of the socket.
+fn prestart(
+    prelude: &Prelude,
+    pre: &Prestart,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<(Pid, OwnedFd), Failed> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    // Datagram boundaries: the assignment arrives whole, with its descriptor.
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .step("making the pre-started runtime's socket")?;
+    // SAFETY: this process is single-threaded (see `sandbox_init`).
+    match unsafe { fork() }.step("pre-starting the runtime")? {
+        ForkResult::Child => {
+            drop(ours);
+            let Err(Failed(why)) = exec_prestart(prelude, pre, theirs, filters);
+            let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
+            std::process::exit(SETUP_FAILED);
+        }
+        ForkResult::Parent { child } => Ok((child, ours)),
+    }
+}
+
+/// In the pre-started runtime's process: the steps of `exec_function` that do not
+/// depend on the function. It enters the sandbox's root with `chroot` (the plan's
+/// `pivot_root` later makes that root the namespace's, with this process in it);
+/// Landlock, the working directory, the limits that depend on the function and the
+/// environment come with the assignment.
+fn exec_prestart(
+    prelude: &Prelude,
+    pre: &Prestart,
+    channel: OwnedFd,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<std::convert::Infallible, Failed> {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    nix::unistd::chroot(&prelude.root).step("entering the sandbox's root")?;
+    nix::unistd::chdir("/").step("entering the sandbox's root")?;
+    let null = fs::File::open("/dev/null").step("opening /dev/null")?;
+    nix::unistd::dup2_stdin(&null).step("redirecting stdin")?;
+    drop(null);
+    if channel.as_raw_fd() == PRESTART_FD {
+        // Already in place: only its close-on-exec flag must go.
+        nix::fcntl::fcntl(
+            &channel,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .step("passing the assignment socket")?;
+        std::mem::forget(channel);
+    } else {
+        // SAFETY: descriptor PRESTART_FD is not otherwise owned in this process (the
+        // node's descriptors are close-on-exec and this one is made for the
+        // runtime); the new OwnedFd is forgotten, so nothing here closes it.
+        let placed = unsafe { nix::unistd::dup2_raw(&channel, PRESTART_FD) }
+            .step("passing the assignment socket")?;
+        std::mem::forget(placed);
+        drop(channel);
+    }
+    drop_bounding_set();
+    let id = Gid::from_raw(INSIDE_ID);
+    nix::unistd::setresgid(id, id, id).step("switching group")?;
+    let id = Uid::from_raw(INSIDE_ID);
+    nix::unistd::setresuid(id, id, id).step("switching user")?;
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .step("disabling core dumps")?;
+    filter::seccomp(filters).step("installing the seccomp filter")?;
+    let cstr = |s: &str| CString::new(s).step("a NUL in the command");
+    let program = cstr(&pre.program)?;
+    let mut args = vec![program.clone()];
+    for a in &pre.args {
+        args.push(cstr(a)?);
+    }
+    let mut env = pre
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    env.push(cstr(&format!("LAMBENT_PRESTART_FD={PRESTART_FD}"))?);
+    nix::unistd::execve(&program, &args, &env).step(&format!("executing {}", pre.program))
+}
+
+/// Hands a pre-started runtime its function: the environment, working directory and
+/// limits, and the Landlock ruleset it restricts itself with before it imports any
+/// of the function's code.
+fn assign(plan: &Plan, readable: &[String], channel: &OwnedFd) -> Result<(), Failed> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let ruleset = filter::landlock_ruleset(plan, readable).step("building the Landlock ruleset")?;
+    let message = serde_json::to_vec(&Assignment {
+        env: plan.env.clone(),
+        cwd: plan.cwd.clone(),
+        nofile: plan.nofile,
+        data_bytes: plan.data_bytes,
+    })
+    .step("encoding the assignment")?;
+    let fds: Vec<i32> = ruleset.iter().map(AsRawFd::as_raw_fd).collect();
+    let rights = [ControlMessage::ScmRights(&fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &[std::io::IoSlice::new(&message)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .step("sending the assignment")?;
+    Ok(())
 }
 
 /// Loads an nftables ruleset into the sandbox's network namespace.

@@ -45,6 +45,62 @@ pub struct Prelude {
     pub outside_gid: u32,
     /// cgroup directories (one per controller) the launcher joins before it clones.
     pub cgroups: Vec<PathBuf>,
+    /// An interpreter to start ahead of need, inside the sandbox as the function's
+    /// id, so a cold start does not wait for it (see `Prestart`).
+    #[serde(default)]
+    pub prestart: Option<Prestart>,
+}
+
+/// A runtime started before its function is known: the node's default Python with
+/// the bootstrap imported, waiting on descriptor [`PRESTART_FD`] for its assignment
+/// (environment, working directory, limits, a Landlock ruleset). It is used only for
+/// a plan that would execute exactly this program with these arguments and the same
+/// start-up environment ([`Prestart::fits`]); otherwise it is killed and the plan's
+/// program executed as usual. Each sandbox starts its own: nothing is shared between
+/// functions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prestart {
+    pub program: String,
+    pub args: Vec<String>,
+    /// The environment it starts with: only what the interpreter reads as it starts.
+    pub env: Vec<(String, String)>,
+}
+
+/// The descriptor a pre-started runtime reads its assignment from.
+pub const PRESTART_FD: i32 = 3;
+
+/// Variables an interpreter reads while it starts (before any function code runs):
+/// a plan whose values differ cannot use a pre-started one.
+pub fn read_at_start(name: &str) -> bool {
+    name.starts_with("PYTHON") || matches!(name, "LANG" | "LC_ALL" | "LC_CTYPE" | "TZ")
+}
+
+impl Prestart {
+    /// Whether `plan` runs this very runtime, started the same way.
+    pub fn fits(&self, plan: &Plan) -> bool {
+        let startup = |env: &[(String, String)]| {
+            let mut vars: Vec<(String, String)> = env
+                .iter()
+                .filter(|(k, _)| read_at_start(k))
+                .cloned()
+                .collect();
+            vars.sort();
+            vars
+        };
+        plan.program == self.program
+            && plan.args == self.args
+            && startup(&plan.env) == startup(&self.env)
+    }
+}
+
+/// What a pre-started runtime is told when its function is known (the Landlock
+/// ruleset, when there is one, comes with it as a passed descriptor).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub nofile: u64,
+    pub data_bytes: u64,
 }
 
 /// What makes the sandbox this function's.

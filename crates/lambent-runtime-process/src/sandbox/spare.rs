@@ -7,7 +7,7 @@
 use super::Launcher;
 use super::cgroup::{Cgroups, InstanceCgroups};
 use super::channel;
-use super::plan::{Bind, DEVICES, Prelude, RUNTIME_ROOT, Ready};
+use super::plan::{Bind, DEVICES, Prelude, Prestart, RUNTIME_ROOT, Ready};
 use crate::capture::Capture;
 use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
@@ -47,8 +47,19 @@ pub(crate) struct Layout {
 /// How long a cold start has to itself before its spare's replacement is built.
 const REFILL_DELAY: Duration = Duration::from_millis(100);
 
+/// The runtime spares pre-start, and the host directories it needs bound (read-only,
+/// at the same paths) before any plan binds them.
+#[derive(Debug, Clone)]
+pub(crate) struct PrestartSetup {
+    pub prestart: Prestart,
+    pub binds: Vec<PathBuf>,
+}
+
 pub(crate) struct Spares {
     layout: Layout,
+    /// Set once the node's default interpreter is resolved; spares made before then
+    /// start none.
+    prestart: Mutex<Option<PrestartSetup>>,
     want: usize,
     ready: Mutex<Vec<Spare>>,
     filling: AtomicUsize,
@@ -87,6 +98,7 @@ impl Spares {
     pub fn new(layout: Layout, want: usize) -> Arc<Self> {
         Arc::new(Self {
             layout,
+            prestart: Mutex::new(None),
             want,
             ready: Mutex::new(Vec::new()),
             filling: AtomicUsize::new(0),
@@ -96,6 +108,11 @@ impl Spares {
     /// The host directories every sandbox binds (so a plan need not).
     pub fn system_dirs(&self) -> &[PathBuf] {
         &self.layout.system_dirs
+    }
+
+    /// What spares made from now on pre-start (None: nothing).
+    pub fn set_prestart(&self, setup: Option<PrestartSetup>) {
+        *self.prestart.lock().unwrap_or_else(|p| p.into_inner()) = setup;
     }
 
     /// How many spares are ready now.
@@ -182,9 +199,22 @@ impl Spares {
         let (node_end, launcher_end) = UnixStream::pair()?;
         let child = spawn_launcher(&layout.launcher, launcher_end.into(), out)?;
         let outside = super::outside_id();
+        let setup = self
+            .prestart
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut binds = self.system_binds();
+        if let Some(setup) = &setup {
+            binds.extend(setup.binds.iter().map(|dir| Bind {
+                source: dir.clone(),
+                target: dir.display().to_string(),
+                device: false,
+            }));
+        }
         let prelude = Prelude {
             root: scratch.join("root"),
-            binds: self.system_binds(),
+            binds,
             links: layout.links.clone(),
             tmp_mb: 512,
             shm_mb: 64,
@@ -194,6 +224,7 @@ impl Spares {
                 .as_ref()
                 .map(|c| c.dirs().to_vec())
                 .unwrap_or_default(),
+            prestart: setup.map(|s| s.prestart),
         };
         // The launcher joins its cgroups (slow), then reports; a broken host fails
         // the read, never hangs it.
