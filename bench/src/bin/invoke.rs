@@ -100,14 +100,7 @@ const COLD_STARTS: usize = 60;
 /// Cold starts: a fresh instance's first invocation, against the same-run baseline of
 /// the bare interpreter starting and exiting (`python -c pass`, resolved past pyenv).
 async fn cold_starts(data: &std::path::Path) -> Result<()> {
-    let python = String::from_utf8(
-        std::process::Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()?
-            .stdout,
-    )?
-    .trim()
-    .to_owned();
+    let python = python3_path()?;
     let b50 = interpreter_start(&python, &["-c", "pass"]).await?;
     let floor50 = interpreter_start(&python, &["-S", "-c", "pass"]).await?;
     let runtime = ProcessRuntime::new(&data.join("cold"), isolation())?;
@@ -125,6 +118,8 @@ async fn cold_starts(data: &std::path::Path) -> Result<()> {
             while rt.spare_launchers() < 2 && std::ptr::eq(rt, &runtime) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            // And their interpreters started (a spare reports ready before that).
+            tokio::time::sleep(Duration::from_millis(200)).await;
             let start = Instant::now();
             let mut inst = rt.start(config.clone()).await?;
             bare_call(&mut inst, i).await?;
@@ -147,6 +142,74 @@ async fn cold_starts(data: &std::path::Path) -> Result<()> {
         c50.as_secs_f64() / n50.as_secs_f64()
     );
     Ok(())
+}
+
+/// Freshly deployed functions called once each, over HTTP, through a release node:
+/// the cold start a user sees, against the same run's `python3 -S -c pass`.
+async fn cold_over_http(data: &std::path::Path) -> Result<()> {
+    let server = lambent_bench::start_server()?;
+    let bin = lambent_bench::lambent_bin()?;
+    let code = data.join("http-cold-code");
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(code.join("app.py"), NOOP)?;
+    let client = reqwest::Client::new();
+    let mut samples = Vec::new();
+    for i in 0..COLD_STARTS {
+        let name = format!("cold{i}");
+        let code_arg = code.display().to_string();
+        let url = server.url.clone();
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || {
+            lambent_bench::cli(
+                &bin,
+                &url,
+                &[
+                    "deploy",
+                    &name,
+                    "--runtime",
+                    "python3.11",
+                    "--handler",
+                    "app.handler",
+                    "--code",
+                    &code_arg,
+                ],
+            )
+        })
+        .await??;
+        // As on a node between deploys: the spares taken are replaced.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let start = Instant::now();
+        let answer = client
+            .post(format!("{}/v1/functions/cold{i}/invoke", server.url))
+            .body("{}")
+            .send()
+            .await?;
+        let status = answer.status();
+        let body = answer.bytes().await?;
+        samples.push(start.elapsed());
+        anyhow::ensure!(status.is_success(), "cold invoke: {status} {body:?}");
+    }
+    let python = python3_path()?;
+    let floor50 = interpreter_start(&python, &["-S", "-c", "pass"]).await?;
+    let (c50, c99) = summary(samples);
+    println!("floor     python3 -S -c pass (no site)        p50 {floor50:>9.1?}");
+    println!(
+        "lambent   cold invoke over HTTP, fresh deploy   p50 {c50:>9.1?}  p99 {c99:>9.1?}  ({:.2}x the floor; bar: 0.5x)",
+        c50.as_secs_f64() / floor50.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The real interpreter behind `python3` (past a pyenv shim).
+fn python3_path() -> Result<String> {
+    Ok(String::from_utf8(
+        std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()?
+            .stdout,
+    )?
+    .trim()
+    .to_owned())
 }
 
 /// p50 of starting the interpreter with `args` and waiting for it to exit.
@@ -175,6 +238,7 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     println!("machine: {}", lambent_bench::machine());
     let dir = tempfile::tempdir()?;
+    cold_over_http(dir.path()).await?;
     cold_starts(dir.path()).await?;
     let mut bare = bare_instance(dir.path()).await?;
     let engine = engine(&dir.path().join("node")).await?;

@@ -179,7 +179,7 @@ fn a_handler_past_its_timeout_is_killed_and_reported_as_timed_out() {
         "import time\ndef handler(event, context):\n    if event.get('sleep'):\n        print('going to sleep')\n        time.sleep(60)\n    return 'awake'\n",
     )]);
     // A marker in the function's environment finds its processes on the host.
-    let marker = format!("SLEEPY_MARKER={}", std::process::id());
+    let marker = host_marker("SLEEPY");
     node.deploy_app(
         "sleepy",
         "python3.12",

@@ -504,7 +504,7 @@ def handler(event, context):
 /// Deploys `spawner` and calls it once: its instance leaves a daemon running. Returns
 /// the environment entry that finds both processes on the host.
 fn start_daemon(node: &Node, marker_name: &str) -> String {
-    let marker = format!("{marker_name}={}", std::process::id());
+    let marker = host_marker(marker_name);
     let code = code_dir(&[("app.py", DAEMON)]);
     node.deploy_app("spawner", "python3.11", code.path(), &["--env", &marker]);
     assert_eq!(node.ok(&["invoke", "spawner"]).trim(), "\"detached\"");
@@ -547,7 +547,7 @@ fn an_instance_runs_under_limits_that_follow_its_memory() {
     let code = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     for (name, memory_mb) in [("small", 128u64), ("large", 3538)] {
-        let marker = format!("LIMITS_MARKER_{name}={}", std::process::id());
+        let marker = host_marker(&format!("LIMITS_{name}"));
         let memory = memory_mb.to_string();
         node.deploy_app(
             name,

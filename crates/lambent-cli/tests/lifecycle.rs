@@ -55,7 +55,7 @@ fn no_function_process_outlives_a_kill_9_of_its_node() {
         sink.app("import time\ndef handler(e, c):\n    report('busy')\n    time.sleep(300)\n");
     // A marker in the function's environment finds its processes on the host (in a
     // sandbox, the pid it sees is its namespace's, not the host's).
-    let marker = format!("LIFECYCLE_MARKER={}", std::process::id());
+    let marker = host_marker("LIFECYCLE");
     let env = sink.env();
     node.deploy_app(
         "busy",

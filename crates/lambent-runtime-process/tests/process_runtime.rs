@@ -544,6 +544,94 @@ async fn python_cold_starts_use_an_interpreter_started_ahead_when_it_fits() {
     }
 }
 
+/// Starts a daemon (double fork + setsid) named by `event["name"]` (its `comm`, which
+/// the host sees), sleeping ten minutes.
+const PRESTART_DAEMON: &str = r#"import ctypes, os, time
+
+def handler(event, context):
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            ctypes.CDLL(None).prctl(15, event["name"].encode(), 0, 0, 0)
+            time.sleep(600)
+        os._exit(0)
+    os.wait()
+    return "detached"
+"#;
+
+/// Live host processes whose name is `comm`, with whether each was started as a
+/// pre-started interpreter (its executed environment names the assignment socket).
+fn named(comm: &str) -> Vec<(u32, bool)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z');
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if name.trim() == comm && !zombie {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let prestarted = env
+                .split(|&b| b == 0)
+                .any(|v| v.starts_with(b"LAMBENT_PRESTART_FD="));
+            found.push((pid, prestarted));
+        }
+    }
+    found
+}
+
+/// A daemon started by a function on a pre-started interpreter is still the
+/// instance's: it dies when the instance is shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_of_a_pre_started_instance_dies_with_it() {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(code.path(), "app.py", PRESTART_DAEMON);
+    let runtime = runtime(data.path());
+    runtime.resolve_interpreters().await;
+    spares_ready(&runtime, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let comm = format!("lbd{}", std::process::id());
+    let mut inst = start(
+        &runtime,
+        spec("daemon", "python3", "app.handler", 5),
+        code.path(),
+    )
+    .await;
+    let payload = serde_json::json!({ "name": comm }).to_string();
+    let r = inst.invoke(request(&payload, 5000)).await;
+    assert_eq!(
+        r.outcome,
+        InvokeOutcome::Success(Bytes::from_static(br#""detached""#)),
+        "{}",
+        r.logs
+    );
+    let daemons = named(&comm);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    assert!(
+        daemons[0].1,
+        "the daemon descends from a pre-started interpreter"
+    );
+    inst.shutdown().await;
+    for _ in 0..500 {
+        if named(&comm).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the daemon outlived its instance: {:?}", named(&comm));
+}
+
 async fn spares_ready(runtime: &ProcessRuntime, n: usize) {
     for _ in 0..1000 {
         if runtime.spare_launchers() >= n {

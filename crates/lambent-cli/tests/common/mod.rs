@@ -360,6 +360,16 @@ pub fn host_address() -> std::net::IpAddr {
 }
 
 /// Host pids of the processes whose environment holds `entry` (`NAME=value`).
+/// An environment entry (`NAME=this test's pid`) that finds a function's processes on
+/// the host through `processes_with_env`. /proc/PID/environ shows the environment a
+/// process was executed with: an interpreter a spare started ahead of need is given
+/// its function's environment later, so it would not show there. The `PYTHON` prefix
+/// makes the function's start-up environment differ from the pre-started one's, so its
+/// instances execute the runtime with the marker.
+pub fn host_marker(name: &str) -> String {
+    format!("PYTHON_LAMBENT_TEST_{name}={}", std::process::id())
+}
+
 pub fn processes_with_env(entry: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -290,13 +290,25 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     drop(listener);
 
     let filters = filter::programs().step("compiling the seccomp filter")?;
-    let prestarted = match &prelude.prestart {
+    let mut prestarted = match &prelude.prestart {
         Some(pre) => Some(prestart(prelude, pre, &filters)?),
         None => None,
     };
 
     // Ready ahead of need: the rest waits for a function.
     let plan: Plan = channel::read_message(&mut *control()).step("reading the plan")?;
+    // The pre-started runtime must be in the new root before the host's root is
+    // detached, and done starting (its imports touch the root's mount, which a
+    // read-only remount then finds busy): it says so once it waits for its
+    // assignment. A spare can be taken the moment it is ready, before that.
+    if let Some((pid, channel)) = prestarted.take() {
+        if prestart_waiting(&channel) {
+            prestarted = Some((pid, channel));
+        } else {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
     build_skeleton(root, &plan.binds, &[])?;
     mount_binds(root, &plan.binds)?;
     nix::unistd::pivot_root(root, &root.join(".old")).step("pivoting into the new root")?;
@@ -442,6 +454,26 @@ fn exec_prestart(
         .collect::<Result<Vec<_>, _>>()?;
     env.push(cstr(&format!("LAMBENT_PRESTART_FD={PRESTART_FD}"))?);
     nix::unistd::execve(&program, &args, &env).step(&format!("executing {}", pre.program))
+}
+
+/// How long a plan waits for a pre-started runtime still starting before it starts
+/// the runtime afresh instead.
+const PRESTART_PATIENCE_MS: u16 = 5_000;
+
+/// Whether the pre-started runtime reported that it waits for its assignment (one
+/// byte), rather than failing or hanging.
+fn prestart_waiting(channel: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN)];
+    if !matches!(
+        poll(&mut fds, PollTimeout::from(PRESTART_PATIENCE_MS)),
+        Ok(1)
+    ) {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(nix::unistd::read(channel, &mut byte), Ok(1))
 }
 
 /// Hands a pre-started runtime its function: the environment, working directory and
