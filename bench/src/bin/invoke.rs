@@ -137,7 +137,7 @@ async fn cold_starts(data: &std::path::Path) -> Result<()> {
         c50.as_secs_f64() / floor50.as_secs_f64()
     );
     println!(
-        "          the same without the sandbox           p50 {n50:>9.1?}  (the sandbox adds {:.2} ms, {:.2}x)",
+        "          the same without the sandbox           p50 {n50:>9.1?}  (sandboxed minus unsandboxed: {:.2} ms, {:.2}x; only a sandbox's spare pre-starts the interpreter)",
         (c50.as_secs_f64() - n50.as_secs_f64()) * 1000.0,
         c50.as_secs_f64() / n50.as_secs_f64()
     );

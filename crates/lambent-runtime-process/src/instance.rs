@@ -294,11 +294,15 @@ impl ProcessInstance {
                         .map_err(|e| isolation_err(format!("cannot limit its cgroups: {e}")))?;
                 }
                 cgroups = spare.cgroups;
-                let system_dirs = launch
+                // What the spare's prelude bound already (the system's directories and
+                // a pre-started interpreter's installation) is not bound again.
+                let mut bound: Vec<PathBuf> = launch
                     .sandbox
                     .as_ref()
-                    .map_or(&[][..], |s| s.spares.system_dirs());
-                let mut plan = sandbox_plan(&launch, system_dirs, &scratch, env, data_limit);
+                    .map(|s| s.spares.system_dirs().to_vec())
+                    .unwrap_or_default();
+                bound.extend(spare.prelude_dirs.iter().cloned());
+                let mut plan = sandbox_plan(&launch, &bound, &scratch, env, data_limit);
                 plan.firewall = egress.and_then(|e| e.firewall);
                 // A plan is far smaller than the socket's buffer: this does not block.
                 // If the sandbox died meanwhile, the watcher reports how.

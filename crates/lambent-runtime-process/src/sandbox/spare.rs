@@ -32,6 +32,9 @@ pub(crate) struct Spare {
     pub listener: std::net::TcpListener,
     /// The sandbox's init as the host numbers it.
     pub init_pid: u32,
+    /// Host directories its prelude bound beyond the system's (a pre-started
+    /// interpreter's installation), at the same paths.
+    pub prelude_dirs: Vec<PathBuf>,
 }
 
 /// What every sandbox of this node has.
@@ -205,6 +208,7 @@ impl Spares {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut binds = self.system_binds();
+        let prelude_dirs = setup.as_ref().map(|s| s.binds.clone()).unwrap_or_default();
         if let Some(setup) = &setup {
             binds.extend(setup.binds.iter().map(|dir| Bind {
                 source: dir.clone(),
@@ -246,6 +250,7 @@ impl Spares {
             control,
             listener,
             init_pid: ready.init_pid,
+            prelude_dirs,
         })
     }
 
