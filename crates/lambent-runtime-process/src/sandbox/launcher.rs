@@ -297,12 +297,14 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
 
     // Ready ahead of need: the rest waits for a function.
     let plan: Plan = channel::read_message(&mut *control()).step("reading the plan")?;
-    // The pre-started runtime must be in the new root before the host's root is
-    // detached, and done starting (its imports touch the root's mount, which a
-    // read-only remount then finds busy): it says so once it waits for its
-    // assignment. A spare can be taken the moment it is ready, before that.
+    // A pre-started runtime this plan can use must be in the new root before the
+    // host's root is detached, and done starting (its imports touch the root's mount,
+    // which a read-only remount then finds busy): it says so once it waits for its
+    // assignment. A spare can be taken the moment it is ready, before that. One the
+    // plan cannot use goes at once.
+    let fits = prelude.prestart.as_ref().is_some_and(|pre| pre.fits(&plan));
     if let Some((pid, channel)) = prestarted.take() {
-        if prestart_waiting(&channel) {
+        if fits && prestart_waiting(&channel) {
             prestarted = Some((pid, channel));
         } else {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -333,20 +335,17 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
 
     let readable: Vec<String> = prelude.binds.iter().map(|b| b.target.clone()).collect();
     if let Some((pid, channel)) = prestarted {
-        let fits = prelude.prestart.as_ref().is_some_and(|pre| pre.fits(&plan));
-        if fits {
-            match assign(&plan, &readable, &channel) {
-                Ok(()) => {
-                    drop(channel);
-                    let _ = nix::unistd::close(0);
-                    return reap_until(pid);
-                }
-                Err(Failed(why)) => {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "lambent sandbox: the pre-started runtime could not be used ({why}); starting the runtime afresh"
-                    );
-                }
+        match assign(&plan, &readable, &channel) {
+            Ok(()) => {
+                drop(channel);
+                let _ = nix::unistd::close(0);
+                return reap_until(pid);
+            }
+            Err(Failed(why)) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "lambent sandbox: the pre-started runtime could not be used ({why}); starting the runtime afresh"
+                );
             }
         }
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
