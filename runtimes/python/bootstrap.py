@@ -206,8 +206,12 @@ def take_assignment(fd):
     env = {}
     for name, value in assignment["env"]:
         env.setdefault(name, value)  # the first wins, as for an executed program
-    os.environ.clear()
-    os.environ.update(env)
+    # Only what differs: each change is a putenv.
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def main():
