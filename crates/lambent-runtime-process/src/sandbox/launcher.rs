@@ -431,28 +431,13 @@ fn exec_prestart(
         std::mem::forget(placed);
         drop(channel);
     }
-    drop_bounding_set();
-    let id = Gid::from_raw(INSIDE_ID);
-    nix::unistd::setresgid(id, id, id).step("switching group")?;
-    let id = Uid::from_raw(INSIDE_ID);
-    nix::unistd::setresuid(id, id, id).step("switching user")?;
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    become_the_function()?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
         .step("disabling core dumps")?;
     filter::seccomp(filters).step("installing the seccomp filter")?;
-    let cstr = |s: &str| CString::new(s).step("a NUL in the command");
-    let program = cstr(&pre.program)?;
-    let mut args = vec![program.clone()];
-    for a in &pre.args {
-        args.push(cstr(a)?);
-    }
-    let mut env = pre
-        .env
-        .iter()
-        .map(|(k, v)| cstr(&format!("{k}={v}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    env.push(cstr(&format!("LAMBENT_PRESTART_FD={PRESTART_FD}"))?);
-    nix::unistd::execve(&program, &args, &env).step(&format!("executing {}", pre.program))
+    let mut env = pre.env.clone();
+    env.push(("LAMBENT_PRESTART_FD".into(), PRESTART_FD.to_string()));
+    execute(&pre.program, &pre.args, &env)
 }
 
 /// How long a plan waits for a pre-started runtime still starting before it starts
@@ -559,14 +544,7 @@ fn exec_function(
     let null = fs::File::open("/dev/null").step("opening /dev/null")?;
     nix::unistd::dup2_stdin(&null).step("redirecting stdin")?;
     drop(null);
-    drop_bounding_set();
-    let id = Gid::from_raw(INSIDE_ID);
-    nix::unistd::setresgid(id, id, id).step("switching group")?;
-    let id = Uid::from_raw(INSIDE_ID);
-    nix::unistd::setresuid(id, id, id).step("switching user")?;
-    // Cleared by the change of credentials (the PID namespace's end would take this
-    // process down anyway).
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    become_the_function()?;
     {
         use nix::sys::resource::{Resource, setrlimit};
         setrlimit(Resource::RLIMIT_NOFILE, plan.nofile, plan.nofile).step("limiting files")?;
@@ -577,19 +555,39 @@ fn exec_function(
     nix::unistd::chdir(plan.cwd.as_str()).step("entering the code directory")?;
     filter::landlock(plan, readable).step("restricting with Landlock")?;
     filter::seccomp(filters).step("installing the seccomp filter")?;
+    execute(&plan.program, &plan.args, &plan.env)
+}
 
+/// Drops to the function's unprivileged id with no capability left to gain, and asks
+/// again to die with the init (a change of credentials clears that; the PID
+/// namespace's end would take the process down anyway).
+fn become_the_function() -> Result<(), Failed> {
+    drop_bounding_set();
+    let id = Gid::from_raw(INSIDE_ID);
+    nix::unistd::setresgid(id, id, id).step("switching group")?;
+    let id = Uid::from_raw(INSIDE_ID);
+    nix::unistd::setresuid(id, id, id).step("switching user")?;
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    Ok(())
+}
+
+/// Executes `program` with exactly `args` and `env`.
+fn execute(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<std::convert::Infallible, Failed> {
     let cstr = |s: &str| CString::new(s).step("a NUL in the command");
-    let program = cstr(&plan.program)?;
-    let mut args = vec![program.clone()];
-    for a in &plan.args {
-        args.push(cstr(a)?);
+    let path = cstr(program)?;
+    let mut argv = vec![path.clone()];
+    for a in args {
+        argv.push(cstr(a)?);
     }
-    let env = plan
-        .env
+    let envp = env
         .iter()
         .map(|(k, v)| cstr(&format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
-    nix::unistd::execve(&program, &args, &env).step(&format!("executing {}", plan.program))
+    nix::unistd::execve(&path, &argv, &envp).step(&format!("executing {program}"))
 }
 
 /// Empties the capability bounding set, so nothing the function executes can hold a
