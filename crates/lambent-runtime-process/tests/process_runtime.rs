@@ -484,7 +484,16 @@ def handler(event, context):
         started = int(f.read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK')
     with open('/proc/uptime') as f:
         now = float(f.read().split()[0])
-    return {'age': now - started, 'tz': os.environ.get('TZ'), 'cwd': os.getcwd(), 'uid': os.getuid()}
+    # Landlock (without a net grant, TCP connects only to the Runtime API's port)
+    # answers EACCES; without it, nothing listens there: ECONNREFUSED.
+    import resource, socket
+    try:
+        socket.create_connection(('127.0.0.1', 1), timeout=1)
+        connect = 'connected'
+    except OSError as e:
+        connect = type(e).__name__
+    return {'age': now - started, 'tz': os.environ.get('TZ'), 'cwd': os.getcwd(), 'uid': os.getuid(),
+            'connect': connect, 'nofile': resource.getrlimit(resource.RLIMIT_NOFILE)[1]}
 "#;
 
 /// A cold start of a Python function takes a spare whose interpreter was started
@@ -492,11 +501,7 @@ def handler(event, context):
 /// environment differs (its own `TZ`) gets a fresh interpreter, and both run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_cold_starts_use_an_interpreter_started_ahead_when_it_fits() {
-    let data = tempfile::tempdir().unwrap();
-    let code = tempfile::tempdir().unwrap();
-    write(code.path(), "app.py", PROCESS_AGE);
-    let runtime = runtime(data.path());
-    runtime.resolve_interpreters().await;
+    let (_data, code, runtime) = prestarting_runtime(PROCESS_AGE).await;
     let mut own_tz = spec("own-tz", "python3", "app.handler", 5);
     own_tz.env.insert("TZ".into(), "Europe/Paris".into());
     // The default interpreter by its versioned name (`python3.11` where `python3` is
@@ -517,9 +522,7 @@ async fn python_cold_starts_use_an_interpreter_started_ahead_when_it_fits() {
         ),
         (own_tz, false),
     ] {
-        spares_ready(&runtime, 2).await;
-        // Spares made before this moment are older than it by at least this much.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        spares_settled(&runtime).await;
         let asked = std::time::Instant::now();
         let name = spec.name.clone();
         let mut inst = start(&runtime, spec, code.path()).await;
@@ -538,6 +541,9 @@ async fn python_cold_starts_use_an_interpreter_started_ahead_when_it_fits() {
         );
         assert_eq!(out["cwd"], "/var/task", "{name}");
         assert_eq!(out["uid"], 993, "{name}");
+        // The assignment's fences hold as an executed runtime's do.
+        assert_eq!(out["connect"], "PermissionError", "{name}");
+        assert_eq!(out["nofile"], 1024, "{name}");
         let tz = if ahead { ":UTC" } else { "Europe/Paris" };
         assert_eq!(out["tz"], tz, "{name}");
         inst.shutdown().await;
@@ -594,13 +600,8 @@ fn named(comm: &str) -> Vec<(u32, bool)> {
 /// instance's: it dies when the instance is shut down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_of_a_pre_started_instance_dies_with_it() {
-    let data = tempfile::tempdir().unwrap();
-    let code = tempfile::tempdir().unwrap();
-    write(code.path(), "app.py", PRESTART_DAEMON);
-    let runtime = runtime(data.path());
-    runtime.resolve_interpreters().await;
-    spares_ready(&runtime, 2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_data, code, runtime) = prestarting_runtime(PRESTART_DAEMON).await;
+    spares_settled(&runtime).await;
     let comm = format!("lbd{}", std::process::id());
     let mut inst = start(
         &runtime,
@@ -630,6 +631,25 @@ async fn a_daemon_of_a_pre_started_instance_dies_with_it() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("the daemon outlived its instance: {:?}", named(&comm));
+}
+
+/// A sandboxed runtime whose spares pre-start Python, and code holding `app` as
+/// `app.py` (the directories live as long as the returned handles).
+async fn prestarting_runtime(app: &str) -> (tempfile::TempDir, tempfile::TempDir, ProcessRuntime) {
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(code.path(), "app.py", app);
+    let runtime = runtime(data.path());
+    runtime.resolve_interpreters().await;
+    (data, code, runtime)
+}
+
+/// Both spares ready, and then older by 300 ms: their interpreters have started (a
+/// spare is ready before that), and a process of theirs is older than anything begun
+/// after this returns by at least that much.
+async fn spares_settled(runtime: &ProcessRuntime) {
+    spares_ready(runtime, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
 
 async fn spares_ready(runtime: &ProcessRuntime, n: usize) {
