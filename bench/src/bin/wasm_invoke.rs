@@ -83,6 +83,35 @@ fn main() -> Result<()> {
                 lambent_bench::percentile(&times, 0.5),
                 lambent_bench::percentile(&times, 0.99)
             );
+            // The same invocation after the node sat idle (as a first request does).
+            let mut paused = Vec::new();
+            for i in 0..200 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let started = Instant::now();
+                let result = instance
+                    .invoke(InvokeRequest {
+                        request_id: format!("p{i}"),
+                        payload: Bytes::from(payload.clone()),
+                        deadline_ms: lambent_core::now_ms() + 10_000,
+                        trace_id: None,
+                        event_id: None,
+                        attempt: 1,
+                        client_context: None,
+                    })
+                    .await;
+                paused.push((started.elapsed(), result.duration));
+                anyhow::ensure!(matches!(result.outcome, InvokeOutcome::Success(_)), "{:?}", result.outcome);
+            }
+            let mut outer: Vec<_> = paused.iter().map(|p| p.0).collect();
+            let mut inner: Vec<_> = paused.iter().map(|p| p.1).collect();
+            outer.sort();
+            inner.sort();
+            println!(
+                "{guest}: after a 20 ms pause: p50 {:.1?} (runtime's own {:.1?}), p99 {:.1?}",
+                lambent_bench::percentile(&outer, 0.5),
+                lambent_bench::percentile(&inner, 0.5),
+                lambent_bench::percentile(&outer, 0.99)
+            );
         }
         Ok::<_, anyhow::Error>(())
     })

@@ -86,7 +86,7 @@ impl HostServices for EngineHost {
                 };
                 map.entry("specversion").or_insert_with(|| "1.0".into());
                 map.entry("id")
-                    .or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
+                    .or_insert_with(|| lambent_core::new_id().into());
                 map.entry("source")
                     .or_insert_with(|| format!("lambent/functions/{name}").into());
                 let event = match CloudEvent::from_json(event) {

@@ -171,7 +171,7 @@ impl Engine {
     ) -> Result<HttpResponse> {
         match route.spec.mode {
             RouteMode::Sync => {
-                let request_id = uuid::Uuid::new_v4().to_string();
+                let request_id = lambent_core::new_id();
                 let event = function_url::request_event(&route, &request, &request_id);
                 let payload = Bytes::from(event.to_string());
                 let options = InvokeOptions {
@@ -199,7 +199,7 @@ impl Engine {
         route: &MatchedRoute,
         request: &HttpRequest,
     ) -> Result<HttpResponse> {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = lambent_core::new_id();
         let ty = route.spec.ty.clone().unwrap_or_default();
         let event = CloudEvent::builder(id.clone(), ROUTE_SOURCE, ty)
             .attr("subject", request.path.clone())

@@ -165,7 +165,12 @@ pub async fn run(pre: &ProxyPre<State>, store: &mut Store<State>, payload: &Byte
         }
     };
     tokio::pin!(call, collect);
+    // The call first: a guest that answers within one poll has then written its
+    // response before the collector ever registered a waker, so nothing wakes this
+    // task again — a self-wake makes tokio reschedule the task and wake an idle
+    // worker thread for it, a cross-CPU wake-up per request.
     let (called, collected) = tokio::select! {
+        biased;
         called = &mut call => match called {
             // Returned: the response it set (if any) is complete or completes now.
             Ok(()) => (Ok(()), collect.await),

@@ -93,7 +93,7 @@ impl Source for Mqtt {
                         &spec,
                         &Message {
                             // MQTT gives no id that survives a redelivery.
-                            id: uuid::Uuid::new_v4().to_string(),
+                            id: lambent_core::new_id(),
                             subject: &publish.topic,
                             content_type: None,
                             payload: &publish.payload,

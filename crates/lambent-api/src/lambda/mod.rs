@@ -101,7 +101,7 @@ pub fn routes() -> Router<ApiState> {
 /// `x-amzn-RequestId` on every answer, as the SDKs expect.
 async fn request_id(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+    if let Ok(id) = HeaderValue::from_str(&lambent_core::new_id()) {
         response.headers_mut().insert("x-amzn-requestid", id);
     }
     response
