@@ -90,6 +90,8 @@ pub async fn serve_floor(answer: Answer) -> Result<()> {
     println!("floor on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
+        // As the node's listeners do: without it a small answer can wait on Nagle.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(
                 move |req: hyper::Request<hyper::body::Incoming>| async move {

@@ -196,7 +196,7 @@ impl Engine {
         options: InvokeOptions,
     ) -> Result<String> {
         self.function(name).await?;
-        let id = options.request_id.unwrap_or_else(|| lambent_core::new_id());
+        let id = options.request_id.unwrap_or_else(lambent_core::new_id);
         let mut builder = lambent_core::CloudEvent::builder(
             id.clone(),
             format!("lambent:invoke/{name}"),
@@ -243,7 +243,7 @@ impl Engine {
         let request_id = options
             .request_id
             .clone()
-            .unwrap_or_else(|| lambent_core::new_id());
+            .unwrap_or_else(lambent_core::new_id);
         let started_ms = now_ms();
         let clock = Instant::now();
         // `duration`: the runtime's own measure where there is one (the invocation

@@ -172,8 +172,7 @@ impl Engine {
         match route.spec.mode {
             RouteMode::Sync => {
                 let request_id = lambent_core::new_id();
-                let event = function_url::request_event(&route, &request, &request_id);
-                let payload = Bytes::from(event.to_string());
+                let payload = function_url::request_event(&route, &request, &request_id);
                 let options = InvokeOptions {
                     request_id: Some(request_id),
                     traceparent: request.header("traceparent").map(str::to_owned),

@@ -7,7 +7,10 @@ use crate::state::State;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -26,44 +29,135 @@ pub enum ProxyEnd {
     Failed(wasmtime::Error),
 }
 
+/// What a request is built from, however the event was read.
+struct Parts<'a> {
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    query: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+    cookies: Vec<&'a str>,
+    body: Option<&'a str>,
+    base64: bool,
+}
+
+/// The fields of a payload-2.0 event that make its request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    #[serde(borrow, default)]
+    raw_path: Cow<'a, str>,
+    #[serde(borrow, default)]
+    raw_query_string: Cow<'a, str>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default)]
+    cookies: Vec<String>,
+    #[serde(borrow)]
+    request_context: Option<Context<'a>>,
+    #[serde(borrow)]
+    body: Option<Cow<'a, str>>,
+    #[serde(default)]
+    is_base64_encoded: bool,
+}
+
+#[derive(Deserialize)]
+struct Context<'a> {
+    #[serde(borrow)]
+    http: Option<Method<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Method<'a> {
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+}
+
 /// The HTTP request an invocation payload stands for: a payload-2.0 event as sent,
 /// anything else as `POST /` with the payload as its body.
 pub fn request_of(payload: &Bytes) -> http::Request<Full<Bytes>> {
+    // Typed first (the route's own events: no `Value` tree to build); an event with
+    // an unexpected shape is read leniently below, as before.
+    if let Ok(event) = serde_json::from_slice::<Event>(payload) {
+        let Some(method) = event.request_context.as_ref().and_then(|c| c.http.as_ref()) else {
+            return plain(payload);
+        };
+        return build(Parts {
+            method: &method.method,
+            host: event
+                .headers
+                .get("host")
+                .map_or("localhost", String::as_str),
+            path: &event.raw_path,
+            query: &event.raw_query_string,
+            headers: event
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect(),
+            cookies: event.cookies.iter().map(String::as_str).collect(),
+            body: event.body.as_deref(),
+            base64: event.is_base64_encoded,
+        });
+    }
     let event: Option<Value> = serde_json::from_slice(payload).ok();
     let Some(event) = event.filter(|e| e.pointer("/requestContext/http/method").is_some()) else {
-        let mut request = http::Request::new(Full::new(payload.clone()));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = http::Uri::from_static("http://localhost/");
-        request.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        return request;
+        return plain(payload);
     };
     let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).unwrap_or("");
-    let method = http::Method::from_bytes(text("/requestContext/http/method").as_bytes())
-        .unwrap_or(http::Method::GET);
     let headers = event.get("headers").and_then(Value::as_object);
-    let host = headers
-        .and_then(|h| h.get("host"))
-        .and_then(Value::as_str)
-        .unwrap_or("localhost");
-    let path = match text("/rawPath") {
+    build(Parts {
+        method: text("/requestContext/http/method"),
+        host: headers
+            .and_then(|h| h.get("host"))
+            .and_then(Value::as_str)
+            .unwrap_or("localhost"),
+        path: text("/rawPath"),
+        query: text("/rawQueryString"),
+        headers: headers
+            .into_iter()
+            .flatten()
+            .filter_map(|(n, v)| Some((n.as_str(), v.as_str()?)))
+            .collect(),
+        cookies: event
+            .get("cookies")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect(),
+        body: event.get("body").and_then(Value::as_str),
+        base64: event.get("isBase64Encoded") == Some(&Value::Bool(true)),
+    })
+}
+
+/// A payload that is not a request: `POST /` with it as the JSON body.
+fn plain(payload: &Bytes) -> http::Request<Full<Bytes>> {
+    let mut request = http::Request::new(Full::new(payload.clone()));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static("http://localhost/");
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    request
+}
+
+fn build(parts: Parts<'_>) -> http::Request<Full<Bytes>> {
+    let method = http::Method::from_bytes(parts.method.as_bytes()).unwrap_or(http::Method::GET);
+    let path = match parts.path {
         "" => "/",
         p => p,
     };
-    let query = text("/rawQueryString");
-    let uri = match query {
-        "" => format!("http://{host}{path}"),
-        q => format!("http://{host}{path}?{q}"),
+    let uri = match parts.query {
+        "" => format!("http://{}{path}", parts.host),
+        q => format!("http://{}{path}?{q}", parts.host),
     };
-    let body = match event.get("body").and_then(Value::as_str) {
-        Some(b) if event.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
-            base64::engine::general_purpose::STANDARD
-                .decode(b)
-                .map(Bytes::from)
-                .unwrap_or_default()
-        }
+    let body = match parts.body {
+        Some(b) if parts.base64 => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .unwrap_or_default(),
         Some(b) => Bytes::from(b.to_owned()),
         None => Bytes::new(),
     };
@@ -73,23 +167,16 @@ pub fn request_of(payload: &Bytes) -> http::Request<Full<Bytes>> {
         .parse()
         .unwrap_or_else(|_| http::Uri::from_static("http://localhost/"));
     let out = request.headers_mut();
-    for (name, value) in headers.into_iter().flatten() {
-        if let (Ok(name), Some(Ok(value))) = (
+    for (name, value) in parts.headers {
+        if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
-            value.as_str().map(http::HeaderValue::from_str),
+            http::HeaderValue::from_str(value),
         ) {
             out.append(name, value);
         }
     }
-    let cookies: Vec<&str> = event
-        .get("cookies")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if let Ok(cookie) = http::HeaderValue::from_str(&cookies.join("; "))
-        && !cookies.is_empty()
+    if let Ok(cookie) = http::HeaderValue::from_str(&parts.cookies.join("; "))
+        && !parts.cookies.is_empty()
     {
         out.insert(http::header::COOKIE, cookie);
     }
@@ -213,6 +300,20 @@ mod tests {
         assert_eq!(request.uri(), "http://example.com/hello/world?a=1&b=2");
         assert_eq!(request.headers()["x-one"], "1");
         assert_eq!(request.headers()["cookie"], "a=1; b=2");
+        // A shape the typed reading refuses (a number for a header, a cookie that is
+        // not a string, an escaped path) is still read, leniently, as before.
+        let odd = json!({
+            "rawPath": "/a\"b",
+            "headers": {"host": "h", "x-n": 5, "x-s": "s"},
+            "cookies": ["a=1", 2],
+            "requestContext": {"http": {"method": "DELETE"}},
+            "body": "hi",
+        });
+        let request = request_of(&Bytes::from(odd.to_string()));
+        assert_eq!(request.method(), http::Method::DELETE);
+        assert_eq!(request.headers()["x-s"], "s");
+        assert!(request.headers().get("x-n").is_none());
+        assert_eq!(request.headers()["cookie"], "a=1");
         let other = request_of(&Bytes::from_static(b"{\"x\":1}"));
         assert_eq!(other.method(), http::Method::POST);
         assert_eq!(other.uri().path(), "/");

@@ -130,7 +130,7 @@ async fn core(
         let id = headers
             .and_then(|h| h.get("Nats-Msg-Id"))
             .map(|v| v.to_string())
-            .unwrap_or_else(|| lambent_core::new_id());
+            .unwrap_or_else(lambent_core::new_id);
         let content_type = headers
             .and_then(|h| h.get("content-type"))
             .map(|v| v.to_string());
