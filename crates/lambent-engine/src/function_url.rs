@@ -31,28 +31,48 @@ fn is_text(content_type: Option<&str>) -> bool {
         || media == "application/x-www-form-urlencoded"
 }
 
-/// Name-value pairs serialized as a JSON object, in the order given.
-struct Pairs<K, V>(Vec<(K, V)>);
+/// Name-value pairs serialized as a JSON object, in the order first seen.
+struct Pairs<K, V> {
+    pairs: Vec<(K, V)>,
+    /// Position of each name: a query string may hold tens of thousands of names.
+    index: HashMap<String, usize>,
+}
 
 impl<K: AsRef<str>, V: AsRef<str>> Pairs<K, V> {
+    fn new() -> Self {
+        Self {
+            pairs: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
     /// Adds a pair; a repeated name gets its values joined with commas, as Lambda
     /// joins repeated headers and query parameters.
     fn join(&mut self, name: K, value: V)
     where
         V: From<String>,
     {
-        match self.0.iter_mut().find(|(k, _)| k.as_ref() == name.as_ref()) {
-            Some((_, existing)) => {
+        match self.index.get(name.as_ref()) {
+            Some(&at) => {
+                let existing = &mut self.pairs[at].1;
                 *existing = V::from(format!("{},{}", existing.as_ref(), value.as_ref()));
             }
-            None => self.0.push((name, value)),
+            None => {
+                self.index
+                    .insert(name.as_ref().to_owned(), self.pairs.len());
+                self.pairs.push((name, value));
+            }
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
     }
 }
 
 impl<K: AsRef<str>, V: AsRef<str>> Serialize for Pairs<K, V> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+        s.collect_map(self.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
 }
 
@@ -74,12 +94,6 @@ struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<Cow<'a, str>>,
     is_base64_encoded: bool,
-}
-
-impl<K, V> Pairs<K, V> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 fn no_params(params: &&BTreeMap<String, String>) -> bool {
@@ -120,7 +134,7 @@ pub(crate) fn request_event(
     request_id: &str,
 ) -> Bytes {
     // Repeated headers are joined with commas; cookies get their own list.
-    let mut headers = Pairs(Vec::with_capacity(request.headers.len()));
+    let mut headers = Pairs::new();
     let mut cookies = Vec::new();
     for (name, value) in &request.headers {
         if name == "cookie" {
@@ -129,7 +143,7 @@ pub(crate) fn request_event(
         }
         headers.join(name.as_str(), Cow::Borrowed(value.as_str()));
     }
-    let mut query = Pairs(Vec::new());
+    let mut query = Pairs::new();
     for pair in request.query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         query.join(
@@ -200,7 +214,12 @@ pub(crate) fn response(invocation: &Invocation) -> HttpResponse {
         };
         return HttpResponse::json(status, json!({"message": "Internal Server Error"}));
     }
-    if let Ok(answer) = serde_json::from_slice::<Answer>(&invocation.payload) {
+    // Typed only for an object: serde would also read a struct from an array.
+    let object = invocation.payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if let Some(answer) = object
+        .then(|| serde_json::from_slice::<Answer>(&invocation.payload).ok())
+        .flatten()
+    {
         return answer.response();
     }
     let parsed: Option<Value> = serde_json::from_slice(&invocation.payload).ok();
@@ -408,6 +427,15 @@ mod tests {
             ))
             .status,
             502
+        );
+        // An array is a bare value, even one that would fill the fields in order.
+        let array = response(&invocation(
+            InvocationOutcome::Success,
+            r#"[201, {}, {}, [], "x", false]"#,
+        ));
+        assert_eq!(
+            (array.status, &array.body[..]),
+            (200, &br#"[201, {}, {}, [], "x", false]"#[..])
         );
         let bare = response(&invocation(InvocationOutcome::Success, r#"{"ok": true}"#));
         assert_eq!(

@@ -78,7 +78,12 @@ struct Method<'a> {
 pub fn request_of(payload: &Bytes) -> http::Request<Full<Bytes>> {
     // Typed first (the route's own events: no `Value` tree to build); an event with
     // an unexpected shape is read leniently below, as before.
-    if let Ok(event) = serde_json::from_slice::<Event>(payload) {
+    // (Only for an object: serde would also read a struct from an array, by position.)
+    let object = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if let Some(event) = object
+        .then(|| serde_json::from_slice::<Event>(payload).ok())
+        .flatten()
+    {
         let Some(method) = event.request_context.as_ref().and_then(|c| c.http.as_ref()) else {
             return plain(payload);
         };
@@ -314,6 +319,12 @@ mod tests {
         assert_eq!(request.headers()["x-s"], "s");
         assert!(request.headers().get("x-n").is_none());
         assert_eq!(request.headers()["cookie"], "a=1");
+        // An array is a plain payload, even one that would fill the fields in order.
+        let array = json!(["/p", "", {}, [], {"http": {"method": "PUT"}}, null, false]);
+        assert_eq!(
+            request_of(&Bytes::from(array.to_string())).method(),
+            http::Method::POST
+        );
         let other = request_of(&Bytes::from_static(b"{\"x\":1}"));
         assert_eq!(other.method(), http::Method::POST);
         assert_eq!(other.uri().path(), "/");
