@@ -59,20 +59,19 @@ fn main() -> Result<()> {
             let mut instance = runtime
                 .start(InstanceConfig { spec, version: 1, code_dir: code.path().to_path_buf(), host: None })
                 .await?;
+            let request = |id: String| InvokeRequest {
+                request_id: id,
+                payload: Bytes::from(payload.clone()),
+                deadline_ms: lambent_core::now_ms() + 10_000,
+                trace_id: None,
+                event_id: None,
+                attempt: 1,
+                client_context: None,
+            };
             let mut times = Vec::new();
             for i in 0..5000 {
                 let started = Instant::now();
-                let result = instance
-                    .invoke(InvokeRequest {
-                        request_id: format!("r{i}"),
-                        payload: Bytes::from(payload.clone()),
-                        deadline_ms: lambent_core::now_ms() + 10_000,
-                        trace_id: None,
-                        event_id: None,
-                        attempt: 1,
-                        client_context: None,
-                    })
-                    .await;
+                let result = instance.invoke(request(format!("r{i}"))).await;
                 times.push(started.elapsed());
                 anyhow::ensure!(matches!(result.outcome, InvokeOutcome::Success(_)), "{:?}", result.outcome);
             }
@@ -88,17 +87,7 @@ fn main() -> Result<()> {
             for i in 0..200 {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 let started = Instant::now();
-                let result = instance
-                    .invoke(InvokeRequest {
-                        request_id: format!("p{i}"),
-                        payload: Bytes::from(payload.clone()),
-                        deadline_ms: lambent_core::now_ms() + 10_000,
-                        trace_id: None,
-                        event_id: None,
-                        attempt: 1,
-                        client_context: None,
-                    })
-                    .await;
+                let result = instance.invoke(request(format!("p{i}"))).await;
                 paused.push((started.elapsed(), result.duration));
                 anyhow::ensure!(matches!(result.outcome, InvokeOutcome::Success(_)), "{:?}", result.outcome);
             }

@@ -215,8 +215,7 @@ pub(crate) fn response(invocation: &Invocation) -> HttpResponse {
         return HttpResponse::json(status, json!({"message": "Internal Server Error"}));
     }
     // Typed only for an object: serde would also read a struct from an array.
-    let object = invocation.payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if let Some(answer) = object
+    if let Some(answer) = lambent_core::is_json_object(&invocation.payload)
         .then(|| serde_json::from_slice::<Answer>(&invocation.payload).ok())
         .flatten()
     {
@@ -271,17 +270,25 @@ pub(crate) fn response(invocation: &Invocation) -> HttpResponse {
         Some(Value::String(s)) if answer.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
             match base64::engine::general_purpose::STANDARD.decode(s) {
                 Ok(bytes) => Bytes::from(bytes),
-                Err(_) => {
-                    return HttpResponse::json(
-                        502,
-                        json!({"message": "the function's body is marked base64 but is not base64"}),
-                    );
-                }
+                Err(_) => return not_base64(),
             }
         }
         Some(Value::String(s)) => Bytes::from(s.clone()),
         Some(other) => Bytes::from(other.to_string()),
     };
+    finish(status, headers, body)
+}
+
+/// A body marked base64 that is not: the function's fault, a 502.
+fn not_base64() -> HttpResponse {
+    HttpResponse::json(
+        502,
+        json!({"message": "the function's body is marked base64 but is not base64"}),
+    )
+}
+
+/// The response, with JSON as the content type of a body that names none.
+fn finish(status: u16, mut headers: Vec<(String, String)>, body: Bytes) -> HttpResponse {
     if !headers.iter().any(|(n, _)| n == "content-type") && !body.is_empty() {
         headers.push(("content-type".into(), "application/json".into()));
     }
@@ -331,24 +338,12 @@ impl Answer<'_> {
             Some(s) if self.is_base64_encoded => {
                 match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
                     Ok(bytes) => Bytes::from(bytes),
-                    Err(_) => {
-                        return HttpResponse::json(
-                            502,
-                            json!({"message": "the function's body is marked base64 but is not base64"}),
-                        );
-                    }
+                    Err(_) => return not_base64(),
                 }
             }
             Some(s) => Bytes::from(s.into_owned()),
         };
-        if !headers.iter().any(|(n, _)| n == "content-type") && !body.is_empty() {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        HttpResponse {
-            status,
-            headers,
-            body,
-        }
+        finish(status, headers, body)
     }
 }
 

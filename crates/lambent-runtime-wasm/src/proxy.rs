@@ -79,8 +79,7 @@ pub fn request_of(payload: &Bytes) -> http::Request<Full<Bytes>> {
     // Typed first (the route's own events: no `Value` tree to build); an event with
     // an unexpected shape is read leniently below, as before.
     // (Only for an object: serde would also read a struct from an array, by position.)
-    let object = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if let Some(event) = object
+    if let Some(event) = lambent_core::is_json_object(payload)
         .then(|| serde_json::from_slice::<Event>(payload).ok())
         .flatten()
     {
