@@ -36,13 +36,6 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Whether these bytes are (at most) a JSON object: their first non-blank byte is
-/// `{`. A typed serde reading of a struct checks it first, as serde would also read
-/// a struct from a JSON array, field by field in order.
-pub fn is_json_object(bytes: &[u8]) -> bool {
-    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-}
-
 #[cfg(test)]
 mod id_tests {
     #[test]

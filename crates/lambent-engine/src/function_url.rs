@@ -6,7 +6,7 @@ use crate::invoke::Invocation;
 use crate::routes::{HttpRequest, HttpResponse, MatchedRoute};
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -214,13 +214,6 @@ pub(crate) fn response(invocation: &Invocation) -> HttpResponse {
         };
         return HttpResponse::json(status, json!({"message": "Internal Server Error"}));
     }
-    // Typed only for an object: serde would also read a struct from an array.
-    if let Some(answer) = lambent_core::is_json_object(&invocation.payload)
-        .then(|| serde_json::from_slice::<Answer>(&invocation.payload).ok())
-        .flatten()
-    {
-        return answer.response();
-    }
     let parsed: Option<Value> = serde_json::from_slice(&invocation.payload).ok();
     let Some(Value::Object(answer)) = parsed.as_ref().filter(|v| v.get("statusCode").is_some())
     else {
@@ -270,25 +263,17 @@ pub(crate) fn response(invocation: &Invocation) -> HttpResponse {
         Some(Value::String(s)) if answer.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
             match base64::engine::general_purpose::STANDARD.decode(s) {
                 Ok(bytes) => Bytes::from(bytes),
-                Err(_) => return not_base64(),
+                Err(_) => {
+                    return HttpResponse::json(
+                        502,
+                        json!({"message": "the function's body is marked base64 but is not base64"}),
+                    );
+                }
             }
         }
         Some(Value::String(s)) => Bytes::from(s.clone()),
         Some(other) => Bytes::from(other.to_string()),
     };
-    finish(status, headers, body)
-}
-
-/// A body marked base64 that is not: the function's fault, a 502.
-fn not_base64() -> HttpResponse {
-    HttpResponse::json(
-        502,
-        json!({"message": "the function's body is marked base64 but is not base64"}),
-    )
-}
-
-/// The response, with JSON as the content type of a body that names none.
-fn finish(status: u16, mut headers: Vec<(String, String)>, body: Bytes) -> HttpResponse {
     if !headers.iter().any(|(n, _)| n == "content-type") && !body.is_empty() {
         headers.push(("content-type".into(), "application/json".into()));
     }
@@ -296,54 +281,6 @@ fn finish(status: u16, mut headers: Vec<(String, String)>, body: Bytes) -> HttpR
         status,
         headers,
         body,
-    }
-}
-
-/// A response object of the usual shape, read without a `Value` tree; anything else
-/// (a bare value, a header that is not a string, a body that is not text) takes the
-/// lenient reading in [`response`].
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Answer<'a> {
-    status_code: u64,
-    #[serde(default)]
-    headers: HashMap<String, String>,
-    #[serde(default)]
-    multi_value_headers: HashMap<String, Vec<String>>,
-    #[serde(default)]
-    cookies: Vec<String>,
-    #[serde(borrow)]
-    body: Option<Cow<'a, str>>,
-    #[serde(default)]
-    is_base64_encoded: bool,
-}
-
-impl Answer<'_> {
-    fn response(self) -> HttpResponse {
-        let status = Some(self.status_code)
-            .filter(|s| (100..=599).contains(s))
-            .map_or(500, |s| s as u16);
-        let mut headers: Vec<(String, String)> = self
-            .headers
-            .into_iter()
-            .map(|(name, value)| (name.to_ascii_lowercase(), value))
-            .collect();
-        for (name, values) in self.multi_value_headers {
-            let name = name.to_ascii_lowercase();
-            headers.extend(values.into_iter().map(|v| (name.clone(), v)));
-        }
-        headers.extend(self.cookies.into_iter().map(|c| ("set-cookie".into(), c)));
-        let body = match self.body {
-            None => Bytes::new(),
-            Some(s) if self.is_base64_encoded => {
-                match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
-                    Ok(bytes) => Bytes::from(bytes),
-                    Err(_) => return not_base64(),
-                }
-            }
-            Some(s) => Bytes::from(s.into_owned()),
-        };
-        finish(status, headers, body)
     }
 }
 
@@ -395,7 +332,7 @@ mod tests {
             r#"{"statusCode": 200, "isBase64Encoded": true, "body": "AAEC"}"#,
         ));
         assert_eq!(&b64.body[..], &[0, 1, 2]);
-        // Shapes the typed reading refuses are still read leniently.
+        // Odd shapes are read leniently.
         let odd = response(&invocation(
             InvocationOutcome::Success,
             r#"{"statusCode": 202, "headers": {"X-N": 5}, "body": {"a": 1}}"#,

@@ -79,7 +79,7 @@ pub fn request_of(payload: &Bytes) -> http::Request<Full<Bytes>> {
     // Typed first (the route's own events: no `Value` tree to build); an event with
     // an unexpected shape is read leniently below, as before.
     // (Only for an object: serde would also read a struct from an array, by position.)
-    if let Some(event) = lambent_core::is_json_object(payload)
+    if let Some(event) = is_json_object(payload)
         .then(|| serde_json::from_slice::<Event>(payload).ok())
         .flatten()
     {
@@ -133,6 +133,11 @@ pub fn request_of(payload: &Bytes) -> http::Request<Full<Bytes>> {
         body: event.get("body").and_then(Value::as_str),
         base64: event.get("isBase64Encoded") == Some(&Value::Bool(true)),
     })
+}
+
+/// Whether these bytes are (at most) a JSON object: their first non-blank byte is `{`.
+fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// A payload that is not a request: `POST /` with it as the JSON body.
