@@ -11,8 +11,9 @@ processing of `site` (~35 ms on these machines).
 
 In a sandbox, a spare may start it before its function is known, with
 LAMBENT_PRESTART_FD naming a socket: it imports what it needs, then waits there for
-its assignment (environment, working directory, limits and the Landlock ruleset it
-restricts itself with) before it reads any of the function's settings or code.
+its assignment (environment, working directory and the Landlock ruleset it
+restricts itself with; the sandbox sets its limits) before it reads any of the
+function's settings or code.
 """
 import importlib
 import json
@@ -178,7 +179,6 @@ def load_handler(client):
 def take_assignment(fd):
     """A pre-started runtime's wait for its function (see the module's doc)."""
     import ctypes
-    import resource
 
     libc = ctypes.CDLL(None, use_errno=True)
     # First uses that cost a millisecond each, paid now: the compiler's (the handler's
@@ -199,9 +199,6 @@ def take_assignment(fd):
             err = ctypes.get_errno()
             raise OSError(err, "landlock_restrict_self: " + os.strerror(err))
         os.close(ruleset)
-    for limit, value in ((resource.RLIMIT_NOFILE, assignment["nofile"]),
-                         (resource.RLIMIT_DATA, assignment["data_bytes"])):
-        resource.setrlimit(limit, (value, value))
     os.chdir(assignment["cwd"])
     env = {}
     for name, value in assignment["env"]:

@@ -40,16 +40,26 @@ fn zip_noop() -> Result<Vec<u8>> {
 
 /// The no-op function's instance configuration, its code written under `data`.
 fn noop_config(data: &std::path::Path) -> Result<InstanceConfig> {
+    noop_config_on(data, "python3.11", "app.py", NOOP)
+}
+
+/// The same, on `runtime` with `source` as `file` (handler `app.handler`).
+fn noop_config_on(
+    data: &std::path::Path,
+    runtime: &str,
+    file: &str,
+    source: &str,
+) -> Result<InstanceConfig> {
     let code = data.join("bare-code");
     std::fs::create_dir_all(&code)?;
-    std::fs::write(code.join("app.py"), NOOP)?;
+    std::fs::write(code.join(file), source)?;
     Ok(InstanceConfig {
         spec: FunctionSpec {
             role: None,
             on_failure: None,
             keep_alive: None,
             name: "noop".into(),
-            runtime: RuntimeKind::parse("python3.11")?,
+            runtime: RuntimeKind::parse(runtime)?,
             handler: "app.handler".into(),
             memory_mb: 128,
             timeout_s: 10,
@@ -108,25 +118,7 @@ async fn cold_starts(data: &std::path::Path) -> Result<()> {
     runtime.resolve_interpreters().await;
     unsandboxed.resolve_interpreters().await;
     let config = noop_config(&data.join("cold"))?;
-    let (mut cold, mut cold_none) = (Vec::new(), Vec::new());
-    // Alternate the two so both see the same machine conditions.
-    for i in 0..COLD_STARTS {
-        for (rt, samples) in [(&runtime, &mut cold), (&unsandboxed, &mut cold_none)] {
-            // A cold start with the node's spare sandboxes ready (it keeps two, and
-            // refills behind each cold start; a burst past them builds its own,
-            // ~20-60 ms more, mostly cgroup moves).
-            while rt.spare_launchers() < 2 && std::ptr::eq(rt, &runtime) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            // And their interpreters started (a spare reports ready before that).
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let start = Instant::now();
-            let mut inst = rt.start(config.clone()).await?;
-            bare_call(&mut inst, i).await?;
-            samples.push(start.elapsed());
-            inst.shutdown().await;
-        }
-    }
+    let (cold, cold_none) = alternate_cold_starts(&runtime, &unsandboxed, &config, 200).await?;
     let (n50, _) = summary(cold_none);
     let (c50, c99) = summary(cold);
     println!("baseline  python3 -c pass (interpreter start) p50 {b50:>9.1?}");
@@ -140,6 +132,76 @@ async fn cold_starts(data: &std::path::Path) -> Result<()> {
         "          the same without the sandbox           p50 {n50:>9.1?}  (sandboxed minus unsandboxed: {:.2} ms, {:.2}x; only a sandbox's spare pre-starts the interpreter)",
         (c50.as_secs_f64() - n50.as_secs_f64()) * 1000.0,
         c50.as_secs_f64() / n50.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `COLD_STARTS` cold starts of `config` to its first answer on `sandboxed` and on
+/// `unsandboxed`, alternating so both see the same machine conditions.
+async fn alternate_cold_starts(
+    sandboxed: &ProcessRuntime,
+    unsandboxed: &ProcessRuntime,
+    config: &InstanceConfig,
+    settle_ms: u64,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let (mut cold, mut cold_none) = (Vec::new(), Vec::new());
+    for i in 0..COLD_STARTS {
+        for (rt, samples) in [(sandboxed, &mut cold), (unsandboxed, &mut cold_none)] {
+            // A cold start with the node's spare sandboxes ready (it keeps two, and
+            // refills behind each cold start; a burst past them builds its own,
+            // ~20-60 ms more, mostly cgroup moves).
+            while rt.spare_launchers() < 2 && std::ptr::eq(rt, sandboxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // And their runtimes started (a spare reports ready before that).
+            tokio::time::sleep(Duration::from_millis(settle_ms)).await;
+            let start = Instant::now();
+            let mut inst = rt.start(config.clone()).await?;
+            bare_call(&mut inst, i).await?;
+            samples.push(start.elapsed());
+            inst.shutdown().await;
+        }
+    }
+    Ok((cold, cold_none))
+}
+
+const NODE_NOOP: &str = "exports.handler = async () => null;\n";
+
+/// Node.js cold starts, sandboxed (spares pre-start Node.js once a Node.js function
+/// has taken one) and not, against the same run's `node -e 0`.
+async fn node_cold_starts(data: &std::path::Path) -> Result<()> {
+    let mut floor = Vec::new();
+    for _ in 0..COLD_STARTS {
+        let start = Instant::now();
+        let status = tokio::process::Command::new("node")
+            .args(["-e", "0"])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "node -e 0 failed");
+        floor.push(start.elapsed());
+    }
+    let (floor50, _) = summary(floor);
+    let runtime = ProcessRuntime::new(&data.join("node-cold"), isolation())?;
+    let unsandboxed = ProcessRuntime::new(&data.join("node-cold-none"), Isolation::None)?;
+    runtime.resolve_interpreters().await;
+    unsandboxed.resolve_interpreters().await;
+    let config = noop_config_on(&data.join("node-cold"), "nodejs20.x", "app.js", NODE_NOOP)?;
+    // The first takes a spare pre-starting Python: its replacement pre-starts Node.js.
+    let mut first = runtime.start(config.clone()).await?;
+    bare_call(&mut first, 0).await?;
+    first.shutdown().await;
+    // Node.js takes ~60 ms to start here: its spares need longer than Python's.
+    let (cold, cold_none) = alternate_cold_starts(&runtime, &unsandboxed, &config, 300).await?;
+    let (n50, _) = summary(cold_none);
+    let (c50, c99) = summary(cold);
+    println!("floor     node -e 0                            p50 {floor50:>9.1?}");
+    println!(
+        "lambent   Node.js cold start to first answer    p50 {c50:>9.1?}  p99 {c99:>9.1?}  ({:.2}x the floor)",
+        c50.as_secs_f64() / floor50.as_secs_f64()
+    );
+    println!(
+        "          the same without the sandbox           p50 {n50:>9.1?}  ({:.2}x the floor; no spare, nothing started ahead)",
+        n50.as_secs_f64() / floor50.as_secs_f64()
     );
     Ok(())
 }
@@ -253,6 +315,7 @@ async fn run() -> Result<()> {
     let dir = tempfile::tempdir()?;
     cold_over_http(dir.path()).await?;
     cold_starts(dir.path()).await?;
+    node_cold_starts(dir.path()).await?;
     let mut bare = bare_instance(dir.path()).await?;
     let engine = engine(&dir.path().join("node")).await?;
     engine

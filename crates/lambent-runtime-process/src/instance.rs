@@ -103,7 +103,7 @@ impl ProcessInstance {
         };
         // A sandbox made ahead of need, or now.
         let spare = match &launch.sandbox {
-            Some(s) => Some(match s.spares.take() {
+            Some(s) => Some(match s.spares.take(prestart_kind(&spec.runtime)) {
                 Some(spare) => spare,
                 None => s
                     .spares
@@ -578,6 +578,15 @@ fn sandbox_plan(
 
 /// RLIMIT_DATA for an instance: the function's memory plus room for the runtime
 /// itself (V8 reserves writable memory generously, so Node gets more).
+/// The pre-started runtime a cold start of `runtime` can use, if any.
+fn prestart_kind(runtime: &RuntimeKind) -> Option<sandbox::plan::PrestartKind> {
+    match runtime {
+        RuntimeKind::Python { .. } => Some(sandbox::plan::PrestartKind::Python),
+        RuntimeKind::Node { .. } => Some(sandbox::plan::PrestartKind::Node),
+        RuntimeKind::Provided { .. } | RuntimeKind::Wasm { .. } => None,
+    }
+}
+
 fn data_limit_bytes(runtime: &RuntimeKind, memory_mb: u32) -> u64 {
     let headroom_mb = match runtime {
         RuntimeKind::Node { .. } => 1024,

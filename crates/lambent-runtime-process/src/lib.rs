@@ -21,6 +21,7 @@ pub use instance::ProcessInstance;
 use async_trait::async_trait;
 use lambent_core::RuntimeKind;
 use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
+use sandbox::plan::PrestartKind;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,41 +151,26 @@ impl ProcessRuntime {
     }
 
     /// Resolves the interpreters now, so the first cold start does not pay for it, and
-    /// has spare sandboxes pre-start the default Python (a cold start of a function on
-    /// it then skips the interpreter's start and the bootstrap's imports).
+    /// has spare sandboxes pre-start the default Python and Node.js (a cold start of a
+    /// function on one then skips the interpreter's start and the bootstrap's
+    /// imports). Spares pre-start Python until a Node.js function takes one.
     pub async fn resolve_interpreters(&self) {
         let python = self.python("python3", "").await;
+        let node = self.node("").await;
         if let sandbox::Host::Sandbox(s) = &self.host {
+            let runtime_dir = Path::new(sandbox::plan::RUNTIME_ROOT);
+            let mut setups = Vec::new();
             if let Ok(python) = &python {
-                let command = python_command(python, None, Path::new(sandbox::plan::RUNTIME_ROOT));
-                let binds = command
-                    .binds
-                    .iter()
-                    .filter(|dir| !s.spares.system_dirs().iter().any(|d| dir.starts_with(d)))
-                    .cloned()
-                    .collect();
-                let env = instance::STARTUP_ENV
-                    .iter()
-                    .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-                    .chain(command.env)
-                    .filter(|(k, _)| sandbox::plan::read_at_start(k))
-                    .collect();
-                s.spares.set_prestart(Some(sandbox::spare::PrestartSetup {
-                    prestart: sandbox::plan::Prestart {
-                        program: command.program.display().to_string(),
-                        args: command
-                            .args
-                            .iter()
-                            .map(|a| a.to_string_lossy().into_owned())
-                            .collect(),
-                        env,
-                    },
-                    binds,
-                }));
+                let command = python_command(python, None, runtime_dir);
+                setups.push(prestart_setup(PrestartKind::Python, command, s));
             }
+            if let Ok(node) = &node {
+                let command = node_command(&node.exe, None, runtime_dir);
+                setups.push(prestart_setup(PrestartKind::Node, command, s));
+            }
+            s.spares.set_prestarts(setups);
             s.spares.refill();
         }
-        let _ = self.node("").await;
     }
 
     /// The program, arguments and extra environment that run this function's runtime.
@@ -211,19 +197,7 @@ impl ProcessRuntime {
             }
             RuntimeKind::Node { .. } => {
                 let exe = self.node(name).await?.exe;
-                // `require('lambent')` finds the bundled module after the function's own.
-                let lib = runtime_dir.join("node/lib").display().to_string();
-                let node_path = match config.spec.env.get("NODE_PATH") {
-                    Some(own) => format!("{own}:{lib}"),
-                    None => lib,
-                };
-                Command {
-                    binds: sandbox::install_prefix(&exe).into_iter().collect(),
-                    program: exe,
-                    args: vec![runtime_dir.join("node/bootstrap.js").into()],
-                    env: vec![("NODE_PATH".into(), node_path)],
-                    note: None,
-                }
+                node_command(&exe, config.spec.env.get("NODE_PATH"), &runtime_dir)
             }
             RuntimeKind::Provided { .. } => {
                 let bootstrap = config.code_dir.join("bootstrap");
@@ -247,6 +221,57 @@ impl ProcessRuntime {
                 });
             }
         })
+    }
+}
+
+/// What spares pre-start for `kind`: the runtime's command as a sandbox runs it, with
+/// only the start-up environment, and its installation's directories the system's do
+/// not cover (bound by the spare's prelude).
+fn prestart_setup(
+    kind: PrestartKind,
+    command: Command,
+    sandbox: &sandbox::Sandbox,
+) -> sandbox::spare::PrestartSetup {
+    let system = sandbox.spares.system_dirs();
+    sandbox::spare::PrestartSetup {
+        binds: command
+            .binds
+            .iter()
+            .filter(|dir| !system.iter().any(|d| dir.starts_with(d)))
+            .cloned()
+            .collect(),
+        prestart: sandbox::plan::Prestart {
+            kind,
+            program: command.program.display().to_string(),
+            args: command
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env: instance::STARTUP_ENV
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .chain(command.env)
+                .filter(|(k, _)| kind.read_at_start(k))
+                .collect(),
+        },
+    }
+}
+
+/// How a Node.js instance is started: `require('lambent')` finds the bundled module
+/// after the function's own (`own_path`).
+fn node_command(exe: &Path, own_path: Option<&String>, runtime_dir: &Path) -> Command {
+    let lib = runtime_dir.join("node/lib").display().to_string();
+    let node_path = match own_path {
+        Some(own) => format!("{own}:{lib}"),
+        None => lib,
+    };
+    Command {
+        binds: sandbox::install_prefix(exe).into_iter().collect(),
+        program: exe.to_path_buf(),
+        args: vec![runtime_dir.join("node/bootstrap.js").into()],
+        env: vec![("NODE_PATH".into(), node_path)],
+        note: None,
     }
 }
 

@@ -522,23 +522,8 @@ async fn python_cold_starts_use_an_interpreter_started_ahead_when_it_fits() {
         ),
         (own_tz, false),
     ] {
-        spares_settled(&runtime).await;
-        let asked = std::time::Instant::now();
         let name = spec.name.clone();
-        let mut inst = start(&runtime, spec, code.path()).await;
-        let r = inst.invoke(request("{}", 5000)).await;
-        let took = asked.elapsed().as_secs_f64();
-        let InvokeOutcome::Success(body) = &r.outcome else {
-            panic!("{name}: {:?}\n{}", r.outcome, r.logs);
-        };
-        let out: serde_json::Value = serde_json::from_slice(body).unwrap();
-        let age = out["age"].as_f64().unwrap();
-        // Ticks are 10 ms; a spare's process is at least the 300 ms slept older.
-        assert_eq!(
-            age > took + 0.15,
-            ahead,
-            "{name}: process age {age} s, cold start {took} s"
-        );
+        let (out, inst) = cold_start_started_ahead(&runtime, spec, code.path(), ahead).await;
         assert_eq!(out["cwd"], "/var/task", "{name}");
         assert_eq!(out["uid"], 993, "{name}");
         // The assignment's fences hold as an executed runtime's do.
@@ -548,6 +533,97 @@ async fn python_cold_starts_use_an_interpreter_started_ahead_when_it_fits() {
         assert_eq!(out["tz"], tz, "{name}");
         inst.shutdown().await;
     }
+}
+
+/// The Node.js handler reports its process's age (procfs, 10 ms ticks), where it
+/// runs, what it may reach and read, its limits and environment.
+const NODE_PROCESS_AGE: &str = r#"const fs = require('fs');
+const net = require('net');
+exports.handler = async () => {
+  const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+  const started = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) / 100;
+  const now = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+  const connect = await new Promise((resolve) => {
+    const s = net.connect(1, '127.0.0.1');
+    s.on('connect', () => { s.destroy(); resolve('connected'); });
+    s.on('error', (e) => resolve(e.code));
+  });
+  const limits = fs.readFileSync('/proc/self/limits', 'utf8');
+  const limit = (name) => Number(limits.split('\n').find((l) => l.startsWith(name)).trim().split(/\s+/).slice(-3)[0]);
+  return { age: now - started, cwd: process.cwd(), uid: process.getuid(), connect,
+           nofile: limit('Max open files'), data: limit('Max data size'),
+           greeting: process.env.GREETING, prestartFd: process.env.LAMBENT_PRESTART_FD || null,
+           lambent: typeof require('lambent').kv.get, tmp: (fs.writeFileSync('/tmp/x', 'y'), 'written') };
+};
+"#;
+
+/// Node.js cold starts use a runtime started ahead once a Node.js function has
+/// taken a spare (spares pre-start Python until then): the process is older than the
+/// cold start, runs as the function with its environment, limits and fences (fenced
+/// before it was executed), and finds the bundled module through NODE_PATH read
+/// again. A function with its own NODE_OPTIONS (read as Node starts) gets a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cold_starts_use_a_runtime_started_ahead_once_node_is_asked_for() {
+    if !have("node") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    write(code.path(), "index.js", NODE_PROCESS_AGE);
+    let runtime = runtime(data.path());
+    runtime.resolve_interpreters().await;
+    let mut own_options = spec("own-options", "nodejs20.x", "index.handler", 5);
+    own_options
+        .env
+        .insert("NODE_OPTIONS".into(), "--max-old-space-size=100".into());
+    for (spec, ahead) in [
+        // Takes a spare pre-starting Python; its replacement pre-starts Node.js.
+        (spec("first", "nodejs20.x", "index.handler", 5), false),
+        (spec("second", "nodejs20.x", "index.handler", 5), true),
+        (own_options, false),
+    ] {
+        let name = spec.name.clone();
+        let (out, inst) = cold_start_started_ahead(&runtime, spec, code.path(), ahead).await;
+        assert_eq!(out["cwd"], "/var/task", "{name}");
+        assert_eq!(out["uid"], 993, "{name}");
+        assert_eq!(out["connect"], "EACCES", "{name}: Landlock holds");
+        assert_eq!(out["nofile"], 1024, "{name}");
+        assert_eq!(out["data"], (128 + 1024) << 20, "{name}");
+        assert_eq!(out["greeting"], "hi", "{name}");
+        assert_eq!(out["prestartFd"], serde_json::Value::Null, "{name}");
+        assert_eq!(out["lambent"], "function", "{name}");
+        assert_eq!(out["tmp"], "written", "{name}");
+        inst.shutdown().await;
+    }
+}
+
+/// Once the spares have settled, cold-starts `spec` (its handler answers its process's
+/// `age` in seconds) and invokes it once; checks that its process was started ahead
+/// of the cold start, or not, as `ahead` says. Returns the answer and the instance.
+async fn cold_start_started_ahead(
+    runtime: &ProcessRuntime,
+    spec: FunctionSpec,
+    code: &Path,
+    ahead: bool,
+) -> (serde_json::Value, Box<dyn Instance>) {
+    spares_settled(runtime).await;
+    let asked = std::time::Instant::now();
+    let name = spec.name.clone();
+    let mut inst = start(runtime, spec, code).await;
+    let r = inst.invoke(request("{}", 5000)).await;
+    let took = asked.elapsed().as_secs_f64();
+    let InvokeOutcome::Success(body) = &r.outcome else {
+        panic!("{name}: {:?}\n{}", r.outcome, r.logs);
+    };
+    let out: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let age = out["age"].as_f64().unwrap();
+    // Ticks are 10 ms; a spare's process is at least the 300 ms slept older.
+    assert_eq!(
+        age > took + 0.15,
+        ahead,
+        "{name}: process age {age} s, cold start {took} s"
+    );
+    (out, inst)
 }
 
 /// Starts a daemon (double fork + setsid) named by `event["name"]` (its `comm`, which

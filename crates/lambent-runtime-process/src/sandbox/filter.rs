@@ -1,7 +1,7 @@
 //! The two fences a function process puts up on itself before it executes the
 //! runtime: Landlock (file access, TCP ports, signals) and a seccomp filter.
 
-use super::plan::{Plan, RUNTIME_ROOT, TASK_ROOT};
+use super::plan::{Plan, RUNTIME_ROOT, TASK_ROOT, prestart_readable};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
     path_beneath_rules,
@@ -22,7 +22,7 @@ pub fn landlock(plan: &Plan, readable: &[String]) -> Result<(), landlock::Rulese
     Ok(())
 }
 
-/// The same ruleset as `landlock`, not yet applied: for a pre-started runtime, which
+/// The same ruleset as `landlock`, not yet applied: for a pre-started Python, which
 /// applies it to itself (`landlock_restrict_self`). None where the kernel has no
 /// Landlock.
 pub fn landlock_ruleset(
@@ -32,11 +32,22 @@ pub fn landlock_ruleset(
     Ok(ruleset(plan, readable)?.into())
 }
 
+/// For a runtime fenced before its plan is known (`PrestartKind::Node`): the ruleset
+/// of a plan without network, reading where `plan::prestart_readable` says — what
+/// `landlock` gives every plan that `Prestart::fits`.
+pub fn prestart_landlock(readable: &[String]) -> Result<(), landlock::RulesetError> {
+    build(
+        prestart_readable(readable),
+        Some(super::plan::RUNTIME_API_PORT),
+    )?
+    .restrict_self()?;
+    Ok(())
+}
+
 fn ruleset(
     plan: &Plan,
     readable: &[String],
 ) -> Result<landlock::RulesetCreated, landlock::RulesetError> {
-    let abi = ABI::V7;
     let mut read: Vec<String> = vec![
         "/usr".into(),
         "/etc".into(),
@@ -47,10 +58,18 @@ fn ruleset(
     ];
     read.extend(plan.binds.iter().map(|b| b.target.clone()));
     read.extend(readable.iter().cloned());
+    build(read, plan.connect_port)
+}
+
+fn build(
+    read: Vec<String>,
+    connect_port: Option<u16>,
+) -> Result<landlock::RulesetCreated, landlock::RulesetError> {
+    let abi = ABI::V7;
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))?
         .scope(Scope::from_all(abi))?;
-    if plan.connect_port.is_some() {
+    if connect_port.is_some() {
         ruleset = ruleset.handle_access(AccessNet::from_all(abi))?;
     }
     let mut created = ruleset
@@ -61,7 +80,7 @@ fn ruleset(
             ["/tmp", "/dev/shm", "/dev/null", "/dev/zero", "/dev/full"],
             AccessFs::from_all(abi),
         ))?;
-    if let Some(port) = plan.connect_port {
+    if let Some(port) = connect_port {
         created = created.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
     }
     Ok(created)

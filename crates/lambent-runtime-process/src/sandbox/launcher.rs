@@ -21,7 +21,8 @@
 use super::channel;
 use super::filter;
 use super::plan::{
-    Assignment, Bind, INSIDE_ID, PRESTART_FD, Plan, Prelude, Prestart, RUNTIME_API_PORT, Ready,
+    Assignment, Bind, INSIDE_ID, PRESTART_FD, Plan, Prelude, Prestart, PrestartKind,
+    RUNTIME_API_PORT, Ready,
 };
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
@@ -290,8 +291,9 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     drop(listener);
 
     let filters = filter::programs().step("compiling the seccomp filter")?;
+    let readable: Vec<String> = prelude.binds.iter().map(|b| b.target.clone()).collect();
     let mut prestarted = match &prelude.prestart {
-        Some(pre) => Some(prestart(prelude, pre, &filters)?),
+        Some(pre) => Some(prestart(prelude, pre, &readable, &filters)?),
         None => None,
     };
 
@@ -302,7 +304,10 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
     // which a read-only remount then finds busy): it says so once it waits for its
     // assignment. A spare can be taken the moment it is ready, before that. One the
     // plan cannot use goes at once.
-    let fits = prelude.prestart.as_ref().is_some_and(|pre| pre.fits(&plan));
+    let fits = prelude
+        .prestart
+        .as_ref()
+        .is_some_and(|pre| pre.fits(&plan, &readable));
     if let Some((pid, channel)) = prestarted.take() {
         if fits && prestart_waiting(&channel) {
             prestarted = Some((pid, channel));
@@ -333,9 +338,9 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
         apply_firewall(rules)?;
     }
 
-    let readable: Vec<String> = prelude.binds.iter().map(|b| b.target.clone()).collect();
     if let Some((pid, channel)) = prestarted {
-        match assign(&plan, &readable, &channel) {
+        let kind = prelude.prestart.as_ref().map(|pre| pre.kind);
+        match assign(&plan, kind, &readable, pid, &channel) {
             Ok(()) => {
                 drop(channel);
                 let _ = nix::unistd::close(0);
@@ -374,6 +379,7 @@ fn sandbox_init(prelude: &Prelude) -> Result<i32, Failed> {
 fn prestart(
     prelude: &Prelude,
     pre: &Prestart,
+    readable: &[String],
     filters: &[seccompiler::BpfProgram],
 ) -> Result<(Pid, OwnedFd), Failed> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -389,7 +395,7 @@ fn prestart(
     match unsafe { fork() }.step("pre-starting the runtime")? {
         ForkResult::Child => {
             drop(ours);
-            let Err(Failed(why)) = exec_prestart(prelude, pre, theirs, filters);
+            let Err(Failed(why)) = exec_prestart(prelude, pre, readable, theirs, filters);
             let _ = writeln!(std::io::stderr(), "lambent sandbox: {why}");
             std::process::exit(SETUP_FAILED);
         }
@@ -400,11 +406,13 @@ fn prestart(
 /// In the pre-started runtime's process: the steps of `exec_function` that do not
 /// depend on the function. It enters the sandbox's root with `chroot` (the plan's
 /// `pivot_root` later makes that root the namespace's, with this process in it);
-/// Landlock, the working directory, the limits that depend on the function and the
-/// environment come with the assignment.
+/// the working directory and the environment come with the assignment, the limits
+/// that depend on the function are set then from outside, and Landlock comes with the
+/// assignment (Python) or now, the ruleset of any plan without network (Node).
 fn exec_prestart(
     prelude: &Prelude,
     pre: &Prestart,
+    readable: &[String],
     channel: OwnedFd,
     filters: &[seccompiler::BpfProgram],
 ) -> Result<std::convert::Infallible, Failed> {
@@ -434,6 +442,9 @@ fn exec_prestart(
     become_the_function()?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
         .step("disabling core dumps")?;
+    if pre.kind == PrestartKind::Node {
+        filter::prestart_landlock(readable).step("restricting with Landlock")?;
+    }
     filter::seccomp(filters).step("installing the seccomp filter")?;
     let mut env = pre.env.clone();
     env.push(("LAMBENT_PRESTART_FD".into(), PRESTART_FD.to_string()));
@@ -460,17 +471,39 @@ fn prestart_waiting(channel: &OwnedFd) -> bool {
     matches!(nix::unistd::read(channel, &mut byte), Ok(1))
 }
 
-/// Hands a pre-started runtime its function: the environment, working directory and
-/// limits, and the Landlock ruleset it restricts itself with before it imports any
-/// of the function's code.
-fn assign(plan: &Plan, readable: &[String], channel: &OwnedFd) -> Result<(), Failed> {
+/// Hands a pre-started runtime its function: sets its limits (`prlimit`, as the
+/// namespace's root), then sends the environment and working directory and, to a
+/// Python, the Landlock ruleset it restricts itself with before it imports any of the
+/// function's code (a Node was fenced before it was executed).
+fn assign(
+    plan: &Plan,
+    kind: Option<PrestartKind>,
+    readable: &[String],
+    pid: Pid,
+    channel: &OwnedFd,
+) -> Result<(), Failed> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let ruleset = filter::landlock_ruleset(plan, readable).step("building the Landlock ruleset")?;
+    use rustix::process::{Resource, Rlimit, prlimit};
+    let target = rustix::process::Pid::from_raw(pid.as_raw());
+    for (resource, value) in [
+        (Resource::Nofile, plan.nofile),
+        (Resource::Data, plan.data_bytes),
+    ] {
+        let limit = Rlimit {
+            current: Some(value),
+            maximum: Some(value),
+        };
+        prlimit(target, resource, limit).step("limiting the pre-started runtime")?;
+    }
+    let ruleset = match kind {
+        Some(PrestartKind::Python) => {
+            filter::landlock_ruleset(plan, readable).step("building the Landlock ruleset")?
+        }
+        _ => None,
+    };
     let message = serde_json::to_vec(&Assignment {
         env: plan.env.clone(),
         cwd: plan.cwd.clone(),
-        nofile: plan.nofile,
-        data_bytes: plan.data_bytes,
     })
     .step("encoding the assignment")?;
     let fds: Vec<i32> = ruleset.iter().map(AsRawFd::as_raw_fd).collect();

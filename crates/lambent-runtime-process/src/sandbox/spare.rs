@@ -7,9 +7,10 @@
 use super::Launcher;
 use super::cgroup::{Cgroups, InstanceCgroups};
 use super::channel;
-use super::plan::{Bind, DEVICES, Prelude, Prestart, RUNTIME_ROOT, Ready};
+use super::plan::{Bind, DEVICES, Prelude, Prestart, PrestartKind, RUNTIME_ROOT, Ready};
 use crate::capture::Capture;
 use nix::sys::signal::Signal;
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub(crate) struct Spare {
     /// Host directories its prelude bound beyond the system's (a pre-started
     /// interpreter's installation), at the same paths.
     pub prelude_dirs: Vec<PathBuf>,
+    /// The runtime it pre-starts, if any.
+    pub prestarts: Option<PrestartKind>,
 }
 
 /// What every sandbox of this node has.
@@ -60,9 +63,13 @@ pub(crate) struct PrestartSetup {
 
 pub(crate) struct Spares {
     layout: Layout,
-    /// Set once the node's default interpreter is resolved; spares made before then
-    /// start none.
-    prestart: Mutex<Option<PrestartSetup>>,
+    /// The runtimes spares may pre-start, the default first. Set once the node's
+    /// interpreters are resolved; spares made before then start none.
+    prestarts: Mutex<Vec<PrestartSetup>>,
+    /// What the next spares pre-start: for each spare taken, the runtime its taker
+    /// ran (so a node serving Node.js functions soon keeps Node.js spares); the
+    /// default when nobody asked.
+    asked: Mutex<VecDeque<PrestartKind>>,
     want: usize,
     ready: Mutex<Vec<Spare>>,
     filling: AtomicUsize,
@@ -101,7 +108,8 @@ impl Spares {
     pub fn new(layout: Layout, want: usize) -> Arc<Self> {
         Arc::new(Self {
             layout,
-            prestart: Mutex::new(None),
+            prestarts: Mutex::new(Vec::new()),
+            asked: Mutex::new(VecDeque::new()),
             want,
             ready: Mutex::new(Vec::new()),
             filling: AtomicUsize::new(0),
@@ -113,9 +121,24 @@ impl Spares {
         &self.layout.system_dirs
     }
 
-    /// What spares made from now on pre-start (None: nothing).
-    pub fn set_prestart(&self, setup: Option<PrestartSetup>) {
-        *self.prestart.lock().unwrap_or_else(|p| p.into_inner()) = setup;
+    /// What spares made from now on may pre-start, the default first (empty:
+    /// nothing).
+    pub fn set_prestarts(&self, setups: Vec<PrestartSetup>) {
+        *self.prestarts.lock().unwrap_or_else(|p| p.into_inner()) = setups;
+    }
+
+    /// What the next spare made pre-starts.
+    fn next_prestart(&self) -> Option<PrestartSetup> {
+        let setups = self.prestarts.lock().unwrap_or_else(|p| p.into_inner());
+        let asked = self
+            .asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        asked
+            .and_then(|kind| setups.iter().find(|s| s.prestart.kind == kind))
+            .or(setups.first())
+            .cloned()
     }
 
     /// How many spares are ready now.
@@ -123,17 +146,25 @@ impl Spares {
         self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// A live spare, if one is ready; starts making its replacement.
-    pub fn take(self: &Arc<Self>) -> Option<Spare> {
-        let mut taken = None;
-        {
+    /// A live spare, if one is ready, preferably one pre-starting `runtime`; starts
+    /// making its replacement, which pre-starts `runtime` if the node can.
+    pub fn take(self: &Arc<Self>, runtime: Option<PrestartKind>) -> Option<Spare> {
+        let taken = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-            while let Some(mut spare) = ready.pop() {
-                if matches!(spare.child.try_wait(), Ok(None)) {
-                    taken = Some(spare);
-                    break;
-                }
+            ready.retain_mut(|spare| matches!(spare.child.try_wait(), Ok(None)));
+            let pick = ready
+                .iter()
+                .rposition(|spare| runtime.is_some() && spare.prestarts == runtime)
+                .or_else(|| ready.len().checked_sub(1));
+            pick.map(|i| ready.remove(i))
+        };
+        if let Some(kind) = runtime {
+            let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+            // Only the latest `want` matter: no more spares than that are made.
+            if asked.len() >= self.want {
+                asked.pop_front();
             }
+            asked.push_back(kind);
         }
         self.refill_after(REFILL_DELAY);
         taken
@@ -164,7 +195,8 @@ impl Spares {
             let spares = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let made = spares.make().await;
+                let setup = spares.next_prestart();
+                let made = spares.make_with(setup).await;
                 spares.filling.fetch_sub(1, Ordering::SeqCst);
                 match made {
                     Ok(spare) => spares
@@ -179,20 +211,30 @@ impl Spares {
         }
     }
 
-    /// Makes a spare now (a cold start with none ready pays for this).
+    /// Makes a sandbox now, for a cold start that found no spare ready (it pays for
+    /// this); it pre-starts nothing, as the cold start executes its runtime at once.
     pub async fn make(&self) -> std::io::Result<Spare> {
+        self.make_with(None).await
+    }
+
+    async fn make_with(&self, setup: Option<PrestartSetup>) -> std::io::Result<Spare> {
         let layout = &self.layout;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let scratch = layout.instances_dir.join(&id);
         std::fs::create_dir_all(&scratch)?;
-        let made = self.make_in(&id, &scratch).await;
+        let made = self.make_in(&id, &scratch, setup).await;
         if made.is_err() {
             let _ = std::fs::remove_dir_all(&scratch);
         }
         made
     }
 
-    async fn make_in(&self, id: &str, scratch: &std::path::Path) -> std::io::Result<Spare> {
+    async fn make_in(
+        &self,
+        id: &str,
+        scratch: &std::path::Path,
+        setup: Option<PrestartSetup>,
+    ) -> std::io::Result<Spare> {
         let layout = &self.layout;
         let (capture, out) = Capture::new()?;
         let cgroups = match &layout.cgroups {
@@ -202,11 +244,6 @@ impl Spares {
         let (node_end, launcher_end) = UnixStream::pair()?;
         let child = spawn_launcher(&layout.launcher, launcher_end.into(), out)?;
         let outside = super::outside_id();
-        let setup = self
-            .prestart
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let mut binds = self.system_binds();
         let prelude_dirs = setup.as_ref().map(|s| s.binds.clone()).unwrap_or_default();
         if let Some(setup) = &setup {
@@ -230,6 +267,7 @@ impl Spares {
                 .unwrap_or_default(),
             prestart: setup.map(|s| s.prestart),
         };
+        let prestarts = prelude.prestart.as_ref().map(|p| p.kind);
         // The launcher joins its cgroups (slow), then reports; a broken host fails
         // the read, never hangs it.
         let (control, ready, listener) = tokio::task::spawn_blocking(move || {
@@ -251,6 +289,7 @@ impl Spares {
             listener,
             init_pid: ready.init_pid,
             prelude_dirs,
+            prestarts,
         })
     }
 
