@@ -78,7 +78,7 @@ pub enum PrestartKind {
     /// Node.js starts threads of its own (V8's, libuv's), which a later
     /// `landlock_restrict_self` would not cover, and cannot call it anyway: it is
     /// fenced before it is executed, with the ruleset of a plan without network (see
-    /// `filter::prestart_ruleset`), so only such plans can use it.
+    /// `filter::prestart_landlock`), so only such plans can use it.
     Node,
 }
 
