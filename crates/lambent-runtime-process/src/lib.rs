@@ -155,8 +155,8 @@ impl ProcessRuntime {
     /// function on one then skips the interpreter's start and the bootstrap's
     /// imports). Spares pre-start Python until a Node.js function takes one.
     pub async fn resolve_interpreters(&self) {
-        let python = self.python("python3", "").await;
-        let node = self.node("").await;
+        // Each asks its interpreter for its version: both at once.
+        let (python, node) = tokio::join!(self.python("python3", ""), self.node(""));
         if let sandbox::Host::Sandbox(s) = &self.host {
             let runtime_dir = Path::new(sandbox::plan::RUNTIME_ROOT);
             let mut setups = Vec::new();

@@ -562,6 +562,8 @@ exports.handler = async () => {
 /// cold start, runs as the function with its environment, limits and fences (fenced
 /// before it was executed), and finds the bundled module through NODE_PATH read
 /// again. A function with its own NODE_OPTIONS (read as Node starts) gets a fresh one.
+/// A cold start picks the spare that pre-started its runtime: the Python spare left
+/// among Node.js ones serves a Python function.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_cold_starts_use_a_runtime_started_ahead_once_node_is_asked_for() {
     if !have("node") {
@@ -595,6 +597,17 @@ async fn node_cold_starts_use_a_runtime_started_ahead_once_node_is_asked_for() {
         assert_eq!(out["tmp"], "written", "{name}");
         inst.shutdown().await;
     }
+    // The spares now: the Python one none of the above took, and a Node.js one made
+    // after the last; a Python cold start still finds its own.
+    write(code.path(), "app.py", PROCESS_AGE);
+    let (_, inst) = cold_start_started_ahead(
+        &runtime,
+        spec("python-among-node", "python3", "app.handler", 5),
+        code.path(),
+        true,
+    )
+    .await;
+    inst.shutdown().await;
 }
 
 /// Once the spares have settled, cold-starts `spec` (its handler answers its process's

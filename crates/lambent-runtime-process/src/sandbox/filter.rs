@@ -1,7 +1,7 @@
 //! The two fences a function process puts up on itself before it executes the
 //! runtime: Landlock (file access, TCP ports, signals) and a seccomp filter.
 
-use super::plan::{Plan, RUNTIME_ROOT, TASK_ROOT, prestart_readable};
+use super::plan::{Plan, RUNTIME_ROOT, SYSTEM_READABLE, TASK_ROOT, prestart_readable};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
     path_beneath_rules,
@@ -48,14 +48,11 @@ fn ruleset(
     plan: &Plan,
     readable: &[String],
 ) -> Result<landlock::RulesetCreated, landlock::RulesetError> {
-    let mut read: Vec<String> = vec![
-        "/usr".into(),
-        "/etc".into(),
-        "/proc".into(),
-        "/dev".into(),
-        TASK_ROOT.into(),
-        RUNTIME_ROOT.into(),
-    ];
+    let mut read: Vec<String> = SYSTEM_READABLE
+        .into_iter()
+        .chain([TASK_ROOT, RUNTIME_ROOT])
+        .map(str::to_owned)
+        .collect();
     read.extend(plan.binds.iter().map(|b| b.target.clone()));
     read.extend(readable.iter().cloned());
     build(read, plan.connect_port)

@@ -17,6 +17,10 @@ pub const RUNTIME_API_PORT: u16 = 9001;
 /// `sbx_user1051`); outside, a per-instance unprivileged id.
 pub const INSIDE_ID: u32 = 993;
 
+/// What every function may read, whatever its plan (with the code, the bootstraps
+/// and what the sandbox bound): the Landlock rulesets of `filter` start from it.
+pub const SYSTEM_READABLE: [&str; 4] = ["/usr", "/etc", "/proc", "/dev"];
+
 /// The devices a sandbox has.
 pub const DEVICES: &[&str] = &[
     "/dev/null",
@@ -131,8 +135,9 @@ impl Prestart {
 /// the code is bound over that directory later, and Landlock ignores rules on a
 /// directory a mount hides.
 pub fn prestart_readable(readable: &[String]) -> Vec<String> {
-    let mut read: Vec<String> = ["/usr", "/etc", "/proc", "/dev", "/var"]
+    let mut read: Vec<String> = SYSTEM_READABLE
         .into_iter()
+        .chain(["/var"])
         .map(str::to_owned)
         .collect();
     read.extend(readable.iter().cloned());

@@ -36,8 +36,8 @@ pub(crate) struct Spare {
     /// Host directories its prelude bound beyond the system's (a pre-started
     /// interpreter's installation), at the same paths.
     pub prelude_dirs: Vec<PathBuf>,
-    /// The runtime it pre-starts, if any.
-    pub prestarts: Option<PrestartKind>,
+    /// The runtime it pre-started, if any.
+    pub prestarted: Option<PrestartKind>,
 }
 
 /// What every sandbox of this node has.
@@ -154,7 +154,7 @@ impl Spares {
             ready.retain_mut(|spare| matches!(spare.child.try_wait(), Ok(None)));
             let pick = ready
                 .iter()
-                .rposition(|spare| runtime.is_some() && spare.prestarts == runtime)
+                .rposition(|spare| runtime.is_some() && spare.prestarted == runtime)
                 .or_else(|| ready.len().checked_sub(1));
             pick.map(|i| ready.remove(i))
         };
@@ -267,7 +267,7 @@ impl Spares {
                 .unwrap_or_default(),
             prestart: setup.map(|s| s.prestart),
         };
-        let prestarts = prelude.prestart.as_ref().map(|p| p.kind);
+        let prestarted = prelude.prestart.as_ref().map(|p| p.kind);
         // The launcher joins its cgroups (slow), then reports; a broken host fails
         // the read, never hangs it.
         let (control, ready, listener) = tokio::task::spawn_blocking(move || {
@@ -289,7 +289,7 @@ impl Spares {
             listener,
             init_pid: ready.init_pid,
             prelude_dirs,
-            prestarts,
+            prestarted,
         })
     }
 
