@@ -10,39 +10,64 @@
 //! The barrier carries a random token the function never sees (it is not derived from
 //! any id the function is told), so a function cannot forge one and shift the logs
 //! of later invocations. Each invocation keeps the last [`MAX_LOG_BYTES`] of its
-//! output and says how much it dropped; the reader scans each byte once, so capture
-//! runs at pipe speed whatever a function prints.
+//! output and says how much it dropped; each byte is scanned once, so capture runs
+//! at pipe speed whatever a function prints.
 
-use std::io::{Read, Write};
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::net::unix::pipe;
 
 /// Most bytes of output kept per invocation (the tail is kept: it holds the error).
 pub const MAX_LOG_BYTES: usize = 256 * 1024;
 
+/// How much one read takes from the pipe (its default capacity).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The capture of one instance's output.
+///
+/// A task drains the pipe while the function runs (so it never blocks on a full pipe),
+/// and [`Capture::take`] drains it too, right after writing its barrier: the barrier is
+/// in the pipe by then, so the invocation's output is complete without waiting for
+/// anyone — no thread or task has to wake up on the invocation's path.
 pub struct Capture {
-    writer: os_pipe::PipeWriter,
+    /// Lambent's own write end: a separate open file description of the pipe, so it
+    /// can be non-blocking without making the child's end non-blocking too.
+    writer: File,
     token: String,
     next_barrier: u64,
-    chunks: mpsc::UnboundedReceiver<String>,
+    pipe: Arc<pipe::Receiver>,
+    scan: Arc<Mutex<Scan>>,
+    drainer: tokio::task::JoinHandle<()>,
 }
 
 impl Capture {
     /// Creates the pipe; returns the capture and the write end to give the child (twice).
+    /// Must be called within a tokio runtime (the drainer is a task on it).
     pub fn new() -> std::io::Result<(Self, os_pipe::PipeWriter)> {
-        let (reader, writer) = os_pipe::pipe()?;
-        let child_end = writer.try_clone()?;
-        let (tx, chunks) = mpsc::unbounded_channel();
+        let (reader, child_end) = os_pipe::pipe()?;
+        // Only Lambent reads the pipe, so its read end is non-blocking (tokio sets it).
+        let reader = pipe::Receiver::from_owned_fd(reader.into())?;
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(format!("/proc/self/fd/{}", child_end.as_raw_fd()))?;
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let marker = format!("\x1eLAMBENT-BARRIER-{token}-");
-        std::thread::Builder::new()
-            .name("lambent-log-capture".into())
-            .spawn(move || read_loop(reader, marker.into_bytes(), tx))?;
+        let marker = format!("\x1eLAMBENT-BARRIER-{token}-").into_bytes();
+        let pipe = Arc::new(reader);
+        let scan = Arc::new(Mutex::new(Scan::new(marker)));
+        let drainer = tokio::spawn(drain(pipe.clone(), scan.clone()));
         Ok((
             Self {
                 writer,
                 token,
                 next_barrier: 0,
-                chunks,
+                pipe,
+                scan,
+                drainer,
             },
             child_end,
         ))
@@ -51,7 +76,7 @@ impl Capture {
     /// Writes a line of Lambent's own into the instance's output (e.g. which
     /// interpreter it runs), in order with what the function prints.
     pub fn note(&mut self, line: &str) {
-        let _ = writeln!(self.writer, "{line}");
+        let _ = self.write_whole(format!("{line}\n").as_bytes());
     }
 
     /// Returns everything the child wrote since the previous call.
@@ -61,61 +86,154 @@ impl Capture {
             "\x1eLAMBENT-BARRIER-{}-{}\x1e",
             self.token, self.next_barrier
         );
-        if self.writer.write_all(barrier.as_bytes()).is_err() {
-            return String::new();
+        loop {
+            match self.write_whole(barrier.as_bytes()) {
+                Ok(()) => break,
+                // The pipe is full (the child is still printing): drain it, try again.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if fill(&self.pipe, &self.scan) == Filled::Closed {
+                        return String::new();
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => return String::new(),
+            }
         }
-        self.chunks.recv().await.unwrap_or_default()
+        // The barrier is in the pipe behind everything written before it: reading
+        // what the pipe holds now completes this invocation's output.
+        fill(&self.pipe, &self.scan);
+        let mut scan = self.scan.lock().unwrap_or_else(PoisonError::into_inner);
+        scan.done.pop_front().unwrap_or_default()
+    }
+
+    /// One write, whole or not at all (a pipe writes up to PIPE_BUF bytes atomically,
+    /// and a barrier is far shorter).
+    fn write_whole(&self, bytes: &[u8]) -> std::io::Result<()> {
+        loop {
+            match (&self.writer).write(bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(_) => return Err(ErrorKind::WriteZero.into()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
-fn read_loop(mut reader: os_pipe::PipeReader, marker: Vec<u8>, tx: mpsc::UnboundedSender<String>) {
-    let finder = memchr::memmem::Finder::new(&marker);
-    // Output of the current invocation (its tail), and how much of it was dropped.
-    let mut pending: Vec<u8> = Vec::new();
-    let mut dropped: u64 = 0;
-    // Where the next marker search starts: bytes before it were searched already.
-    let mut searched = 0;
-    let mut buf = vec![0u8; 64 * 1024];
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.drainer.abort();
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Filled {
+    /// Everything the pipe held was read.
+    Drained,
+    /// The pipe has no writer left, or cannot be read.
+    Closed,
+}
+
+/// Reads what the pipe holds now into the scan. The scan's lock is held while
+/// reading, so bytes are scanned in the order they were read. Reads the descriptor
+/// itself, not through tokio (which would answer "would block" until its reactor has
+/// seen the pipe become readable; a barrier just written must be read at once).
+fn fill(pipe: &pipe::Receiver, scan: &Mutex<Scan>) -> Filled {
+    let mut scan = scan.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut buf = std::mem::take(&mut scan.buf);
+    let filled = loop {
+        match rustix::io::read(pipe, &mut buf[..]) {
+            Ok(0) => break Filled::Closed,
+            Ok(n) => scan.push(&buf[..n]),
+            Err(rustix::io::Errno::AGAIN) => break Filled::Drained,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break Filled::Closed,
+        }
+    };
+    scan.buf = buf;
+    filled
+}
+
+/// Drains the pipe whenever it is readable, so a printing child never blocks.
+async fn drain(pipe: Arc<pipe::Receiver>, scan: Arc<Mutex<Scan>>) {
     loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&buf[..n]);
+        if pipe.readable().await.is_err() {
+            return;
+        }
+        // "Would block" tells tokio the pipe is drained, so it waits for more.
+        let read = pipe.try_io(|| match fill(&pipe, &scan) {
+            Filled::Drained => Err(ErrorKind::WouldBlock.into()),
+            Filled::Closed => Ok(()),
+        });
+        if read.is_ok() {
+            return;
+        }
+    }
+}
+
+/// Splits the output at barriers, keeping each invocation's tail.
+struct Scan {
+    marker: Vec<u8>,
+    finder: memchr::memmem::Finder<'static>,
+    /// Output of the current invocation (its tail), and how much of it was dropped.
+    pending: Vec<u8>,
+    dropped: u64,
+    /// Where the next marker search starts: bytes before it were searched already.
+    searched: usize,
+    /// Each finished invocation's output, oldest first.
+    done: VecDeque<String>,
+    /// Where reads land (kept, so a read costs no allocation).
+    buf: Box<[u8]>,
+}
+
+impl Scan {
+    fn new(marker: Vec<u8>) -> Self {
+        Self {
+            finder: memchr::memmem::Finder::new(&marker).into_owned(),
+            marker,
+            pending: Vec::new(),
+            dropped: 0,
+            searched: 0,
+            done: VecDeque::new(),
+            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
         loop {
-            let Some(found) = finder.find(&pending[searched..]) else {
+            let Some(found) = self.finder.find(&self.pending[self.searched..]) else {
                 // A marker may straddle the end: search its length back next time.
-                searched = pending.len().saturating_sub(marker.len() - 1);
+                self.searched = self.pending.len().saturating_sub(self.marker.len() - 1);
                 break;
             };
-            let start = searched + found;
-            let after = start + marker.len();
-            let Some(end) = memchr::memchr(0x1e, &pending[after..]) else {
-                searched = start; // the rest of the barrier has not arrived yet
+            let start = self.searched + found;
+            let after = start + self.marker.len();
+            let Some(end) = memchr::memchr(0x1e, &self.pending[after..]) else {
+                self.searched = start; // the rest of the barrier has not arrived yet
                 break;
             };
-            let kept = &pending[start.saturating_sub(MAX_LOG_BYTES)..start];
-            dropped += (start - kept.len()) as u64;
+            let kept = &self.pending[start.saturating_sub(MAX_LOG_BYTES)..start];
+            self.dropped += (start - kept.len()) as u64;
             let mut text = String::new();
-            if dropped > 0 {
+            if self.dropped > 0 {
                 text.push_str(&format!(
-                    "[lambent: {dropped} bytes of earlier output were dropped; the last {MAX_LOG_BYTES} bytes are kept]\n"
+                    "[lambent: {} bytes of earlier output were dropped; the last {MAX_LOG_BYTES} bytes are kept]\n",
+                    self.dropped
                 ));
             }
             text.push_str(&String::from_utf8_lossy(kept));
-            pending.drain(..after + end + 1);
-            dropped = 0;
-            searched = 0;
-            if tx.send(text).is_err() {
-                return;
-            }
+            self.pending.drain(..after + end + 1);
+            self.dropped = 0;
+            self.searched = 0;
+            self.done.push_back(text);
         }
         // Bound memory between barriers: keep the tail plus room for a split marker.
-        if pending.len() > 2 * MAX_LOG_BYTES && searched > MAX_LOG_BYTES {
-            let cut = searched - MAX_LOG_BYTES;
-            pending.drain(..cut);
-            dropped += cut as u64;
-            searched -= cut;
+        if self.pending.len() > 2 * MAX_LOG_BYTES && self.searched > MAX_LOG_BYTES {
+            let cut = self.searched - MAX_LOG_BYTES;
+            self.pending.drain(..cut);
+            self.dropped += cut as u64;
+            self.searched -= cut;
         }
     }
 }
@@ -123,6 +241,32 @@ fn read_loop(mut reader: os_pipe::PipeReader, marker: Vec<u8>, tx: mpsc::Unbound
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lambent's end is non-blocking; the child's must not be (a function printing
+    /// would get EAGAIN): they are two open file descriptions of one pipe.
+    #[tokio::test]
+    async fn the_childs_end_of_the_pipe_stays_blocking() {
+        let (capture, child) = Capture::new().unwrap();
+        let child_flags = rustix::fs::fcntl_getfl(&child).unwrap();
+        assert!(!child_flags.contains(rustix::fs::OFlags::NONBLOCK));
+        let own = rustix::fs::fcntl_getfl(&capture.writer).unwrap();
+        assert!(own.contains(rustix::fs::OFlags::NONBLOCK));
+    }
+
+    /// A barrier written while the pipe is full is written all the same: `take`
+    /// drains the pipe itself (here nothing else can: the drainer task does not run
+    /// before the test awaits), and no byte is lost or misplaced.
+    #[tokio::test]
+    async fn a_barrier_gets_through_a_full_pipe() {
+        let (mut capture, mut child) = Capture::new().unwrap();
+        let size = rustix::pipe::fcntl_getpipe_size(&child).unwrap();
+        let output = vec![b'x'; size];
+        child.write_all(&output).unwrap();
+        let taken = capture.take().await;
+        assert_eq!(taken.len(), size);
+        child.write_all(b"after\n").unwrap();
+        assert_eq!(capture.take().await, "after\n");
+    }
 
     #[tokio::test]
     async fn output_is_split_exactly_at_barriers() {
