@@ -60,8 +60,12 @@ impl Drop for Server {
     }
 }
 
-/// The release `lambent` binary (built if needed).
+/// The release `lambent` binary (built if needed), or the one `LAMBENT_BENCH_BIN`
+/// names (to compare two builds in one run).
 pub fn lambent_bin() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("LAMBENT_BENCH_BIN") {
+        return Ok(bin.into());
+    }
     let status = std::process::Command::new("cargo")
         .args(["build", "--release", "--bin", "lambent"])
         .status()?;

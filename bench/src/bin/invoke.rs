@@ -7,7 +7,8 @@
 //! on top of the runtime protocol. Then events → rule → Python no-op → delivered,
 //! through the real store and dispatcher.
 //!
-//! Run: `cargo run --release -p lambent-bench --bin invoke`.
+//! Run: `cargo run --release -p lambent-bench --bin invoke [http|cold|node|warm]...`
+//! (the sections named, or all of them).
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -313,9 +314,21 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     println!("machine: {}", lambent_bench::machine());
     let dir = tempfile::tempdir()?;
-    cold_over_http(dir.path()).await?;
-    cold_starts(dir.path()).await?;
-    node_cold_starts(dir.path()).await?;
+    // Sections may be named (`invoke warm`, `invoke cold node`); none means all.
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let runs = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
+    if runs("http") {
+        cold_over_http(dir.path()).await?;
+    }
+    if runs("cold") {
+        cold_starts(dir.path()).await?;
+    }
+    if runs("node") {
+        node_cold_starts(dir.path()).await?;
+    }
+    if !runs("warm") {
+        return Ok(());
+    }
     let mut bare = bare_instance(dir.path()).await?;
     let engine = engine(&dir.path().join("node")).await?;
     engine
