@@ -91,7 +91,7 @@ impl Capture {
                 Ok(()) => break,
                 // The pipe is full (the child is still printing): drain it, try again.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if fill(&self.pipe, &self.scan) == Filled::Closed {
+                    if fill(&self.pipe, &self.scan, Until::Reads(DRAIN_READS)) == Filled::Closed {
                         return String::new();
                     }
                     tokio::task::yield_now().await;
@@ -100,8 +100,8 @@ impl Capture {
             }
         }
         // The barrier is in the pipe behind everything written before it: reading
-        // what the pipe holds now completes this invocation's output.
-        fill(&self.pipe, &self.scan);
+        // up to it completes this invocation's output.
+        fill(&self.pipe, &self.scan, Until::Done);
         let mut scan = self.scan.lock().unwrap_or_else(PoisonError::into_inner);
         scan.done.pop_front().unwrap_or_default()
     }
@@ -128,20 +128,41 @@ impl Drop for Capture {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Filled {
-    /// Everything the pipe held was read.
+    /// Everything the pipe held was read (or, for `take`, its barrier was).
     Drained,
+    /// The read limit was reached with more in the pipe.
+    More,
     /// The pipe has no writer left, or cannot be read.
     Closed,
 }
+
+/// How far a [`fill`] reads.
+#[derive(Clone, Copy)]
+enum Until {
+    /// Until an invocation's output is complete (`take`, right after its barrier).
+    Done,
+    /// At most this many reads (the drainer, so that a child printing without a
+    /// pause cannot hold one of the node's worker threads).
+    Reads(usize),
+}
+
+/// Reads per turn of the drainer: 1 MiB, then other tasks run.
+const DRAIN_READS: usize = 16;
 
 /// Reads what the pipe holds now into the scan. The scan's lock is held while
 /// reading, so bytes are scanned in the order they were read. Reads the descriptor
 /// itself, not through tokio (which would answer "would block" until its reactor has
 /// seen the pipe become readable; a barrier just written must be read at once).
-fn fill(pipe: &pipe::Receiver, scan: &Mutex<Scan>) -> Filled {
+fn fill(pipe: &pipe::Receiver, scan: &Mutex<Scan>, until: Until) -> Filled {
     let mut scan = scan.lock().unwrap_or_else(PoisonError::into_inner);
     let mut buf = std::mem::take(&mut scan.buf);
+    let mut reads = 0;
     let filled = loop {
+        match until {
+            Until::Done if !scan.done.is_empty() => break Filled::Drained,
+            Until::Reads(most) if reads == most => break Filled::More,
+            _ => reads += 1,
+        }
         match rustix::io::read(pipe, &mut buf[..]) {
             Ok(0) => break Filled::Closed,
             Ok(n) => scan.push(&buf[..n]),
@@ -161,12 +182,14 @@ async fn drain(pipe: Arc<pipe::Receiver>, scan: Arc<Mutex<Scan>>) {
             return;
         }
         // "Would block" tells tokio the pipe is drained, so it waits for more.
-        let read = pipe.try_io(|| match fill(&pipe, &scan) {
+        let read = pipe.try_io(|| match fill(&pipe, &scan, Until::Reads(DRAIN_READS)) {
             Filled::Drained => Err(ErrorKind::WouldBlock.into()),
-            Filled::Closed => Ok(()),
+            other => Ok(other),
         });
-        if read.is_ok() {
-            return;
+        match read {
+            Ok(Filled::Closed) => return,
+            Ok(_) => tokio::task::yield_now().await,
+            Err(_) => {}
         }
     }
 }
