@@ -26,6 +26,8 @@ pub struct IdleHistogram {
     highest_bin: usize,
     lowest_bin: usize,
     seen: u64,
+    /// Idle times seen of a minute or longer (undecayed count).
+    seen_long: u64,
 }
 
 impl IdleHistogram {
@@ -48,6 +50,7 @@ impl IdleHistogram {
             highest_bin: 0,
             lowest_bin: BINS,
             seen: 0,
+            seen_long: 0,
         }
     }
 
@@ -68,6 +71,9 @@ impl IdleHistogram {
             self.out_of_range += w;
         }
         self.seen += 1;
+        if bin >= 1 {
+            self.seen_long += 1;
+        }
         self.weight *= self.growth;
         if self.weight > RESCALE_AT {
             let k = 1.0 / self.weight;
@@ -83,6 +89,11 @@ impl IdleHistogram {
     /// Idle times seen (undecayed count).
     pub fn seen(&self) -> u64 {
         self.seen
+    }
+
+    /// Idle times seen of a minute or longer (undecayed count).
+    pub fn seen_long(&self) -> u64 {
+        self.seen_long
     }
 
     /// Decayed weight of bin `k` (0 past the range).
@@ -105,6 +116,11 @@ impl IdleHistogram {
     /// The highest bin that has held an idle time.
     pub fn highest_bin(&self) -> usize {
         self.highest_bin
+    }
+
+    /// The lowest bin that has held an idle time (`None` when none was in range).
+    pub fn lowest_bin(&self) -> Option<usize> {
+        (self.lowest_bin < BINS).then_some(self.lowest_bin)
     }
 
     /// How many bins apart the shortest and longest in-range idle times are (0 when

@@ -19,17 +19,21 @@
 //! Backward induction over the 240 bins (γ = 1 over an idle period, or the
 //! configured discount) gives the value of each state and so the action; following
 //! the actions forward from (0, warm) gives the [`Schedule`]. Until [`MIN_SEEN`]
-//! idle times are seen (or [`MIN_SEEN_AGREEING`] that agree, as a timer's do) the
-//! answer is the ski-rental keep-alive C / memory: keep as long as the memory kept
-//! costs one cold start. The solve is O(240) and is redone only after new idle
+//! idle times of a minute or more are seen (or [`MIN_SEEN_AGREEING`] that agree, as
+//! a timer's do) the answer is the ski-rental keep-alive C / memory: keep as long as
+//! the memory kept costs one cold start. The solve is O(240) and is redone only after new idle
 //! times (see `schedule`).
 
 use crate::idle::{BINS, IdleHistogram};
 use crate::{FunctionPolicy, KeepAlivePolicy, MINUTE_MS, Profile, Schedule};
 
-/// Idle times seen before the distribution is used instead of ski rental.
+/// Idle times of a minute or longer seen before the distribution is used instead
+/// of ski rental. Shorter ones, the gaps between calls of a burst, come by the dozen
+/// and say nothing of how long the function rests between bursts: counting them let
+/// one burst make the MDP evict a queue function's instances two minutes after it.
 pub const MIN_SEEN: u64 = 10;
-/// Fewer suffice when they agree (a timer): within an eighth of their length.
+/// Fewer suffice when they agree (a timer): within an eighth of their length, and
+/// a minute or longer (sub-minute ones agree inside any burst, timer or not).
 pub const MIN_SEEN_AGREEING: u64 = 3;
 /// Weight of the prior, in idle times: what is believed of an idle time longer than
 /// any seen. Mostly (90%) that it is longer than the range, the rest spread evenly
@@ -123,8 +127,9 @@ impl FunctionPolicy for MdpFunction {
 fn solve(params: &Mdp, memory_gb: f64, hist: &IdleHistogram) -> Schedule {
     let cold = params.cost_ratio;
     let memory = memory_gb;
-    let agreeing = hist.bin_spread() <= (hist.highest_bin() / 8).max(1);
-    let enough = hist.seen() >= MIN_SEEN || (agreeing && hist.seen() >= MIN_SEEN_AGREEING);
+    let agreeing = hist.bin_spread() <= (hist.highest_bin() / 8).max(1)
+        && hist.lowest_bin().is_some_and(|b| b >= 1);
+    let enough = hist.seen_long() >= MIN_SEEN || (agreeing && hist.seen() >= MIN_SEEN_AGREEING);
     if !enough || hist.total() <= 0.0 {
         let minutes = (cold / memory).min(BINS as f64);
         return Schedule::keep_for((minutes * MINUTE_MS as f64) as u64);
@@ -272,6 +277,43 @@ mod tests {
             Schedule::keep_for(BINS as u64 * MINUTE_MS),
             "ski rental is capped at the histogram's range"
         );
+    }
+
+    /// Calls a few seconds apart inside one burst agree with each other, but they
+    /// say nothing of when the next burst comes: not a timer, so still ski rental.
+    #[test]
+    fn sub_minute_idle_times_in_a_burst_are_not_taken_for_a_timer() {
+        let mut p = learner(50.0, 128);
+        for _ in 0..MIN_SEEN_AGREEING {
+            p.observe_idle(5_000);
+        }
+        assert_eq!(p.schedule(), Schedule::keep_for(BINS as u64 * MINUTE_MS));
+        // Three that agree a minute or more apart are a timer's.
+        let mut timer = learner(50.0, 128);
+        for _ in 0..MIN_SEEN_AGREEING {
+            timer.observe_idle(20 * MINUTE_MS);
+        }
+        assert_ne!(
+            timer.schedule(),
+            Schedule::keep_for(BINS as u64 * MINUTE_MS)
+        );
+    }
+
+    /// One busy burst gives many idle times, all sub-minute: not yet enough to
+    /// trust what the function does between bursts.
+    #[test]
+    fn a_burst_alone_does_not_end_ski_rental() {
+        let mut p = learner(50.0, 128);
+        for i in 0..30 {
+            p.observe_idle(1_000 + i * 500);
+        }
+        p.observe_idle(30 * MINUTE_MS);
+        p.observe_idle(75 * MINUTE_MS);
+        assert_eq!(p.schedule(), Schedule::keep_for(BINS as u64 * MINUTE_MS));
+        for i in 0..(MIN_SEEN - 2) {
+            p.observe_idle((40 + 5 * i) * MINUTE_MS);
+        }
+        assert_ne!(p.schedule(), Schedule::keep_for(BINS as u64 * MINUTE_MS));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! What a policy answers for one idle period: when the function is kept warm.
 
-/// The windows of an idle period during which one instance is kept warm, as
+/// The windows of an idle period during which the function is kept warm, as
 /// milliseconds from the moment the function went idle (its last busy instance
-/// finished). Sorted and disjoint. A window from 0 keeps the instance that just
+/// finished). Sorted and disjoint. A window from 0 keeps the instances that just
 /// finished ("keep until c"); a later window is a pre-warm ("evict at a, pre-warm
-/// at b, keep until c"); no window evicts at once.
+/// at b, keep until c") of as many instances as were busy at once before it (see
+/// [`crate::Warmth`]); no window evicts at once.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Schedule {
     windows: Vec<(u64, u64)>,

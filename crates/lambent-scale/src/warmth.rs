@@ -120,6 +120,12 @@ pub struct Warmth {
     plan: Schedule,
     /// The plan's next window still to open.
     next_window: usize,
+    /// The most instances busy at once since the last pre-warm. Not reset by the
+    /// short idle periods inside a burst.
+    peak_busy: usize,
+    /// That peak when the current idle period began: how many instances each of
+    /// its pre-warm windows restores.
+    restore: usize,
     next_id: u64,
     stats: WarmthStats,
 }
@@ -137,6 +143,8 @@ impl Warmth {
             learned: false,
             plan,
             next_window: 0,
+            peak_busy: 0,
+            restore: 1,
             next_id: 1,
             stats: WarmthStats::default(),
         }
@@ -198,6 +206,7 @@ impl Warmth {
         self.stats.arrivals += 1;
         self.idle_since = None;
         self.busy += 1;
+        self.peak_busy = self.peak_busy.max(self.busy as usize);
         if let Some(at) = self.idle.iter().rposition(|i| accept(i.id)) {
             let taken = self.idle.remove(at);
             self.waste(taken.since, now);
@@ -222,6 +231,7 @@ impl Warmth {
         if self.busy == 0 {
             self.idle_since = Some(now);
             self.next_window = 0;
+            self.restore = self.peak_busy.max(1);
             let keep = self.plan.keep_ms();
             for i in &mut self.idle {
                 i.until = i.since.saturating_add(keep);
@@ -254,15 +264,21 @@ impl Warmth {
                 if start == 0 {
                     continue; // the keep window: the instance that finished
                 }
-                let id = self.new_id();
-                self.stats.prewarms += 1;
-                self.idle.push(IdleInstance {
-                    id,
-                    since: t0.saturating_add(start),
-                    until: t0.saturating_add(end),
-                    origin: t0,
-                });
-                out.push(Action::Prewarm { id });
+                // Instances still kept when the window opens count towards it.
+                let at = t0.saturating_add(start);
+                let kept = self.idle.iter().filter(|i| i.until > at).count();
+                self.peak_busy = 0;
+                for _ in kept..self.restore {
+                    let id = self.new_id();
+                    self.stats.prewarms += 1;
+                    self.idle.push(IdleInstance {
+                        id,
+                        since: t0.saturating_add(start),
+                        until: t0.saturating_add(end),
+                        origin: t0,
+                    });
+                    out.push(Action::Prewarm { id });
+                }
             }
         }
         if self.idle.iter().any(|i| i.until <= now) {
@@ -439,6 +455,45 @@ mod tests {
         assert_eq!(w.stats().prewarms, 2);
         assert_eq!(w.stats().wasted_mb_ms, 128 * 3 * MINUTE_MS);
         assert_eq!(w.stats().evictions(EvictReason::Unusable), 1);
+    }
+
+    /// A burst that needed three instances gets three back from a pre-warm, also
+    /// when it paused in the middle (a short idle period of its own): one would
+    /// leave the next burst mostly cold.
+    #[test]
+    fn a_pre_warm_restores_as_many_instances_as_the_burst_needed() {
+        let plan = Schedule::from_windows([(5 * MINUTE_MS, 7 * MINUTE_MS)]);
+        let mut w = Warmth::new(Box::new(Scripted(plan)), 128);
+        let mut out = Vec::new();
+        let ids: Vec<u64> = (0..3)
+            .map(|_| match w.arrive(0, all, &mut out) {
+                Start::Cold(id) => id,
+                Start::Warm(_) => panic!("three at once are three cold starts"),
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            w.finish(1000 + i as u64, *id, true, &mut out);
+        }
+        // The burst's tail: one more call, 10 s later, after the others were evicted.
+        let Start::Cold(last) = w.arrive(11_000, all, &mut out) else {
+            panic!("the plan evicts at once")
+        };
+        w.finish(12_000, last, true, &mut out);
+        out.clear();
+        w.advance(12_000 + 6 * MINUTE_MS, &mut out);
+        let prewarms = out
+            .iter()
+            .filter(|a| matches!(a, Action::Prewarm { .. }))
+            .count();
+        assert_eq!(prewarms, 3, "{out:?}");
+        out.clear();
+        for _ in 0..3 {
+            assert!(matches!(
+                w.arrive(12_000 + 6 * MINUTE_MS, all, &mut out),
+                Start::Warm(_)
+            ));
+        }
+        assert_eq!((w.stats().cold_starts, w.stats().prewarms), (4, 3));
     }
 
     /// A policy that keeps as long as the last idle time it learned (a minute before
