@@ -190,20 +190,24 @@ async fn lease(
 
 /// Leases and starts deliveries of one function while it has any due.
 ///
-/// The pump keeps deliveries leased ahead (refilled to `ahead_target` when less than a
-/// round is left): when a slot frees up its next delivery is already here, and one
-/// lease commit serves several rounds. Each lease covers the rounds its delivery may
-/// wait, its own run and a grace (`lease_ms`).
+/// The pump keeps deliveries leased ahead (refilled to `ahead_target` when half of
+/// that is left): when a slot frees up its next delivery is already here, and one
+/// lease commit serves several rounds. The refill runs beside the pump, so a slot
+/// that frees up during its commit (an fsync) still gets the next delivery at once.
+/// Each lease covers the rounds its delivery may wait, its own run and a grace
+/// (`lease_ms`).
 async fn pump(inner: &Arc<Inner>, function: &str) {
     let engine = Engine {
         inner: inner.clone(),
     };
     let mut ahead: VecDeque<Lease> = VecDeque::new();
+    let mut refill: Option<Refill> = None;
     let mut backoff = Backoff::new();
     // A store error is retried after a backoff (never in a tight loop); the pump ends
     // only when the store answers that nothing is due.
     loop {
         if inner.draining.load(Ordering::SeqCst) {
+            finish_refill(&mut refill, &mut ahead).await;
             return release_all(&mut ahead).await;
         }
         let spec = match inner.latest_function(function).await {
@@ -211,6 +215,7 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
             Err(e) => {
                 tracing::warn!(function, error = %e, "cannot read function; backing off");
                 backoff.failed().await;
+                finish_refill(&mut refill, &mut ahead).await;
                 if ahead.is_empty() {
                     return;
                 }
@@ -219,6 +224,7 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
         };
         let Some(spec) = spec else {
             // No such function: lease what is due anyway so it is rejected, not stuck.
+            finish_refill(&mut refill, &mut ahead).await;
             let lease_ms = millis(inner.config.lease_grace);
             let Some(batch) =
                 lease(inner, function, MAX_PULL, lease_ms, u32::MAX, &mut backoff).await
@@ -236,8 +242,20 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
         };
         let lease_ms = lease_ms(inner, &spec);
         let max_attempts = spec.retry.max_attempts;
-        // Wait for one slot, then take every other free one (up to MAX_PULL).
-        let first = inner.pool.wait_slot(&spec).await;
+        // Wait for one slot (taking in a refill that lands meanwhile), then take
+        // every other free one (up to MAX_PULL).
+        let first = loop {
+            let Some(pending) = refill.as_mut() else {
+                break inner.pool.wait_slot(&spec).await;
+            };
+            tokio::select! {
+                slot = inner.pool.wait_slot(&spec) => break slot,
+                batch = &mut pending.0 => {
+                    refill = None;
+                    ahead.extend(refilled(batch));
+                }
+            }
+        };
         let mut slots = vec![first];
         while slots.len() < MAX_PULL {
             match inner.pool.try_slot(&spec) {
@@ -248,7 +266,11 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
         // The wait for a slot may have outlasted the node's decision to stop: a slot
         // freed by a finishing attempt must not start a new one then.
         if inner.draining.load(Ordering::SeqCst) {
+            finish_refill(&mut refill, &mut ahead).await;
             return release_all(&mut ahead).await;
+        }
+        if ahead.len() < slots.len() {
+            finish_refill(&mut refill, &mut ahead).await;
         }
         if ahead.len() < slots.len() {
             let want = slots.len() - ahead.len();
@@ -268,16 +290,61 @@ async fn pump(inner: &Arc<Inner>, function: &str) {
             };
             spawn_attempt(&engine, lease, Some(slot));
         }
-        // Lease ahead while this round runs: when less than a round is left, refill
-        // to several rounds, so a lease's commit is shared by many deliveries instead
-        // of costing the pump a wait every round.
-        let round = (spec.concurrency as usize).min(MAX_PULL);
+        // Lease ahead while the rounds already leased run: when half of the target
+        // is left, refill to it beside the pump, so a lease's commit is shared by
+        // many deliveries and no slot waits for it.
         let target = ahead_target(&spec);
-        if ahead.len() < round {
+        if refill.is_none() && ahead.len() <= target / 2 {
             let want = target - ahead.len();
-            let batch = lease(inner, function, want, lease_ms, max_attempts, &mut backoff).await;
-            ahead.extend(batch.unwrap_or_default());
+            refill = Some(Refill::start(inner, function, want, lease_ms, max_attempts));
         }
+    }
+}
+
+/// A lease of deliveries ahead, running beside the pump.
+struct Refill(tokio::task::JoinHandle<Option<Vec<Lease>>>);
+
+impl Refill {
+    fn start(
+        inner: &Arc<Inner>,
+        function: &str,
+        want: usize,
+        lease_ms: i64,
+        max_attempts: u32,
+    ) -> Self {
+        let (inner, function) = (inner.clone(), function.to_owned());
+        Self(tokio::spawn(async move {
+            // A failed refill backs off once and answers nothing; the pump's own
+            // lease (when it runs short) backs off further.
+            let mut backoff = Backoff::new();
+            lease(
+                &inner,
+                &function,
+                want,
+                lease_ms,
+                max_attempts,
+                &mut backoff,
+            )
+            .await
+        }))
+    }
+}
+
+/// What a finished refill leased (nothing if it failed or its task died).
+fn refilled(joined: Result<Option<Vec<Lease>>, tokio::task::JoinError>) -> Vec<Lease> {
+    match joined {
+        Ok(batch) => batch.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "a lease refill did not finish");
+            Vec::new()
+        }
+    }
+}
+
+/// Waits for the refill in flight, if any, and queues what it leased.
+async fn finish_refill(refill: &mut Option<Refill>, ahead: &mut VecDeque<Lease>) {
+    if let Some(pending) = refill.take() {
+        ahead.extend(refilled(pending.0.await));
     }
 }
 

@@ -549,3 +549,175 @@ async fn a_dead_dispatcher_makes_the_node_unhealthy() {
         .expect("the node still said it was healthy");
     assert_eq!(why, "the dispatcher task stopped");
 }
+
+/// A runtime whose instances answer every invocation with its payload, counting them.
+struct CountingEcho(Arc<AtomicUsize>);
+
+struct CountingEchoInstance(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Instance for CountingEchoInstance {
+    async fn invoke(
+        &mut self,
+        request: lambent_runtime::InvokeRequest,
+    ) -> lambent_runtime::InvokeResult {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        EchoInstance.invoke(request).await
+    }
+    fn is_usable(&self) -> bool {
+        true
+    }
+    async fn shutdown(self: Box<Self>) {}
+}
+
+#[async_trait]
+impl Runtime for CountingEcho {
+    async fn start(
+        &self,
+        _: InstanceConfig,
+    ) -> std::result::Result<Box<dyn Instance>, RuntimeError> {
+        Ok(Box::new(CountingEchoInstance(self.0.clone())))
+    }
+}
+
+/// The SQLite event log whose third fetch (a pump's second refill) stalls until
+/// released, noting how many leased deliveries had not started when it began.
+struct StalledRefillLog {
+    inner: SqliteStore,
+    fetches: AtomicUsize,
+    leased: AtomicUsize,
+    settled: AtomicUsize,
+    invoked: Arc<AtomicUsize>,
+    queued_at_stall: std::sync::Mutex<Option<usize>>,
+    open: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl EventLog for StalledRefillLog {
+    async fn publish(&self, b: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
+        self.inner.publish(b).await
+    }
+    async fn fetch(&self, f: &str, x: Fetch) -> Result<Vec<Delivery>> {
+        if self.fetches.fetch_add(1, Ordering::SeqCst) == 2 {
+            let queued = self.leased.load(Ordering::SeqCst) - self.invoked.load(Ordering::SeqCst);
+            *self.queued_at_stall.lock().unwrap() = Some(queued);
+            let _pass = self.open.acquire().await;
+        }
+        let batch = self.inner.fetch(f, x).await?;
+        self.leased.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(batch)
+    }
+    async fn due(&self) -> Result<Due> {
+        self.inner.due().await
+    }
+    async fn settle(
+        &self,
+        l: LeaseRef,
+        s: Settlement,
+        r: Option<lambent_store::InvocationRecord>,
+    ) -> Result<()> {
+        let done = self.inner.settle(l, s, r).await;
+        self.settled.fetch_add(1, Ordering::SeqCst);
+        done
+    }
+    async fn extend(&self, l: LeaseRef, ms: i64) -> Result<()> {
+        self.inner.extend(l, ms).await
+    }
+    async fn release(&self, l: LeaseRef) -> Result<()> {
+        self.inner.release(l).await
+    }
+    async fn dead_letters(&self, f: Option<&str>, n: usize) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(f, n).await
+    }
+    async fn redrive(&self, w: Redrive) -> Result<usize> {
+        self.inner.redrive(w).await
+    }
+    async fn get_event(&self, s: &str, i: &str) -> Result<Option<StoredEvent>> {
+        self.inner.get_event(s, i).await
+    }
+    async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.inner.delivery_counts().await
+    }
+    async fn compact(&self, b: i64, n: usize) -> Result<usize> {
+        EventLog::compact(&self.inner, b, n).await
+    }
+}
+
+/// A pump leases its next deliveries while those it holds are still running, beside
+/// them: a slot that frees up during the lease's commit (an fsync) starts the next
+/// delivery at once instead of waiting for it. The refill begins with several leased
+/// deliveries still queued, and all of them are delivered while it stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pump_refills_its_leases_beside_the_running_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let invoked = Arc::new(AtomicUsize::new(0));
+    let log = Arc::new(StalledRefillLog {
+        inner: sqlite.clone(),
+        fetches: AtomicUsize::new(0),
+        leased: AtomicUsize::new(0),
+        settled: AtomicUsize::new(0),
+        invoked: invoked.clone(),
+        queued_at_stall: std::sync::Mutex::new(None),
+        open: tokio::sync::Semaphore::new(0),
+    });
+    let stores = sqlite_stores(dir.path(), &sqlite, Some(log.clone()), None);
+    let engine = start(stores, Arc::new(CountingEcho(invoked))).await;
+    engine
+        .deploy(DeployRequest {
+            concurrency: Some(1),
+            ..deploy("echo", 128)
+        })
+        .await
+        .unwrap();
+    engine
+        .put_rule(RuleRequest {
+            name: "all".into(),
+            pattern: serde_json::json!({"type": ["t"]}),
+            targets: vec!["echo".into()],
+        })
+        .await
+        .unwrap();
+    const EVENTS: usize = 40;
+    let events = (0..EVENTS)
+        .map(|i| {
+            CloudEvent::builder(format!("e{i}"), "/t", "t")
+                .build()
+                .unwrap()
+        })
+        .collect();
+    engine.publish(events).await.unwrap();
+    let waited = std::time::Instant::now();
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "waited for {what}"
+        );
+        !done()
+    };
+    while until("the second refill", &|| {
+        log.fetches.load(Ordering::SeqCst) >= 3
+    }) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Everything leased so far is delivered though the refill has not returned.
+    while until("the leased deliveries", &|| {
+        log.settled.load(Ordering::SeqCst) == log.leased.load(Ordering::SeqCst)
+    }) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let queued = log.queued_at_stall.lock().unwrap().unwrap();
+    assert!(
+        queued >= 4,
+        "the refill began with {queued} leased deliveries not started: it waited for the queue to run dry"
+    );
+    log.open.add_permits(1000);
+    loop {
+        let counts = sqlite.delivery_counts().await.unwrap();
+        if counts == vec![("delivered".to_owned(), EVENTS as u64)] {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
