@@ -289,26 +289,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use lambent_core::{InvocationOutcome, RouteMode, RouteSpec};
-    use lambent_store::InvocationRecord;
 
     fn invocation(outcome: InvocationOutcome, payload: &str) -> Invocation {
         Invocation {
-            record: InvocationRecord {
-                seq: 0,
-                request_id: "r".into(),
-                function: "f".into(),
-                version: 1,
-                delivery_id: None,
-                event_id: None,
-                attempt: 1,
-                started_ms: 0,
-                duration_us: 0,
-                cold: false,
-                outcome,
-                error_type: None,
-                error_message: None,
-                logs: String::new(),
-            },
+            record: crate::records::plain_record("r", outcome),
             payload: Bytes::from(payload.to_owned()),
         }
     }

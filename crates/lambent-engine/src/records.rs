@@ -97,6 +97,30 @@ async fn run(log: Arc<dyn InvocationLog>, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
+/// A record with every field at its plainest, for tests.
+#[cfg(test)]
+pub(crate) fn plain_record(
+    request_id: &str,
+    outcome: lambent_core::InvocationOutcome,
+) -> InvocationRecord {
+    InvocationRecord {
+        seq: 0,
+        request_id: request_id.into(),
+        function: "f".into(),
+        version: 1,
+        delivery_id: None,
+        event_id: None,
+        attempt: 1,
+        started_ms: 0,
+        duration_us: 0,
+        cold: false,
+        outcome,
+        error_type: None,
+        error_message: None,
+        logs: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,22 +154,7 @@ mod tests {
     }
 
     fn record(n: u32) -> InvocationRecord {
-        InvocationRecord {
-            seq: 0,
-            request_id: format!("r{n}"),
-            function: "f".into(),
-            version: 1,
-            delivery_id: None,
-            event_id: None,
-            attempt: 1,
-            started_ms: 0,
-            duration_us: 0,
-            cold: false,
-            outcome: InvocationOutcome::Success,
-            error_type: None,
-            error_message: None,
-            logs: String::new(),
-        }
+        plain_record(&format!("r{n}"), InvocationOutcome::Success)
     }
 
     /// One caller at a time (each record alone in the queue) still gets one commit
