@@ -4,8 +4,8 @@
 /// milliseconds from the moment the function went idle (its last busy instance
 /// finished). Sorted and disjoint. A window from 0 keeps the instances that just
 /// finished ("keep until c"); a later window is a pre-warm ("evict at a, pre-warm
-/// at b, keep until c") of as many instances as were busy at once before it (see
-/// [`crate::Warmth`]); no window evicts at once.
+/// at b, keep until c") of as many instances as the last burst had busy at once
+/// (see [`crate::Warmth`]); no window evicts at once.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Schedule {
     windows: Vec<(u64, u64)>,

@@ -100,6 +100,9 @@ struct IdleInstance {
     origin: u64,
 }
 
+/// The shortest idle period that ends a burst (see `Warmth::peak_busy`).
+const BURST_GAP_MS: u64 = crate::MINUTE_MS;
+
 /// Evicted instances remembered, so the arrival that would have used one still
 /// teaches the policy an idle time (otherwise every eviction hides a long one).
 const EVICTED_REMEMBERED: usize = 64;
@@ -120,8 +123,9 @@ pub struct Warmth {
     plan: Schedule,
     /// The plan's next window still to open.
     next_window: usize,
-    /// The most instances busy at once since the last pre-warm. Not reset by the
-    /// short idle periods inside a burst.
+    /// The most instances busy at once in the current burst: since the function was
+    /// last idle for [`BURST_GAP_MS`] or more (shorter idle periods are pauses
+    /// inside a burst).
     peak_busy: usize,
     /// That peak when the current idle period began: how many instances each of
     /// its pre-warm windows restores.
@@ -204,6 +208,14 @@ impl Warmth {
     ) -> Start {
         self.advance(now, out);
         self.stats.arrivals += 1;
+        // A burst ends at an idle period of a minute or more; shorter ones are its
+        // pauses, and the burst's peak spans them.
+        if self
+            .idle_since
+            .is_some_and(|since| now.saturating_sub(since) >= BURST_GAP_MS)
+        {
+            self.peak_busy = 0;
+        }
         self.idle_since = None;
         self.busy += 1;
         self.peak_busy = self.peak_busy.max(self.busy as usize);
@@ -267,7 +279,6 @@ impl Warmth {
                 // Instances still kept when the window opens count towards it.
                 let at = t0.saturating_add(start);
                 let kept = self.idle.iter().filter(|i| i.until > at).count();
-                self.peak_busy = 0;
                 for _ in kept..self.restore {
                     let id = self.new_id();
                     self.stats.prewarms += 1;
@@ -494,6 +505,32 @@ mod tests {
             ));
         }
         assert_eq!((w.stats().cold_starts, w.stats().prewarms), (4, 3));
+    }
+
+    /// A burst ends at a minute of idleness: a lone call after that is a burst of
+    /// its own, and the pre-warm after it restores one instance, not the old peak.
+    #[test]
+    fn a_burst_ends_at_a_minute_of_idleness() {
+        let plan = Schedule::from_windows([(5 * MINUTE_MS, 7 * MINUTE_MS)]);
+        let mut w = Warmth::new(Box::new(Scripted(plan)), 128);
+        let mut out = Vec::new();
+        let ids: Vec<u64> = (0..3)
+            .map(|_| match w.arrive(0, all, &mut out) {
+                Start::Cold(id) | Start::Warm(id) => id,
+            })
+            .collect();
+        for id in ids {
+            w.finish(1000, id, true, &mut out);
+        }
+        let (Start::Cold(lone) | Start::Warm(lone)) = w.arrive(2 * MINUTE_MS, all, &mut out);
+        w.finish(2 * MINUTE_MS + 1000, lone, true, &mut out);
+        out.clear();
+        w.advance(2 * MINUTE_MS + 1000 + 6 * MINUTE_MS, &mut out);
+        let prewarms = out
+            .iter()
+            .filter(|a| matches!(a, Action::Prewarm { .. }))
+            .count();
+        assert_eq!(prewarms, 1, "{out:?}");
     }
 
     /// A policy that keeps as long as the last idle time it learned (a minute before
