@@ -303,17 +303,19 @@ mod tests {
     /// trust what the function does between bursts.
     #[test]
     fn a_burst_alone_does_not_end_ski_rental() {
-        let mut p = learner(50.0, 128);
+        // 1 GB at a cost ratio of 10: ski rental keeps 10 minutes.
+        let ski_rental = Schedule::keep_for(10 * MINUTE_MS);
+        let mut p = learner(10.0, 1024);
         for i in 0..30 {
             p.observe_idle(1_000 + i * 500);
         }
         p.observe_idle(30 * MINUTE_MS);
         p.observe_idle(75 * MINUTE_MS);
-        assert_eq!(p.schedule(), Schedule::keep_for(BINS as u64 * MINUTE_MS));
+        assert_eq!(p.schedule(), ski_rental);
         for i in 0..(MIN_SEEN - 2) {
             p.observe_idle((40 + 5 * i) * MINUTE_MS);
         }
-        assert_ne!(p.schedule(), Schedule::keep_for(BINS as u64 * MINUTE_MS));
+        assert_ne!(p.schedule(), ski_rental);
     }
 
     #[test]
