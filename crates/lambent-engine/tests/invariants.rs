@@ -345,10 +345,11 @@ async fn compaction_removes_unreferenced_code_only() {
     assert!(code.tree(&kept.code_sha256).is_dir());
 }
 
-/// A runtime whose instances answer every invocation with its payload.
-struct EchoRuntime;
+/// A runtime whose instances answer every invocation with its payload, counting them.
+#[derive(Default)]
+struct EchoRuntime(Arc<AtomicUsize>);
 
-struct EchoInstance;
+struct EchoInstance(Arc<AtomicUsize>);
 
 #[async_trait]
 impl Instance for EchoInstance {
@@ -356,6 +357,7 @@ impl Instance for EchoInstance {
         &mut self,
         request: lambent_runtime::InvokeRequest,
     ) -> lambent_runtime::InvokeResult {
+        self.0.fetch_add(1, Ordering::SeqCst);
         lambent_runtime::InvokeResult {
             outcome: lambent_runtime::InvokeOutcome::Success(request.payload),
             logs: String::new(),
@@ -374,7 +376,7 @@ impl Runtime for EchoRuntime {
         &self,
         _: InstanceConfig,
     ) -> std::result::Result<Box<dyn Instance>, RuntimeError> {
-        Ok(Box::new(EchoInstance))
+        Ok(Box::new(EchoInstance(self.0.clone())))
     }
 }
 
@@ -412,7 +414,7 @@ async fn a_synchronous_invoke_does_not_wait_for_its_record() {
         open: tokio::sync::Semaphore::new(0),
     });
     let stores = sqlite_stores(dir.path(), &sqlite, None, Some(invocations.clone()));
-    let engine = start(stores, Arc::new(EchoRuntime)).await;
+    let engine = start(stores, Arc::new(EchoRuntime::default())).await;
     engine.deploy(deploy("echo", 128)).await.unwrap();
     let answered = tokio::time::timeout(
         Duration::from_secs(30),
@@ -435,19 +437,52 @@ async fn a_synchronous_invoke_does_not_wait_for_its_record() {
     assert_eq!(listed[0].request_id, answered.record.request_id);
 }
 
-/// The SQLite event log, counting global scans.
-struct CountingLog {
+/// The SQLite event log, counting what passes through it: global scans, fetches,
+/// deliveries leased and settled. The fetch numbered `stall_fetch` (from 0) waits
+/// until `open` has permits, noting first how many leased deliveries had not
+/// started (`invoked` counts the starts).
+struct WatchedLog {
     inner: SqliteStore,
     scans: AtomicUsize,
+    fetches: AtomicUsize,
+    leased: AtomicUsize,
+    settled: AtomicUsize,
+    stall_fetch: usize,
+    invoked: Arc<AtomicUsize>,
+    queued_at_stall: std::sync::Mutex<Option<usize>>,
+    open: tokio::sync::Semaphore,
+}
+
+impl WatchedLog {
+    fn new(inner: SqliteStore) -> Self {
+        Self {
+            inner,
+            scans: AtomicUsize::new(0),
+            fetches: AtomicUsize::new(0),
+            leased: AtomicUsize::new(0),
+            settled: AtomicUsize::new(0),
+            stall_fetch: usize::MAX,
+            invoked: Arc::default(),
+            queued_at_stall: std::sync::Mutex::new(None),
+            open: tokio::sync::Semaphore::new(0),
+        }
+    }
 }
 
 #[async_trait]
-impl EventLog for CountingLog {
+impl EventLog for WatchedLog {
     async fn publish(&self, b: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
         self.inner.publish(b).await
     }
     async fn fetch(&self, f: &str, x: Fetch) -> Result<Vec<Delivery>> {
-        self.inner.fetch(f, x).await
+        if self.fetches.fetch_add(1, Ordering::SeqCst) == self.stall_fetch {
+            let queued = self.leased.load(Ordering::SeqCst) - self.invoked.load(Ordering::SeqCst);
+            *self.queued_at_stall.lock().unwrap() = Some(queued);
+            let _pass = self.open.acquire().await;
+        }
+        let batch = self.inner.fetch(f, x).await?;
+        self.leased.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(batch)
     }
     async fn due(&self) -> Result<Due> {
         self.scans.fetch_add(1, Ordering::SeqCst);
@@ -459,7 +494,9 @@ impl EventLog for CountingLog {
         s: Settlement,
         r: Option<lambent_store::InvocationRecord>,
     ) -> Result<()> {
-        self.inner.settle(l, s, r).await
+        let done = self.inner.settle(l, s, r).await;
+        self.settled.fetch_add(1, Ordering::SeqCst);
+        done
     }
     async fn extend(&self, l: LeaseRef, ms: i64) -> Result<()> {
         self.inner.extend(l, ms).await
@@ -490,12 +527,9 @@ impl EventLog for CountingLog {
 async fn dispatch_does_not_scan_the_store_per_publish() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path()).unwrap();
-    let log = Arc::new(CountingLog {
-        inner: sqlite.clone(),
-        scans: AtomicUsize::new(0),
-    });
+    let log = Arc::new(WatchedLog::new(sqlite.clone()));
     let stores = sqlite_stores(dir.path(), &sqlite, Some(log.clone()), None);
-    let engine = start(stores, Arc::new(EchoRuntime)).await;
+    let engine = start(stores, Arc::new(EchoRuntime::default())).await;
     engine.deploy(deploy("echo", 128)).await.unwrap();
     engine
         .put_rule(RuleRequest {
@@ -550,99 +584,6 @@ async fn a_dead_dispatcher_makes_the_node_unhealthy() {
     assert_eq!(why, "the dispatcher task stopped");
 }
 
-/// A runtime whose instances answer every invocation with its payload, counting them.
-struct CountingEcho(Arc<AtomicUsize>);
-
-struct CountingEchoInstance(Arc<AtomicUsize>);
-
-#[async_trait]
-impl Instance for CountingEchoInstance {
-    async fn invoke(
-        &mut self,
-        request: lambent_runtime::InvokeRequest,
-    ) -> lambent_runtime::InvokeResult {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        EchoInstance.invoke(request).await
-    }
-    fn is_usable(&self) -> bool {
-        true
-    }
-    async fn shutdown(self: Box<Self>) {}
-}
-
-#[async_trait]
-impl Runtime for CountingEcho {
-    async fn start(
-        &self,
-        _: InstanceConfig,
-    ) -> std::result::Result<Box<dyn Instance>, RuntimeError> {
-        Ok(Box::new(CountingEchoInstance(self.0.clone())))
-    }
-}
-
-/// The SQLite event log whose third fetch (a pump's second refill) stalls until
-/// released, noting how many leased deliveries had not started when it began.
-struct StalledRefillLog {
-    inner: SqliteStore,
-    fetches: AtomicUsize,
-    leased: AtomicUsize,
-    settled: AtomicUsize,
-    invoked: Arc<AtomicUsize>,
-    queued_at_stall: std::sync::Mutex<Option<usize>>,
-    open: tokio::sync::Semaphore,
-}
-
-#[async_trait]
-impl EventLog for StalledRefillLog {
-    async fn publish(&self, b: Vec<NewEvent>) -> Result<Vec<PublishOutcome>> {
-        self.inner.publish(b).await
-    }
-    async fn fetch(&self, f: &str, x: Fetch) -> Result<Vec<Delivery>> {
-        if self.fetches.fetch_add(1, Ordering::SeqCst) == 2 {
-            let queued = self.leased.load(Ordering::SeqCst) - self.invoked.load(Ordering::SeqCst);
-            *self.queued_at_stall.lock().unwrap() = Some(queued);
-            let _pass = self.open.acquire().await;
-        }
-        let batch = self.inner.fetch(f, x).await?;
-        self.leased.fetch_add(batch.len(), Ordering::SeqCst);
-        Ok(batch)
-    }
-    async fn due(&self) -> Result<Due> {
-        self.inner.due().await
-    }
-    async fn settle(
-        &self,
-        l: LeaseRef,
-        s: Settlement,
-        r: Option<lambent_store::InvocationRecord>,
-    ) -> Result<()> {
-        let done = self.inner.settle(l, s, r).await;
-        self.settled.fetch_add(1, Ordering::SeqCst);
-        done
-    }
-    async fn extend(&self, l: LeaseRef, ms: i64) -> Result<()> {
-        self.inner.extend(l, ms).await
-    }
-    async fn release(&self, l: LeaseRef) -> Result<()> {
-        self.inner.release(l).await
-    }
-    async fn dead_letters(&self, f: Option<&str>, n: usize) -> Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(f, n).await
-    }
-    async fn redrive(&self, w: Redrive) -> Result<usize> {
-        self.inner.redrive(w).await
-    }
-    async fn get_event(&self, s: &str, i: &str) -> Result<Option<StoredEvent>> {
-        self.inner.get_event(s, i).await
-    }
-    async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
-        self.inner.delivery_counts().await
-    }
-    async fn compact(&self, b: i64, n: usize) -> Result<usize> {
-        EventLog::compact(&self.inner, b, n).await
-    }
-}
-
 /// A pump leases its next deliveries while those it holds are still running, beside
 /// them: a slot that frees up during the lease's commit (an fsync) starts the next
 /// delivery at once instead of waiting for it. The refill begins with several leased
@@ -651,18 +592,15 @@ impl EventLog for StalledRefillLog {
 async fn a_pump_refills_its_leases_beside_the_running_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path()).unwrap();
-    let invoked = Arc::new(AtomicUsize::new(0));
-    let log = Arc::new(StalledRefillLog {
-        inner: sqlite.clone(),
-        fetches: AtomicUsize::new(0),
-        leased: AtomicUsize::new(0),
-        settled: AtomicUsize::new(0),
-        invoked: invoked.clone(),
-        queued_at_stall: std::sync::Mutex::new(None),
-        open: tokio::sync::Semaphore::new(0),
+    let runtime = EchoRuntime::default();
+    // The third fetch: the pump's first lease, its first refill, then this one.
+    let log = Arc::new(WatchedLog {
+        stall_fetch: 2,
+        invoked: runtime.0.clone(),
+        ..WatchedLog::new(sqlite.clone())
     });
     let stores = sqlite_stores(dir.path(), &sqlite, Some(log.clone()), None);
-    let engine = start(stores, Arc::new(CountingEcho(invoked))).await;
+    let engine = start(stores, Arc::new(runtime)).await;
     engine
         .deploy(DeployRequest {
             concurrency: Some(1),

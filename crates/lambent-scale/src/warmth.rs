@@ -468,11 +468,9 @@ mod tests {
         assert_eq!(w.stats().evictions(EvictReason::Unusable), 1);
     }
 
-    /// A burst that needed three instances gets three back from a pre-warm, also
-    /// when it paused in the middle (a short idle period of its own): one would
-    /// leave the next burst mostly cold.
-    #[test]
-    fn a_pre_warm_restores_as_many_instances_as_the_burst_needed() {
+    /// A pool that evicts at once and pre-warms 5–7 minutes into an idle period,
+    /// after three calls at once that finished within a few milliseconds.
+    fn three_at_once_then_evicted() -> (Warmth, Vec<Action>) {
         let plan = Schedule::from_windows([(5 * MINUTE_MS, 7 * MINUTE_MS)]);
         let mut w = Warmth::new(Box::new(Scripted(plan)), 128);
         let mut out = Vec::new();
@@ -485,6 +483,15 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             w.finish(1000 + i as u64, *id, true, &mut out);
         }
+        (w, out)
+    }
+
+    /// A burst that needed three instances gets three back from a pre-warm, also
+    /// when it paused in the middle (a short idle period of its own): one would
+    /// leave the next burst mostly cold.
+    #[test]
+    fn a_pre_warm_restores_as_many_instances_as_the_burst_needed() {
+        let (mut w, mut out) = three_at_once_then_evicted();
         // The burst's tail: one more call, 10 s later, after the others were evicted.
         let Start::Cold(last) = w.arrive(11_000, all, &mut out) else {
             panic!("the plan evicts at once")
@@ -511,17 +518,7 @@ mod tests {
     /// its own, and the pre-warm after it restores one instance, not the old peak.
     #[test]
     fn a_burst_ends_at_a_minute_of_idleness() {
-        let plan = Schedule::from_windows([(5 * MINUTE_MS, 7 * MINUTE_MS)]);
-        let mut w = Warmth::new(Box::new(Scripted(plan)), 128);
-        let mut out = Vec::new();
-        let ids: Vec<u64> = (0..3)
-            .map(|_| match w.arrive(0, all, &mut out) {
-                Start::Cold(id) | Start::Warm(id) => id,
-            })
-            .collect();
-        for id in ids {
-            w.finish(1000, id, true, &mut out);
-        }
+        let (mut w, mut out) = three_at_once_then_evicted();
         let (Start::Cold(lone) | Start::Warm(lone)) = w.arrive(2 * MINUTE_MS, all, &mut out);
         w.finish(2 * MINUTE_MS + 1000, lone, true, &mut out);
         out.clear();
