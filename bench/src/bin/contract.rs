@@ -3,7 +3,8 @@
 //! any HTTP service on this machine costs before doing anything). wrk, one thread.
 //!
 //! `cargo run --release -p lambent-bench --bin contract` (needs `wrk`; starts the
-//! release `lambent serve` and, as a child process, the floor).
+//! release `lambent serve` and, as a child process, the floor). `contract e2e` runs
+//! only the last bar (events → delivered), on a fresh node.
 
 use anyhow::{Context, Result};
 use lambent_bench::cli;
@@ -57,6 +58,9 @@ fn main() -> Result<()> {
         }));
     }
     println!("machine: {}", lambent_bench::machine());
+    if std::env::args().nth(1).as_deref() == Some("e2e") {
+        return end_to_end_alone();
+    }
     let (_floor, floor_url) = start_floor()?;
     let server = lambent_bench::start_server()?;
     let bin = lambent_bench::lambent_bin()?;
@@ -86,11 +90,7 @@ fn main() -> Result<()> {
     );
 
     // 3. Warm synchronous Python invoke at 1 connection.
-    let code = tempfile::tempdir()?;
-    std::fs::write(
-        code.path().join("app.py"),
-        "def handler(event, context):\n    return None\n",
-    )?;
+    let code = noop_code()?;
     let code_dir = code.path().to_str().context("path")?;
     deploy_noop(&bin, &url, code_dir)?;
     let small = post("'{}'", "application/json");
@@ -119,6 +119,32 @@ fn main() -> Result<()> {
         e2e / sync
     );
     Ok(())
+}
+
+/// `contract e2e`: only the last bar, on a fresh node (a quicker A/B of delivery).
+fn end_to_end_alone() -> Result<()> {
+    let code = noop_code()?;
+    let code_dir = code.path().to_str().context("path")?;
+    let server = lambent_bench::start_server()?;
+    let bin = lambent_bench::lambent_bin()?;
+    deploy_noop(&bin, &server.url, code_dir)?;
+    let small = post("'{}'", "application/json");
+    let (sync, e2e) = end_to_end(&bin, &server.url, &small)?;
+    println!(
+        "events -> no-op -> delivered  : sync invoke {sync:>8.0}/s at concurrency 2, events {e2e:>8.0}/s = {:.2}x (bar >= 0.9x)",
+        e2e / sync
+    );
+    Ok(())
+}
+
+/// A directory holding the Python no-op's code.
+fn noop_code() -> Result<tempfile::TempDir> {
+    let code = tempfile::tempdir()?;
+    std::fs::write(
+        code.path().join("app.py"),
+        "def handler(event, context):\n    return None\n",
+    )?;
+    Ok(code)
 }
 
 /// Deploys the Python no-op (`noop`, concurrency 2) and warms it.

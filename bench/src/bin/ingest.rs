@@ -69,7 +69,8 @@ async fn store_publish(concurrency: usize, n: usize) -> Result<f64> {
         t.await??;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let (tx, writes) = store.commit_stats();
+    let commits = store.commit_stats();
+    let (tx, writes) = (commits.transactions, commits.writes);
     eprintln!("  store x{concurrency}: {writes} writes in {tx} transactions");
     Ok(rate)
 }

@@ -110,7 +110,9 @@ impl SqliteStore {
     where
         F: FnOnce(&rusqlite::Connection) -> Result<usize> + Send + 'static,
     {
-        match self.write(update).await? {
+        // A settle, extend or release a power loss undoes is a delivery run again,
+        // and the attempt's slot is free already: nobody waits for this commit.
+        match self.write_behind(update).await? {
             0 => Err(StoreError::LeaseLost {
                 delivery: lease.delivery,
                 token: lease.token,
@@ -131,7 +133,8 @@ impl EventLog for SqliteStore {
     async fn fetch(&self, function: &str, fetch: Fetch) -> Result<Vec<Delivery>> {
         let function = function.to_owned();
         let now = self.now();
-        self.write(move |conn| {
+        // A lease a power loss undoes was never charged: its attempt runs again.
+        self.write_deferred(move |conn| {
             // A lease that ran out belongs to an attempt that never reported: make it
             // due again; the attempt stays charged.
             conn.prepare_cached(
@@ -422,7 +425,7 @@ impl EventLog for SqliteStore {
     }
 
     async fn compact(&self, before_ms: lambent_core::EpochMs, max: usize) -> Result<usize> {
-        self.write(move |conn| {
+        self.write_behind(move |conn| {
             let deliveries = conn
                 .execute(
                     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries

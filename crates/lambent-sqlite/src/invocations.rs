@@ -13,7 +13,9 @@ impl InvocationLog for SqliteStore {
     }
 
     async fn record_many(&self, invocations: Vec<InvocationRecord>) -> Result<()> {
-        self.write(move |conn| {
+        // Records of synchronous calls are written behind already (the engine's
+        // `records`): a power loss may take the last few, as a crash may.
+        self.write_behind(move |conn| {
             for inv in invocations {
                 insert(conn, inv)?;
             }
@@ -82,7 +84,7 @@ impl InvocationLog for SqliteStore {
     }
 
     async fn compact(&self, before_ms: lambent_core::EpochMs, max: usize) -> Result<usize> {
-        self.write(move |conn| {
+        self.write_behind(move |conn| {
             conn.execute(
                 "DELETE FROM invocations WHERE seq IN (SELECT seq FROM invocations
                     WHERE started_ms < ?1 ORDER BY seq LIMIT ?2)",

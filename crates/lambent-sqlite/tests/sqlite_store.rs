@@ -51,12 +51,60 @@ async fn concurrent_publishers_share_transactions_and_are_acked_only_after_commi
             .unwrap();
         assert_eq!(found, 1);
     }
-    let (transactions, writes) = store.commit_stats();
+    let commits = store.commit_stats();
+    let (transactions, writes) = (commits.transactions, commits.writes);
     assert_eq!(writes, n as u64);
     assert!(
         transactions < n as u64,
         "{transactions} transactions for {n} concurrent publishes: no group commit"
     );
+}
+
+/// A publish is answered once on disk; a lease, a settle and a record only once
+/// committed (a power loss undoing them runs the delivery again), and the writer puts
+/// them on disk by itself soon after, or with the next publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_what_is_acknowledged_waits_for_the_disk() {
+    use lambent_store::{InvocationLog, Settlement};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.publish(vec![new_event(1)]).await.unwrap();
+    let published = store.commit_stats();
+    assert_eq!((published.transactions, published.synced), (1, 1));
+
+    let leased = store.fetch("f", fetch(1)).await.unwrap().remove(0);
+    store
+        .settle(
+            leased.lease(),
+            Settlement::Ack,
+            Some(invocation("r1", 0, String::new())),
+        )
+        .await
+        .unwrap();
+    store
+        .record(invocation("r2", 0, String::new()))
+        .await
+        .unwrap();
+    let settled = store.commit_stats();
+    assert_eq!(
+        settled.transactions,
+        published.transactions + 3,
+        "{settled:?}"
+    );
+    assert_eq!(settled.synced, published.synced, "{settled:?}");
+
+    // Nothing else comes: the writer syncs the WAL on its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.commit_stats().wal_syncs == settled.wal_syncs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deferred commits were never synced"
+        );
+        tokio::time::sleep(lambent_sqlite::SYNC_WITHIN).await;
+    }
+    // A publish syncs, whatever came before it.
+    store.publish(vec![new_event(2)]).await.unwrap();
+    assert_eq!(store.commit_stats().synced, settled.synced + 1);
 }
 
 #[tokio::test]

@@ -129,6 +129,9 @@ pub trait Registry: Send + Sync {
 /// The delivery contract (what every implementation keeps; `conformance` checks it):
 /// - `publish` returns only once its events and their deliveries are durable;
 ///   `(source, id)` is de-duplicated for as long as the event is kept.
+/// - Leases and settles hold once returned, across a crash of the node; an engine
+///   may put them on disk shortly after (a power loss may undo the last of them, and
+///   the delivery then runs again: delivery is at least once).
 /// - `fetch` leases due deliveries of one function. Each lease carries a fencing
 ///   token; leasing counts the attempt. `ack`, `nak`, `terminate` and `extend` take
 ///   the lease and fail with [`StoreError::LeaseLost`] when it is no longer the
@@ -204,7 +207,9 @@ pub trait EventLog: Send + Sync {
     }
 }
 
-/// The record of every invocation, with its captured output.
+/// The record of every invocation, with its captured output. A record is readable
+/// once `record` returns, but need not be on disk yet: a power loss (not a crash of
+/// the node) may lose the last few.
 #[async_trait]
 pub trait InvocationLog: Send + Sync {
     async fn record(&self, invocation: InvocationRecord) -> Result<()>;
