@@ -27,6 +27,47 @@ fn exec_cached(
     conn.prepare_cached(sql)?.execute(params)
 }
 
+// The statements that find deliveries by state. Each names its state as a literal, so
+// SQLite can use that state's partial index (`schema.rs`); `plans_use_the_indexes`
+// checks that they do.
+/// Makes the function's leases that ran out due again (?1 function, ?2 now).
+const EXPIRE_LEASES: &str =
+    "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2, interrupted = 1
+    WHERE state = 'leased' AND function = ?1 AND lease_until < ?2";
+/// Leases up to ?4 due deliveries of ?1 at ?2 until ?3, oldest due first.
+const LEASE: &str =
+    "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_token = lease_token + 1,
+    lease_until = ?3, updated_ms = ?2
+    WHERE id IN (SELECT id FROM deliveries
+    WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
+    ORDER BY next_ms, id LIMIT ?4)
+    RETURNING id, lease_token, event_seq, attempt, created_ms, mode";
+/// Functions with deliveries due at ?1 (pending, or leased past their lease).
+const DUE_FUNCTIONS: &str =
+    "SELECT DISTINCT function FROM deliveries WHERE state = 'pending' AND next_ms <= ?1
+    UNION
+    SELECT DISTINCT function FROM deliveries WHERE state = 'leased' AND lease_until < ?1";
+/// The earliest time after ?1 something falls due.
+const NEXT_DUE: &str = "SELECT MIN(t) FROM (
+    SELECT MIN(next_ms) AS t FROM deliveries WHERE state = 'pending' AND next_ms > ?1
+    UNION ALL
+    SELECT MIN(lease_until) AS t FROM deliveries WHERE state = 'leased' AND lease_until >= ?1)";
+/// The newest ?2 dead letters (of function ?1, or all).
+const DEAD_LETTERS: &str = "SELECT d.id, d.function, e.id, e.source, e.type, d.attempt, d.reason, d.last_error, d.updated_ms
+    FROM deliveries d JOIN events e ON e.seq = d.event_seq
+    WHERE d.state = 'dead_lettered' AND (?1 IS NULL OR d.function = ?1)
+    ORDER BY d.updated_ms DESC, d.id DESC LIMIT ?2";
+/// Deletes up to ?2 deliveries delivered before ?1.
+const COMPACT_DELIVERED: &str = "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries
+    WHERE state = 'delivered' AND updated_ms < ?1 LIMIT ?2)";
+/// Deliveries per state, each counted on its state's partial index (states with none left out).
+const COUNTS: &str = "SELECT * FROM (
+    SELECT 'dead_lettered' AS s, COUNT(*) AS n FROM deliveries WHERE state = 'dead_lettered'
+    UNION ALL SELECT 'delivered', COUNT(*) FROM deliveries WHERE state = 'delivered'
+    UNION ALL SELECT 'leased', COUNT(*) FROM deliveries WHERE state = 'leased'
+    UNION ALL SELECT 'pending', COUNT(*) FROM deliveries WHERE state = 'pending')
+    WHERE n > 0 ORDER BY s";
+
 /// Most characters of an error message kept on a delivery.
 const MAX_ERROR_CHARS: usize = 4096;
 
@@ -138,8 +179,7 @@ impl EventLog for SqliteStore {
             // A lease that ran out belongs to an attempt that never reported: make it
             // due again; the attempt stays charged.
             conn.prepare_cached(
-                "UPDATE deliveries SET state = 'pending', lease_until = NULL, next_ms = ?2, interrupted = 1
-                 WHERE state = 'leased' AND function = ?1 AND lease_until < ?2",
+                EXPIRE_LEASES,
             )
             .and_then(|mut stmt| stmt.execute(params![function, now]))
             .map_err(sql("expiring leases"))?;
@@ -157,12 +197,7 @@ impl EventLog for SqliteStore {
             .map_err(sql("dead-lettering interrupted deliveries"))?;
             let mut stmt = conn
                 .prepare_cached(
-                    "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_token = lease_token + 1,
-                        lease_until = ?3, updated_ms = ?2
-                     WHERE id IN (SELECT id FROM deliveries
-                                  WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
-                                  ORDER BY next_ms, id LIMIT ?4)
-                     RETURNING id, lease_token, event_seq, attempt, created_ms, mode",
+                    LEASE,
                 )
                 .map_err(sql("leasing deliveries"))?;
             let leased = stmt
@@ -221,11 +256,7 @@ impl EventLog for SqliteStore {
         let now = self.now();
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT DISTINCT function FROM deliveries WHERE state = 'pending' AND next_ms <= ?1
-                     UNION
-                     SELECT DISTINCT function FROM deliveries WHERE state = 'leased' AND lease_until < ?1",
-                )
+                .prepare_cached(DUE_FUNCTIONS)
                 .map_err(sql("finding due deliveries"))?;
             let functions = stmt
                 .query_map([now], |r| r.get(0))
@@ -233,14 +264,7 @@ impl EventLog for SqliteStore {
                 .collect::<rusqlite::Result<Vec<String>>>()
                 .map_err(sql("finding due deliveries"))?;
             let next_ms: Option<i64> = conn
-                .query_row(
-                    "SELECT MIN(t) FROM (
-                        SELECT MIN(next_ms) AS t FROM deliveries WHERE state = 'pending' AND next_ms > ?1
-                        UNION ALL
-                        SELECT MIN(lease_until) AS t FROM deliveries WHERE state = 'leased' AND lease_until >= ?1)",
-                    [now],
-                    |r| r.get(0),
-                )
+                .query_row(NEXT_DUE, [now], |r| r.get(0))
                 .map_err(sql("finding the next due time"))?;
             Ok(Due { functions, next_ms })
         })
@@ -320,12 +344,7 @@ impl EventLog for SqliteStore {
         let function = function.map(str::to_owned);
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT d.id, d.function, e.id, e.source, e.type, d.attempt, d.reason, d.last_error, d.updated_ms
-                     FROM deliveries d JOIN events e ON e.seq = d.event_seq
-                     WHERE d.state = 'dead_lettered' AND (?1 IS NULL OR d.function = ?1)
-                     ORDER BY d.updated_ms DESC, d.id DESC LIMIT ?2",
-                )
+                .prepare_cached(DEAD_LETTERS)
                 .map_err(sql("listing dead letters"))?;
             let rows = stmt
                 .query_map(params![function, limit as i64], |r| {
@@ -345,22 +364,36 @@ impl EventLog for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sql("listing dead letters"))?;
             rows.into_iter()
-                .map(|(delivery_id, function, event_id, event_source, event_type, attempts, reason, last_error, dead_ms)| {
-                    Ok(DeadLetter {
+                .map(
+                    |(
                         delivery_id,
                         function,
                         event_id,
                         event_source,
                         event_type,
                         attempts,
-                        reason: reason
-                            .as_deref()
-                            .and_then(DeadLetterReason::parse)
-                            .ok_or_else(|| corrupt("dead-letter reason", format!("{reason:?}")))?,
-                        last_error: last_error.unwrap_or_default(),
+                        reason,
+                        last_error,
                         dead_ms,
-                    })
-                })
+                    )| {
+                        Ok(DeadLetter {
+                            delivery_id,
+                            function,
+                            event_id,
+                            event_source,
+                            event_type,
+                            attempts,
+                            reason: reason
+                                .as_deref()
+                                .and_then(DeadLetterReason::parse)
+                                .ok_or_else(|| {
+                                    corrupt("dead-letter reason", format!("{reason:?}"))
+                                })?,
+                            last_error: last_error.unwrap_or_default(),
+                            dead_ms,
+                        })
+                    },
+                )
                 .collect()
         })
         .await
@@ -427,11 +460,7 @@ impl EventLog for SqliteStore {
     async fn compact(&self, before_ms: lambent_core::EpochMs, max: usize) -> Result<usize> {
         self.write_behind(move |conn| {
             let deliveries = conn
-                .execute(
-                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries
-                        WHERE state = 'delivered' AND updated_ms < ?1 LIMIT ?2)",
-                    params![before_ms, max as i64],
-                )
+                .execute(COMPACT_DELIVERED, params![before_ms, max as i64])
                 .map_err(sql("compacting deliveries"))?;
             let events = conn
                 .execute(
@@ -454,7 +483,7 @@ impl EventLog for SqliteStore {
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
+                .prepare_cached(COUNTS)
                 .map_err(sql("counting deliveries"))?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(sql("counting deliveries"))?
@@ -462,5 +491,62 @@ impl EventLog for SqliteStore {
                 .map_err(sql("counting deliveries"))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// The query plan's lines that touch `deliveries`.
+    fn plan(conn: &rusqlite::Connection, statement: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .unwrap();
+        // The parameters stay unbound (NULL): a plan does not depend on them.
+        let mut rows = stmt.raw_query();
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            let line: String = row.get(3).unwrap();
+            if line.contains("deliveries") || line.contains(" d ") {
+                lines.push(line);
+            }
+        }
+        lines
+    }
+
+    /// Every statement that looks for deliveries by state finds them through that
+    /// state's partial index, never by reading the whole table: a query that stops
+    /// naming its state as a literal (or an index dropped) would scan.
+    #[test]
+    fn plans_use_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::open_connection(&dir.path().join("lambent.db")).unwrap();
+        crate::schema::migrate(&conn).unwrap();
+        for (name, statement, index) in [
+            ("lease", LEASE, "deliveries_pending"),
+            ("expire", EXPIRE_LEASES, "deliveries_leased"),
+            ("due functions", DUE_FUNCTIONS, "deliveries_pending"),
+            ("due functions", DUE_FUNCTIONS, "deliveries_leased"),
+            ("next due", NEXT_DUE, "deliveries_pending"),
+            ("next due", NEXT_DUE, "deliveries_leased"),
+            ("dead letters", DEAD_LETTERS, "deliveries_dead_letters"),
+            ("compaction", COMPACT_DELIVERED, "deliveries_delivered"),
+            ("counts", COUNTS, "deliveries_delivered"),
+            ("counts", COUNTS, "deliveries_pending"),
+        ] {
+            let lines = plan(&conn, statement);
+            assert!(
+                lines.iter().any(|l| l.contains(index)),
+                "{name}: not on {index}: {lines:?}"
+            );
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| !l.starts_with("SCAN") || l.contains("INDEX")),
+                "{name} reads the whole table: {lines:?}"
+            );
+        }
     }
 }

@@ -109,7 +109,7 @@ pub(crate) fn all_rows<T>(
         .map_err(sql(doing))
 }
 
-fn open_connection(path: &Path) -> Result<Connection> {
+pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sql("opening the database"))?;
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(sql("setting the busy timeout"))?;
