@@ -42,16 +42,42 @@ const LEASE: &str =
     WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
     ORDER BY next_ms, id LIMIT ?4)
     RETURNING id, lease_token, event_seq, attempt, created_ms, mode";
+/// The functions with pending deliveries (`p`) and with leased ones (`l`), one index
+/// seek each (a skip scan): reading every pending row to find a handful of functions
+/// took ~100 ms with a million pending, once a second.
+macro_rules! functions_by_state {
+    () => {
+        "WITH RECURSIVE
+    p(name) AS (SELECT (SELECT MIN(function) FROM deliveries WHERE state = 'pending')
+        UNION ALL SELECT (SELECT MIN(function) FROM deliveries WHERE state = 'pending' AND function > p.name)
+        FROM p WHERE p.name IS NOT NULL),
+    l(name) AS (SELECT (SELECT MIN(function) FROM deliveries WHERE state = 'leased')
+        UNION ALL SELECT (SELECT MIN(function) FROM deliveries WHERE state = 'leased' AND function > l.name)
+        FROM l WHERE l.name IS NOT NULL)
+"
+    };
+}
 /// Functions with deliveries due at ?1 (pending, or leased past their lease).
-const DUE_FUNCTIONS: &str =
-    "SELECT DISTINCT function FROM deliveries WHERE state = 'pending' AND next_ms <= ?1
+const DUE_FUNCTIONS: &str = concat!(
+    functions_by_state!(),
+    "SELECT name FROM p WHERE name IS NOT NULL
+        AND EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending' AND function = p.name AND next_ms <= ?1)
     UNION
-    SELECT DISTINCT function FROM deliveries WHERE state = 'leased' AND lease_until < ?1";
+    SELECT name FROM l WHERE name IS NOT NULL
+        AND EXISTS (SELECT 1 FROM deliveries WHERE state = 'leased' AND function = l.name AND lease_until < ?1)"
+);
 /// The earliest time after ?1 something falls due.
-const NEXT_DUE: &str = "SELECT MIN(t) FROM (
-    SELECT MIN(next_ms) AS t FROM deliveries WHERE state = 'pending' AND next_ms > ?1
-    UNION ALL
-    SELECT MIN(lease_until) AS t FROM deliveries WHERE state = 'leased' AND lease_until >= ?1)";
+const NEXT_DUE: &str = concat!(
+    functions_by_state!(),
+    "SELECT MIN(t) FROM (
+        SELECT (SELECT MIN(next_ms) FROM deliveries
+                WHERE state = 'pending' AND function = p.name AND next_ms > ?1) AS t
+        FROM p WHERE p.name IS NOT NULL
+        UNION ALL
+        SELECT (SELECT MIN(lease_until) FROM deliveries
+                WHERE state = 'leased' AND function = l.name AND lease_until >= ?1)
+        FROM l WHERE l.name IS NOT NULL)"
+);
 /// The newest ?2 dead letters (of function ?1, or all).
 const DEAD_LETTERS: &str = "SELECT d.id, d.function, e.id, e.source, e.type, d.attempt, d.reason, d.last_error, d.updated_ms
     FROM deliveries d JOIN events e ON e.seq = d.event_seq
@@ -518,23 +544,35 @@ mod tests {
 
     /// Every statement that looks for deliveries by state finds them through that
     /// state's partial index, never by reading the whole table: a query that stops
-    /// naming its state as a literal (or an index dropped) would scan.
+    /// naming its state as a literal (or an index dropped) would scan. The due scans
+    /// (once a second) seek, never read a state's index whole.
     #[test]
     fn plans_use_the_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::open_connection(&dir.path().join("lambent.db")).unwrap();
         crate::schema::migrate(&conn).unwrap();
-        for (name, statement, index) in [
-            ("lease", LEASE, "deliveries_pending"),
-            ("expire", EXPIRE_LEASES, "deliveries_leased"),
-            ("due functions", DUE_FUNCTIONS, "deliveries_pending"),
-            ("due functions", DUE_FUNCTIONS, "deliveries_leased"),
-            ("next due", NEXT_DUE, "deliveries_pending"),
-            ("next due", NEXT_DUE, "deliveries_leased"),
-            ("dead letters", DEAD_LETTERS, "deliveries_dead_letters"),
-            ("compaction", COMPACT_DELIVERED, "deliveries_delivered"),
-            ("counts", COUNTS, "deliveries_delivered"),
-            ("counts", COUNTS, "deliveries_pending"),
+        // (name, statement, an index it must use, whether it may read an index whole)
+        for (name, statement, index, scans) in [
+            ("lease", LEASE, "deliveries_pending", false),
+            ("expire", EXPIRE_LEASES, "deliveries_leased", false),
+            ("due functions", DUE_FUNCTIONS, "deliveries_pending", false),
+            ("due functions", DUE_FUNCTIONS, "deliveries_leased", false),
+            ("next due", NEXT_DUE, "deliveries_pending", false),
+            ("next due", NEXT_DUE, "deliveries_leased", false),
+            (
+                "dead letters",
+                DEAD_LETTERS,
+                "deliveries_dead_letters",
+                true,
+            ),
+            (
+                "compaction",
+                COMPACT_DELIVERED,
+                "deliveries_delivered",
+                false,
+            ),
+            ("counts", COUNTS, "deliveries_delivered", true),
+            ("counts", COUNTS, "deliveries_pending", true),
         ] {
             let lines = plan(&conn, statement);
             assert!(
@@ -544,8 +582,8 @@ mod tests {
             assert!(
                 lines
                     .iter()
-                    .all(|l| !l.starts_with("SCAN") || l.contains("INDEX")),
-                "{name} reads the whole table: {lines:?}"
+                    .all(|l| !l.starts_with("SCAN") || (scans && l.contains("INDEX"))),
+                "{name} reads a whole table or index: {lines:?}"
             );
         }
     }
