@@ -180,6 +180,18 @@ async fn node_with(events: Option<Arc<dyn EventLog>>) -> Node {
     }
 }
 
+/// A rule sending every event of type `t` to the function `echo`.
+async fn route_every_event_to_echo(engine: &Engine) {
+    engine
+        .put_rule(RuleRequest {
+            name: "all".into(),
+            pattern: serde_json::json!({"type": ["t"]}),
+            targets: vec!["echo".into()],
+        })
+        .await
+        .unwrap();
+}
+
 fn deploy(name: &str, memory_mb: u32) -> DeployRequest {
     DeployRequest {
         name: name.into(),
@@ -531,14 +543,7 @@ async fn dispatch_does_not_scan_the_store_per_publish() {
     let stores = sqlite_stores(dir.path(), &sqlite, Some(log.clone()), None);
     let engine = start(stores, Arc::new(EchoRuntime::default())).await;
     engine.deploy(deploy("echo", 128)).await.unwrap();
-    engine
-        .put_rule(RuleRequest {
-            name: "all".into(),
-            pattern: serde_json::json!({"type": ["t"]}),
-            targets: vec!["echo".into()],
-        })
-        .await
-        .unwrap();
+    route_every_event_to_echo(&engine).await;
     let before = log.scans.load(Ordering::SeqCst);
     let started = std::time::Instant::now();
     const EVENTS: usize = 200;
@@ -608,14 +613,7 @@ async fn a_pump_refills_its_leases_beside_the_running_deliveries() {
         })
         .await
         .unwrap();
-    engine
-        .put_rule(RuleRequest {
-            name: "all".into(),
-            pattern: serde_json::json!({"type": ["t"]}),
-            targets: vec!["echo".into()],
-        })
-        .await
-        .unwrap();
+    route_every_event_to_echo(&engine).await;
     const EVENTS: usize = 40;
     let events = (0..EVENTS)
         .map(|i| {

@@ -39,8 +39,8 @@ const LEASE: &str =
     "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_token = lease_token + 1,
     lease_until = ?3, updated_ms = ?2
     WHERE id IN (SELECT id FROM deliveries
-    WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
-    ORDER BY next_ms, id LIMIT ?4)
+                 WHERE state = 'pending' AND function = ?1 AND next_ms <= ?2
+                 ORDER BY next_ms, id LIMIT ?4)
     RETURNING id, lease_token, event_seq, attempt, created_ms, mode";
 /// The functions with pending deliveries (`p`) and with leased ones (`l`), one index
 /// seek each (a skip scan): reading every pending row to find a handful of functions

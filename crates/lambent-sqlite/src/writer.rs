@@ -189,8 +189,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let busy = last_group.1 > 1 && last_group.0.elapsed() < DEFERRED_LINGER;
-            if busy && batch.iter().all(|j| j.durability() == Durability::Behind) {
+            if should_linger(last_group, &batch) {
                 linger(&mut rx, &mut batch);
             }
             let synced = batch.iter().any(|j| j.durability() == Durability::Synced);
@@ -334,6 +333,14 @@ fn run_group(conn: &Connection, batch: &mut [Job]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a group waits for company: it holds only writes behind, and others are
+/// writing (the last group, finished just now, held several).
+fn should_linger((finished, writes): (Instant, usize), batch: &[Job]) -> bool {
+    writes > 1
+        && finished.elapsed() < DEFERRED_LINGER
+        && batch.iter().all(|j| j.durability() == Durability::Behind)
+}
+
 /// Adds to a group of writes behind what comes within [`DEFERRED_LINGER`], until
 /// a write that should not wait comes.
 fn linger(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
@@ -418,6 +425,31 @@ mod tests {
             linger(&mut rx, &mut batch);
             assert_eq!(kinds(&batch), [Behind, Behind, Behind, stopper]);
             assert!(rx.try_recv().is_ok(), "the write after the stopper waits");
+        }
+    }
+
+    /// Only a group of writes behind waits, and only while others are writing: one
+    /// caller's writes in turn (a last group of one) or a writer that was idle commit
+    /// at once.
+    #[test]
+    fn a_group_waits_only_while_others_are_writing() {
+        use Durability::{Behind, Deferred, Synced};
+        let group = |kinds: &[Durability]| -> Vec<Job> {
+            kinds.iter().map(|&k| job(|_conn| Ok(()), k).0).collect()
+        };
+        let now = Instant::now();
+        assert!(should_linger((now, 3), &group(&[Behind, Behind])));
+        assert!(
+            !should_linger((now, 1), &group(&[Behind])),
+            "one caller's writes"
+        );
+        let idle = now.checked_sub(Duration::from_secs(1)).unwrap();
+        assert!(
+            !should_linger((idle, 3), &group(&[Behind])),
+            "an idle writer"
+        );
+        for other in [Synced, Deferred] {
+            assert!(!should_linger((now, 3), &group(&[Behind, other])));
         }
     }
 
