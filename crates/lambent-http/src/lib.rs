@@ -5,6 +5,10 @@
 //! a flood of idle connections can neither exhaust descriptors nor starve `/healthz`
 //! for longer than the timeout), and graceful shutdown.
 
+mod repoll;
+
+pub use repoll::{RepollOnSelfWake, repoll_on_self_wake};
+
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -81,10 +85,11 @@ pub async fn serve(
         ));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        // A connection wakes itself for every request body (see `repoll`).
+        tokio::spawn(repoll_on_self_wake(async move {
             let _ = conn.await;
             drop(permit);
-        });
+        }));
     }
     graceful.shutdown().await;
 }
