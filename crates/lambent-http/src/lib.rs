@@ -7,7 +7,7 @@
 
 mod repoll;
 
-pub use repoll::{RepollOnSelfWake, repoll_on_self_wake};
+use repoll::repoll_on_self_wake;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
