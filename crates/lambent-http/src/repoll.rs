@@ -91,18 +91,13 @@ impl<F: Future> Future for RepollOnSelfWake<F> {
         for _ in 0..=MAX_REPOLLS {
             relay.state.store(POLLING, Ordering::Release);
             let polled = this.inner.as_mut().poll(&mut inner_cx);
-            // Not woken while polled: later wakes go to the outer waker.
-            let quiet = relay
-                .state
-                .compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-            if polled.is_ready() || quiet {
-                relay.state.store(IDLE, Ordering::Release);
+            // From here on wakes go to the outer waker; was one held meanwhile?
+            let woken = relay.state.swap(IDLE, Ordering::AcqRel) == POLLING_WOKEN;
+            if polled.is_ready() || !woken {
                 return polled;
             }
         }
         // Still waking itself: yield to the scheduler after all.
-        relay.state.store(IDLE, Ordering::Release);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
