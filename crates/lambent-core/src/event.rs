@@ -209,7 +209,30 @@ impl CloudEvent {
 
     /// The structured-mode JSON text.
     pub fn to_json_string(&self) -> String {
-        self.json.to_string()
+        // Straight into a buffer: `Value`'s `Display` goes through a formatter
+        // adapter, a call per fragment (a few % of batch ingest).
+        serde_json::to_string(&self.json).unwrap_or_else(|_| self.json.to_string())
+    }
+
+    /// `(source, id, type)`, moved out of the event (one pass over its members:
+    /// cheaper than three keyed removals).
+    pub fn into_key(self) -> (String, String, String) {
+        let mut key = <(String, String, String)>::default();
+        let Value::Object(map) = self.json else {
+            return key;
+        };
+        for (name, value) in map {
+            let Value::String(value) = value else {
+                continue;
+            };
+            match name.as_str() {
+                "source" => key.0 = value,
+                "id" => key.1 = value,
+                "type" => key.2 = value,
+                _ => {}
+            }
+        }
+        key
     }
 }
 
@@ -345,6 +368,17 @@ mod tests {
 
     fn event(v: Value) -> Result<CloudEvent, EventError> {
         CloudEvent::from_json(v)
+    }
+
+    #[test]
+    fn into_key_moves_out_source_id_and_type() {
+        let e = event(
+            json!({"specversion": "1.0", "id": "i-1", "source": "/s", "type": "t.x",
+            "subject": "sub", "data": {"id": "not this one"}}),
+        )
+        .unwrap();
+        assert_eq!(e.to_json_string(), e.as_value().to_string());
+        assert_eq!(e.into_key(), ("/s".into(), "i-1".into(), "t.x".into()));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Engine {
         }
         let keys: Vec<(String, String)> = batch
             .iter()
-            .map(|e| (e.event.id().to_owned(), e.event.source().to_owned()))
+            .map(|e| (e.id.clone(), e.source.clone()))
             .collect();
         let outcomes = self.inner.stores.events.publish(batch).await?;
         if outcomes

@@ -122,9 +122,8 @@ pub(crate) fn append(
         .map_err(sql("preparing a delivery insert"))?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for item in batch {
-        let e = &item.event;
         let inserted = insert_event
-            .execute(params![e.source(), e.id(), e.ty(), item.encoded, now])
+            .execute(params![item.source, item.id, item.ty, item.encoded, now])
             .map_err(sql("appending an event"))?;
         if inserted == 0 {
             outcomes.push(PublishOutcome::Duplicate);

@@ -97,10 +97,14 @@ pub struct Target {
     pub mode: PayloadMode,
 }
 
-/// An event to append, with the deliveries the router chose for it.
+/// An event to append, with the deliveries the router chose for it: its JSON text
+/// and the attributes the log is keyed by. The parsed event stays with its caller
+/// (dropped there, not on the store's writer thread, which only needs these).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub event: CloudEvent,
+    pub source: String,
+    pub id: String,
+    pub ty: String,
     /// The event's JSON text, encoded once (size checks and the append share it).
     pub encoded: String,
     pub targets: Vec<Target>,
@@ -108,9 +112,13 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(event: CloudEvent, targets: Vec<Target>) -> Self {
+        let encoded = event.to_json_string();
+        let (source, id, ty) = event.into_key();
         Self {
-            encoded: event.to_json_string(),
-            event,
+            source,
+            id,
+            ty,
+            encoded,
             targets,
         }
     }
