@@ -170,6 +170,7 @@ impl SqliteStore {
             path: path.clone(),
             stats: stats.clone(),
             failure: failure.clone(),
+            sync_failures: Default::default(),
         };
         std::thread::Builder::new()
             .name("lambent-sqlite-writer".into())

@@ -31,6 +31,10 @@ const MAX_GROUP: usize = 1024;
 /// Longest a deferred commit stays off the disk.
 pub const SYNC_WITHIN: Duration = Duration::from_millis(100);
 
+/// While syncing the WAL keeps failing (it is tried again every [`SYNC_WITHIN`]),
+/// the log says so at most this often.
+const SYNC_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// How long a group of [`Durability::Behind`] writes only waits for more before its
 /// commit, and how many end the wait. A commit writes every page it touched, so one
 /// commit for a dozen settles writes little more than one for a single settle. Any
@@ -157,11 +161,13 @@ pub(crate) struct Writer {
     pub stats: Arc<CommitStats>,
     /// Why the writer stopped, once it has.
     pub failure: Arc<Mutex<Option<String>>>,
+    /// Failed syncs of the WAL since it last synced, for the log.
+    pub sync_failures: FailureLog,
 }
 
 impl Writer {
     /// Runs until every sender is gone (or a write panics).
-    pub fn run(self, mut rx: mpsc::Receiver<Job>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch: Vec<Job> = Vec::with_capacity(MAX_GROUP);
         // `synchronous=FULL` is what the connection was opened with.
         let mut full = true;
@@ -235,19 +241,31 @@ impl Writer {
     }
 
     /// Puts the deferred commits on disk; when that fails, when to try again.
-    fn sync_wal(&self) -> Option<Instant> {
+    fn sync_wal(&mut self) -> Option<Instant> {
         match sync_file(&wal_path(&self.path)) {
             Ok(()) => {
                 self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                if let Some(failed) = self.sync_failures.recovered() {
+                    tracing::info!(
+                        path = %self.path.display(),
+                        failed_attempts = failed,
+                        "the database's write-ahead log is synced again"
+                    );
+                }
                 None
             }
             Err(e) => {
-                tracing::error!(
-                    path = %self.path.display(),
-                    error = %e,
-                    "could not sync the database's write-ahead log; trying again"
-                );
-                Some(Instant::now())
+                let now = Instant::now();
+                if let Some(unlogged) = self.sync_failures.failed(now) {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %e,
+                        failed_since_last_logged = unlogged,
+                        "could not sync the database's write-ahead log; trying again every {} ms",
+                        SYNC_WITHIN.as_millis()
+                    );
+                }
+                Some(now)
             }
         }
     }
@@ -255,7 +273,7 @@ impl Writer {
     /// A bug in a write: nothing of this group is committed, and the writer stops
     /// rather than guess at the connection's state.
     fn stop_after_panic(
-        &self,
+        &mut self,
         panic: Box<dyn std::any::Any + Send>,
         batch: &mut Vec<Job>,
         unsynced: Option<Instant>,
@@ -275,6 +293,40 @@ impl Writer {
         for job in batch.drain(..) {
             job.finish(Err(StoreError::NotCommitted(why.clone())));
         }
+    }
+}
+
+/// When a failure that repeats deserves a line in the log: the first time, then at
+/// most every [`SYNC_FAILURE_LOG_EVERY`], saying how many went unlogged between.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    /// Failures since the last success.
+    failures: u64,
+    /// Failures not logged since the last line.
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl FailureLog {
+    /// Counts a failure; `Some(failures not logged since the last line)` when this
+    /// one is to be logged.
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.failures += 1;
+        let due = self
+            .last_logged
+            .is_none_or(|at| now.saturating_duration_since(at) >= SYNC_FAILURE_LOG_EVERY);
+        if !due {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// A success: `Some(failures before it)` when there were any.
+    fn recovered(&mut self) -> Option<u64> {
+        let failures = std::mem::take(self).failures;
+        (failures > 0).then_some(failures)
     }
 }
 
@@ -451,6 +503,28 @@ mod tests {
         for other in [Synced, Deferred] {
             assert!(!should_linger((now, 3), &group(&[Behind, other])));
         }
+    }
+
+    /// A sync that keeps failing is logged at once, then every ten seconds with the
+    /// count of failures between (not at each retry, ten times a second); a success
+    /// says how many failed and starts over.
+    #[test]
+    fn a_repeating_sync_failure_is_logged_at_intervals_with_a_count() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut log = FailureLog::default();
+        assert_eq!(log.recovered(), None, "nothing failed");
+        assert_eq!(log.failed(at(0)), Some(0), "the first failure is logged");
+        let logged: Vec<(u64, u64)> = (1..=250)
+            .filter_map(|i| log.failed(at(i * 100)).map(|n| (i * 100, n)))
+            .collect();
+        assert_eq!(logged, [(10_000, 99), (20_000, 99)]);
+        assert_eq!(log.recovered(), Some(251));
+        assert_eq!(
+            log.failed(at(25_100)),
+            Some(0),
+            "after a success, at once again"
+        );
     }
 
     /// With nothing more coming the wait ends by itself, and it never makes a group
