@@ -321,6 +321,7 @@ pub async fn metrics(State(s): State<ApiState>) -> ApiResult<axum::response::Res
         &s.engine.pool_status(),
         &s.engine.memory_status(),
         &deliveries,
+        s.engine.write_stats(),
     )
     .map_err(|e| lambent_engine::EngineError::Internal(format!("encoding metrics: {e}")))?;
     Ok((
@@ -343,6 +344,7 @@ pub async fn status(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
         "memory": s.engine.memory_status(),
         "isolation": s.node.isolation,
         "sources": s.engine.source_statuses(),
+        "store": s.engine.write_stats(),
         "limits": &*s.node,
     })))
 }

@@ -3,6 +3,7 @@
 //! nothing is kept here between scrapes.
 
 use lambent_engine::pool::{MemoryStatus, PoolStatus};
+use lambent_store::WriteStats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,6 +27,7 @@ pub fn render(
     pools: &[PoolStatus],
     memory: &MemoryStatus,
     deliveries: &[(String, u64)],
+    writes: Option<WriteStats>,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("lambent");
     let instances = Family::<Labels, Gauge>::default();
@@ -110,6 +112,34 @@ pub fn render(
             .set(i64::try_from(*n).unwrap_or(i64::MAX));
     }
     registry.register("deliveries", "Deliveries by state", by_state);
+    if let Some(w) = writes {
+        for (name, help, n) in [
+            (
+                "store_transactions",
+                "Transactions the store's writer committed",
+                w.transactions,
+            ),
+            (
+                "store_writes",
+                "Writes those transactions carried (group commit)",
+                w.writes,
+            ),
+            (
+                "store_synced_commits",
+                "Commits that waited for the disk",
+                w.synced_commits,
+            ),
+            (
+                "store_background_syncs",
+                "Syncs of the log for commits that did not wait for the disk",
+                w.background_syncs,
+            ),
+        ] {
+            let c = Counter::<u64>::default();
+            c.inc_by(n);
+            registry.register(name, help, c);
+        }
+    }
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)

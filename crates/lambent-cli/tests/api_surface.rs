@@ -305,6 +305,31 @@ fn keep_alive_policies_are_the_nodes_or_a_functions_own() {
             "no {line:?} in:\n{metrics}"
         );
     }
+    // The store's group commit, in both: deploys and records were written, in no
+    // more transactions than writes.
+    let store = node.get("/v1/status")["store"].clone();
+    let (transactions, writes) = (
+        store["transactions"].as_u64().unwrap_or(0),
+        store["writes"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        transactions > 0 && writes >= transactions && store["synced_commits"].as_u64() > Some(0),
+        "{store}"
+    );
+    let counter = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"));
+        line[name.len() + 1..].parse().unwrap()
+    };
+    assert!(counter("lambent_store_writes_total") >= writes, "{metrics}");
+    assert!(
+        counter("lambent_store_transactions_total") >= transactions,
+        "{metrics}"
+    );
+    counter("lambent_store_synced_commits_total");
+    counter("lambent_store_background_syncs_total");
     // "" returns it to the node's policy.
     node.ok(&["deploy", "echo", "--keep-alive", ""]);
     node.ok(&["invoke", "echo", "--data", "3"]);

@@ -401,6 +401,11 @@ impl Engine {
         Ok(self.inner.stores.events.delivery_counts().await?)
     }
 
+    /// How the event log grouped its writes into commits, where it does.
+    pub fn write_stats(&self) -> Option<lambent_store::WriteStats> {
+        self.inner.stores.events.write_stats()
+    }
+
     /// The instances' memory against the node's budget.
     pub fn memory_status(&self) -> pool::MemoryStatus {
         self.inner.pool.memory()

@@ -505,6 +505,16 @@ impl EventLog for SqliteStore {
         self.failure().map_or(Ok(()), Err)
     }
 
+    fn write_stats(&self) -> Option<lambent_store::WriteStats> {
+        let c = self.commit_stats();
+        Some(lambent_store::WriteStats {
+            transactions: c.transactions,
+            writes: c.writes,
+            synced_commits: c.synced,
+            background_syncs: c.wal_syncs,
+        })
+    }
+
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
         self.read(|conn| {
             let mut stmt = conn

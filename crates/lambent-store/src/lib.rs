@@ -205,6 +205,11 @@ pub trait EventLog: Send + Sync {
     fn health(&self) -> std::result::Result<(), String> {
         Ok(())
     }
+    /// How the store's writes were grouped into commits since it opened, where it
+    /// groups them (for status and metrics).
+    fn write_stats(&self) -> Option<WriteStats> {
+        None
+    }
 }
 
 /// The record of every invocation, with its captured output. A record is readable

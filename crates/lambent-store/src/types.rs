@@ -97,6 +97,20 @@ pub struct Target {
     pub mode: PayloadMode,
 }
 
+/// How a store grouped its writes since it opened: the group commit's work, for
+/// status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Writes those transactions carried (a publish, a lease, a settle, a record ...).
+    pub writes: u64,
+    /// Commits that waited for the disk (they held a write the node acknowledges).
+    pub synced_commits: u64,
+    /// Syncs of the log made for commits that did not wait, apart from any commit.
+    pub background_syncs: u64,
+}
+
 /// An event to append, with the deliveries the router chose for it: its JSON text
 /// and the attributes the log is keyed by. The parsed event stays with its caller
 /// (dropped there, not on the store's writer thread, which only needs these).
