@@ -74,6 +74,8 @@ impl From<WasmError> for RuntimeError {
 
 struct Shared {
     engine: Engine,
+    /// Runs while guests may: held by every instantiation and invocation.
+    ticker: Arc<node_engine::EpochTicker>,
     linker: Linker<State>,
     cache_dir: PathBuf,
     /// Prepared components by file (code trees are content-addressed and read-only).
@@ -90,12 +92,13 @@ impl WasmRuntime {
     /// A runtime caching compiled code under `data_dir/wasm-cache`.
     pub fn new(data_dir: &Path) -> Result<Self, WasmError> {
         let engine = node_engine::engine().map_err(|e| WasmError::Engine(format!("{e:#}")))?;
-        node_engine::start_epoch_ticker(&engine);
+        let ticker = Arc::new(node_engine::EpochTicker::start(&engine));
         let linker =
             node_engine::linker(&engine).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 engine,
+                ticker,
                 linker,
                 cache_dir: data_dir.join("wasm-cache"),
                 prepared: Mutex::new(HashMap::new()),
@@ -131,7 +134,7 @@ impl WasmRuntime {
                 .await
                 .map_err(|e| WasmError::Engine(e.to_string()))??;
                 let prepared = Arc::new(prepared);
-                warm_up(&self.shared.engine, spec, &prepared).await;
+                warm_up(&self.shared.engine, &self.shared.ticker, spec, &prepared).await;
                 self.shared
                     .prepared
                     .lock()
@@ -156,6 +159,7 @@ impl Runtime for WasmRuntime {
         let prepared = self.prepared(&config.spec, &config.code_dir).await?;
         Ok(Box::new(WasmInstance {
             engine: self.shared.engine.clone(),
+            ticker: self.shared.ticker.clone(),
             prepared,
             grants: config.spec.net_grants().into(),
             spec: Arc::new(config.spec),
@@ -169,6 +173,7 @@ impl Runtime for WasmRuntime {
 /// it afresh, so the instance is always usable.
 struct WasmInstance {
     engine: Engine,
+    ticker: Arc<node_engine::EpochTicker>,
     prepared: Arc<Prepared>,
     spec: Arc<FunctionSpec>,
     grants: Arc<[NetGrant]>,
@@ -179,7 +184,13 @@ struct WasmInstance {
 /// Instantiates a freshly prepared component once, without calling it: the first
 /// instantiation of a component in a process pays for setting up its slot and
 /// image, which belongs to the deploy, not to the first request.
-async fn warm_up(engine: &Engine, spec: &FunctionSpec, prepared: &Prepared) {
+async fn warm_up(
+    engine: &Engine,
+    ticker: &node_engine::EpochTicker,
+    spec: &FunctionSpec,
+    prepared: &Prepared,
+) {
+    let _ticking = ticker.busy();
     let deadline = Instant::now() + Duration::from_secs(1);
     let state = State::new(
         Arc::new(spec.clone()),
@@ -291,6 +302,8 @@ fn classify(store: &Store<State>, error: &wasmtime::Error) -> InvokeOutcome {
 impl Instance for WasmInstance {
     async fn invoke(&mut self, request: InvokeRequest) -> InvokeResult {
         let started = Instant::now();
+        // Deadlines and yields need the epoch advancing while the guest runs.
+        let _ticking = self.ticker.busy();
         let remaining = Duration::from_millis(
             request
                 .deadline_ms

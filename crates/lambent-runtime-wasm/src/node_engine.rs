@@ -6,6 +6,8 @@
 //! `LAMBENT_WASM_*` variables override the pool's settings, for measurements.
 
 use crate::state::State;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -78,20 +80,91 @@ pub fn engine() -> wasmtime::Result<Engine> {
     }
 }
 
-/// Advances the engine's epoch every tick for as long as the engine lives.
-pub fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("lambent-wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
+/// Advances the engine's epoch every tick while some guest may be running, and
+/// sleeps otherwise: a node with no wasm work in flight is not woken a hundred times
+/// a second (each wake-up of an idle vCPU costs on a VM). Stops when dropped.
+pub struct EpochTicker {
+    shared: Arc<TickerShared>,
+    thread: Option<std::thread::Thread>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    /// Guards alive: stores that may be running guest code.
+    active: AtomicUsize,
+    stopped: AtomicBool,
+    /// Epochs advanced, for tests.
+    ticks: AtomicU64,
+}
+
+/// Keeps the epoch advancing while it lives: held around every store's use.
+pub struct EpochGuard {
+    shared: Arc<TickerShared>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> Self {
+        let shared = Arc::new(TickerShared::default());
+        let weak = engine.weak();
+        let state = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lambent-wasm-epoch".into())
+            .spawn(move || {
+                while !state.stopped.load(Ordering::Acquire) {
+                    if state.active.load(Ordering::Acquire) == 0 {
+                        // A guard taken after the check unparks: park returns at once.
+                        std::thread::park();
+                        continue;
+                    }
+                    // A tick after the guard came, not at once: a guest gets its
+                    // whole first tick before it is asked to yield.
+                    std::thread::sleep(EPOCH_TICK);
+                    let Some(engine) = weak.upgrade() else { return };
+                    engine.increment_epoch();
+                    drop(engine);
+                    state.ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        let thread = match spawned {
+            Ok(handle) => Some(handle.thread().clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "wasm: cannot start the epoch thread; deadlines fall back to the node's timer");
+                None
             }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "wasm: cannot start the epoch thread; deadlines fall back to the node's timer");
+        };
+        Self { shared, thread }
+    }
+
+    /// The epoch advances until the guard is dropped.
+    pub fn busy(&self) -> EpochGuard {
+        if self.shared.active.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = &self.thread
+        {
+            thread.unpark();
+        }
+        EpochGuard {
+            shared: self.shared.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for EpochGuard {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        if let Some(thread) = &self.thread {
+            thread.unpark();
+        }
     }
 }
 
@@ -103,4 +176,45 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     crate::handler::Function::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn ticks_reach(ticker: &EpochTicker, n: u64) -> bool {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if ticker.ticks() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// The epoch advances only while a guard is held, and starts again with the next.
+    #[test]
+    fn the_epoch_advances_only_while_a_guest_may_run() {
+        let engine = Engine::new(&config()).unwrap();
+        let ticker = EpochTicker::start(&engine);
+        std::thread::sleep(EPOCH_TICK * 5);
+        assert_eq!(ticker.ticks(), 0, "ticking with nothing running");
+        let guard = ticker.busy();
+        assert!(ticks_reach(&ticker, 3), "no ticks while busy");
+        drop(guard);
+        // At most the tick under way when the guard went.
+        std::thread::sleep(EPOCH_TICK * 3);
+        let idle = ticker.ticks();
+        std::thread::sleep(EPOCH_TICK * 5);
+        assert_eq!(ticker.ticks(), idle, "still ticking once idle");
+        let (a, b) = (ticker.busy(), ticker.busy());
+        drop(a);
+        assert!(
+            ticks_reach(&ticker, idle + 3),
+            "a second guard alone keeps it going"
+        );
+        drop(b);
+    }
 }
