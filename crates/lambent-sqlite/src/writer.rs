@@ -85,8 +85,10 @@ pub struct CommitCounts {
 
 impl CommitStats {
     pub(crate) fn snapshot(&self) -> CommitCounts {
+        // Transactions before writes (see `Writer::run`): writes >= transactions.
+        let transactions = self.transactions.load(Ordering::Acquire);
         CommitCounts {
-            transactions: self.transactions.load(Ordering::Relaxed),
+            transactions,
             writes: self.writes.load(Ordering::Relaxed),
             synced: self.synced.load(Ordering::Relaxed),
             wal_syncs: self.wal_syncs.load(Ordering::Relaxed),
@@ -209,10 +211,12 @@ impl Writer {
             };
             if outcome.is_ok() {
                 let stats = &self.stats;
-                stats.transactions.fetch_add(1, Ordering::Relaxed);
+                // Writes first, the transaction after (released): a snapshot that
+                // reads the transactions first never counts fewer writes than them.
                 stats
                     .writes
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.transactions.fetch_add(1, Ordering::Release);
                 if synced {
                     stats.synced.fetch_add(1, Ordering::Relaxed);
                     unsynced = None;
