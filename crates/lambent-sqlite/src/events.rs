@@ -506,13 +506,7 @@ impl EventLog for SqliteStore {
     }
 
     fn write_stats(&self) -> Option<lambent_store::WriteStats> {
-        let c = self.commit_stats();
-        Some(lambent_store::WriteStats {
-            transactions: c.transactions,
-            writes: c.writes,
-            synced_commits: c.synced,
-            background_syncs: c.wal_syncs,
-        })
+        Some(self.commit_stats())
     }
 
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {

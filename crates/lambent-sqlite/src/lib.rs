@@ -32,7 +32,7 @@ mod writer;
 mod code;
 
 pub use code::FsCodeStore;
-pub use writer::{CommitCounts, SYNC_WITHIN};
+pub use writer::SYNC_WITHIN;
 use writer::{CommitStats, Durability, Job, job};
 
 use lambent_store::{Clock, Result, StoreError, SystemClock};
@@ -219,7 +219,7 @@ impl SqliteStore {
     }
 
     /// What the writer committed and synced since open.
-    pub fn commit_stats(&self) -> CommitCounts {
+    pub fn commit_stats(&self) -> lambent_store::WriteStats {
         self.inner.stats.snapshot()
     }
 

@@ -14,7 +14,7 @@
 //! [`SYNC_WITHIN`] after it, whichever comes first. So a power loss can undo the
 //! deferred writes of the last [`SYNC_WITHIN`], never a synced one.
 
-use lambent_store::{Result, StoreError};
+use lambent_store::{Result, StoreError, WriteStats};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,28 +70,15 @@ pub(crate) struct CommitStats {
     wal_syncs: AtomicU64,
 }
 
-/// A snapshot of [`CommitStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CommitCounts {
-    /// Transactions committed.
-    pub transactions: u64,
-    /// Writes those transactions carried.
-    pub writes: u64,
-    /// Transactions that synced the WAL before answering (they held a synced write).
-    pub synced: u64,
-    /// Syncs of the WAL made for deferred commits, apart from any transaction.
-    pub wal_syncs: u64,
-}
-
 impl CommitStats {
-    pub(crate) fn snapshot(&self) -> CommitCounts {
+    pub(crate) fn snapshot(&self) -> WriteStats {
         // Transactions before writes (see `Writer::run`): writes >= transactions.
         let transactions = self.transactions.load(Ordering::Acquire);
-        CommitCounts {
+        WriteStats {
             transactions,
             writes: self.writes.load(Ordering::Relaxed),
-            synced: self.synced.load(Ordering::Relaxed),
-            wal_syncs: self.wal_syncs.load(Ordering::Relaxed),
+            synced_commits: self.synced.load(Ordering::Relaxed),
+            background_syncs: self.wal_syncs.load(Ordering::Relaxed),
         }
     }
 }

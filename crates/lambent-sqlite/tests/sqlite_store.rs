@@ -70,7 +70,7 @@ async fn only_what_is_acknowledged_waits_for_the_disk() {
     let store = SqliteStore::open(dir.path()).unwrap();
     store.publish(vec![new_event(1)]).await.unwrap();
     let published = store.commit_stats();
-    assert_eq!((published.transactions, published.synced), (1, 1));
+    assert_eq!((published.transactions, published.synced_commits), (1, 1));
 
     let leased = store.fetch("f", fetch(1)).await.unwrap().remove(0);
     store
@@ -91,11 +91,14 @@ async fn only_what_is_acknowledged_waits_for_the_disk() {
         published.transactions + 3,
         "{settled:?}"
     );
-    assert_eq!(settled.synced, published.synced, "{settled:?}");
+    assert_eq!(
+        settled.synced_commits, published.synced_commits,
+        "{settled:?}"
+    );
 
     // Nothing else comes: the writer syncs the WAL on its own.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store.commit_stats().wal_syncs == settled.wal_syncs {
+    while store.commit_stats().background_syncs == settled.background_syncs {
         assert!(
             std::time::Instant::now() < deadline,
             "the deferred commits were never synced"
@@ -104,7 +107,10 @@ async fn only_what_is_acknowledged_waits_for_the_disk() {
     }
     // A publish syncs, whatever came before it.
     store.publish(vec![new_event(2)]).await.unwrap();
-    assert_eq!(store.commit_stats().synced, settled.synced + 1);
+    assert_eq!(
+        store.commit_stats().synced_commits,
+        settled.synced_commits + 1
+    );
 }
 
 #[tokio::test]
