@@ -423,3 +423,111 @@ fn deploy_refuses_ungranted_imports_and_broken_code_and_the_previous_version_kee
         "the counter's code compiled and cached again"
     );
 }
+
+/// A loopback HTTP server that holds every request until `held` have arrived at
+/// once, then answers them all and every later one: the most held at once is the
+/// most invocations the node ran at once.
+fn holding_server(
+    held: usize,
+) -> (
+    u16,
+    std::sync::Arc<(std::sync::Mutex<Holding>, std::sync::Condvar)>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = std::sync::Arc::new((
+        std::sync::Mutex::new(Holding::default()),
+        std::sync::Condvar::new(),
+    ));
+    let shared = state.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let state = shared.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let (lock, changed) = &*state;
+                let mut h = lock.lock().unwrap();
+                h.waiting += 1;
+                h.most = h.most.max(h.waiting);
+                if h.waiting >= held {
+                    h.released = true;
+                }
+                changed.notify_all();
+                while !h.released {
+                    h = changed.wait(h).unwrap();
+                }
+                h.waiting -= 1;
+                h.answered += 1;
+                drop(h);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    (port, state)
+}
+
+#[derive(Default)]
+struct Holding {
+    waiting: usize,
+    most: usize,
+    answered: usize,
+    released: bool,
+}
+
+/// More invocations in flight than the wasm pool has instance slots wait for a slot
+/// (as a Spin or Lambda caller's request would queue) instead of failing as traps.
+/// The node runs with two slots; four calls block in outbound HTTP until two are
+/// held at once, so the other two can only run once a slot is freed.
+#[test]
+fn invocations_past_the_pools_slots_wait_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_wrapped(
+        &["env", "LAMBENT_WASM_INSTANCES=2"],
+        None,
+        &dir.path().join("data"),
+        &[],
+    );
+    let (port, server) = holding_server(2);
+    let grant = format!("net:127.0.0.1:{port}");
+    deploy(
+        &node,
+        "limits",
+        "limits",
+        &["--timeout", "60", "--concurrency", "4", "--grant", &grant],
+    );
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = node.url.clone();
+            std::thread::spawn(move || {
+                let resp = reqwest::blocking::Client::new()
+                    .post(format!("{url}/v1/functions/limits/invoke"))
+                    .body(
+                        json!({"do": "fetch", "url": format!("http://127.0.0.1:{port}/")})
+                            .to_string(),
+                    )
+                    .send()
+                    .unwrap();
+                let outcome = resp
+                    .headers()
+                    .get("x-lambent-outcome")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_else(|| "success".into());
+                (outcome, resp.json::<Value>().unwrap())
+            })
+        })
+        .collect();
+    for call in calls {
+        let (outcome, body) = call.join().unwrap();
+        assert_eq!(
+            (outcome.as_str(), body["body"].as_str()),
+            ("success", Some("ok")),
+            "{body}"
+        );
+    }
+    let h = server.0.lock().unwrap();
+    assert_eq!((h.answered, h.most), (4, 2));
+}

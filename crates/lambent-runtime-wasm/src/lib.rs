@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
@@ -77,6 +78,9 @@ struct Shared {
     /// Runs while guests may: held by every instantiation and invocation.
     ticker: Arc<node_engine::EpochTicker>,
     linker: Linker<State>,
+    /// The pool's instance slots: an instantiation waits for one rather than fail
+    /// (as a trap) when every slot is in use.
+    slots: Arc<Semaphore>,
     cache_dir: PathBuf,
     /// Prepared components by file (code trees are content-addressed and read-only).
     prepared: Mutex<HashMap<PathBuf, Arc<Prepared>>>,
@@ -91,7 +95,9 @@ pub struct WasmRuntime {
 impl WasmRuntime {
     /// A runtime caching compiled code under `data_dir/wasm-cache`.
     pub fn new(data_dir: &Path) -> Result<Self, WasmError> {
-        let engine = node_engine::engine().map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let instances = node_engine::pool_instances();
+        let engine =
+            node_engine::engine(instances).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         let ticker = Arc::new(node_engine::EpochTicker::start(&engine));
         let linker =
             node_engine::linker(&engine).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
@@ -100,6 +106,7 @@ impl WasmRuntime {
                 engine,
                 ticker,
                 linker,
+                slots: Arc::new(Semaphore::new(instances as usize)),
                 cache_dir: data_dir.join("wasm-cache"),
                 prepared: Mutex::new(HashMap::new()),
             }),
@@ -134,7 +141,7 @@ impl WasmRuntime {
                 .await
                 .map_err(|e| WasmError::Engine(e.to_string()))??;
                 let prepared = Arc::new(prepared);
-                warm_up(&self.shared.engine, &self.shared.ticker, spec, &prepared).await;
+                warm_up(&self.shared, spec, &prepared).await;
                 self.shared
                     .prepared
                     .lock()
@@ -160,6 +167,7 @@ impl Runtime for WasmRuntime {
         Ok(Box::new(WasmInstance {
             engine: self.shared.engine.clone(),
             ticker: self.shared.ticker.clone(),
+            slots: self.shared.slots.clone(),
             prepared,
             grants: config.spec.net_grants().into(),
             spec: Arc::new(config.spec),
@@ -174,6 +182,7 @@ impl Runtime for WasmRuntime {
 struct WasmInstance {
     engine: Engine,
     ticker: Arc<node_engine::EpochTicker>,
+    slots: Arc<Semaphore>,
     prepared: Arc<Prepared>,
     spec: Arc<FunctionSpec>,
     grants: Arc<[NetGrant]>,
@@ -184,13 +193,10 @@ struct WasmInstance {
 /// Instantiates a freshly prepared component once, without calling it: the first
 /// instantiation of a component in a process pays for setting up its slot and
 /// image, which belongs to the deploy, not to the first request.
-async fn warm_up(
-    engine: &Engine,
-    ticker: &node_engine::EpochTicker,
-    spec: &FunctionSpec,
-    prepared: &Prepared,
-) {
-    let _ticking = ticker.busy();
+async fn warm_up(shared: &Shared, spec: &FunctionSpec, prepared: &Prepared) {
+    // (A semaphore that is never closed: `Err` cannot happen.)
+    let _slot = shared.slots.acquire().await.ok();
+    let _ticking = shared.ticker.busy();
     let deadline = Instant::now() + Duration::from_secs(1);
     let state = State::new(
         Arc::new(spec.clone()),
@@ -198,7 +204,7 @@ async fn warm_up(
         None,
         deadline,
     );
-    let mut store = Store::new(engine, state);
+    let mut store = Store::new(&shared.engine, state);
     store.limiter(|state| &mut state.memory);
     // A start function that spins traps after ~1 s (no callback: the deadline traps).
     store.set_epoch_deadline(100);
@@ -334,8 +340,13 @@ impl Instance for WasmInstance {
         // The node's timer is the backstop for a guest blocked in a host call
         // (a sleep, a slow outbound request), where no epoch check runs.
         let backstop = tokio::time::Instant::from_std(deadline + node_engine::EPOCH_TICK * 2);
-        let outcome = match tokio::time::timeout_at(backstop, self.run(&mut store, &request)).await
-        {
+        // Waiting for a pool slot counts against the deadline, as the guest's run does.
+        let slots = self.slots.clone();
+        let run = async {
+            let _slot = slots.acquire().await.ok();
+            self.run(&mut store, &request).await
+        };
+        let outcome = match tokio::time::timeout_at(backstop, run).await {
             Ok(outcome) => outcome,
             Err(_) => InvokeOutcome::Timeout {
                 after_ms: u64::from(self.spec.timeout_s) * 1000,

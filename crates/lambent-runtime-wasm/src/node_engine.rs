@@ -16,8 +16,13 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// busy guest yields its thread to other work.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Instances in flight at once across the node (each holds a pool slot).
-const POOL_INSTANCES: u32 = 1000;
+/// Instances in flight at once across the node (each holds a pool slot); more wait
+/// for a slot (`LAMBENT_WASM_INSTANCES` overrides, for tests).
+pub fn pool_instances() -> u32 {
+    u32::try_from(env_or("LAMBENT_WASM_INSTANCES", 1000))
+        .unwrap_or(1000)
+        .max(1)
+}
 
 fn config() -> Config {
     let mut config = Config::new();
@@ -40,13 +45,13 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn pooling() -> PoolingAllocationConfig {
+fn pooling(instances: u32) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 4)
-        .total_memories(POOL_INSTANCES * 2)
-        .total_tables(POOL_INSTANCES * 4)
-        .total_stacks(POOL_INSTANCES)
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 4)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
+        .total_stacks(instances)
         // A function's --memory caps each memory below this (StoreLimits).
         .max_memory_size(4 << 30)
         // Memory stays resident: a reused slot's first 4 MiB are reset in place, and
@@ -68,9 +73,9 @@ fn pooling() -> PoolingAllocationConfig {
 
 /// The engine, with the pooling allocator where the host can map the pool (falling
 /// back to allocation on demand, which still works, more slowly).
-pub fn engine() -> wasmtime::Result<Engine> {
+pub fn engine(instances: u32) -> wasmtime::Result<Engine> {
     let mut pooled = config();
-    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(instances)));
     match Engine::new(&pooled) {
         Ok(engine) => Ok(engine),
         Err(e) => {
