@@ -4,6 +4,7 @@
 use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::pool::Slot;
+use crate::run_to_end::RunToEnd;
 use bytes::Bytes;
 use lambent_core::{InvocationOutcome, now_ms};
 use lambent_runtime::{ErrorReport, InvokeOutcome, InvokeRequest};
@@ -170,21 +171,28 @@ impl Engine {
                 limit: function.spec.concurrency,
             });
         };
-        let invocation = self
-            .run_invocation(
-                &function,
-                payload,
-                &options,
-                AttemptContext {
-                    attempt: 1,
-                    ..AttemptContext::default()
-                },
-                slot,
-            )
-            .await?;
-        // Written behind the answer (records.rs): the caller does not wait for an fsync.
-        self.inner.records.record(invocation.record.clone()).await;
-        Ok(invocation)
+        // A caller that goes away (an HTTP client disconnecting drops its handler's
+        // future) does not cut the invocation short: it runs to its end, as Lambda
+        // runs it, is recorded, and its instance goes back to the pool.
+        let engine = self.clone();
+        RunToEnd::new(async move {
+            let invocation = engine
+                .run_invocation(
+                    &function,
+                    payload,
+                    &options,
+                    AttemptContext {
+                        attempt: 1,
+                        ..AttemptContext::default()
+                    },
+                    slot,
+                )
+                .await?;
+            // Written behind the answer (records.rs): the caller does not wait for an fsync.
+            engine.inner.records.record(invocation.record.clone()).await;
+            Ok(invocation)
+        })
+        .await
     }
 
     /// Queues an invocation: durable, retried, dead-lettered like any event delivery;

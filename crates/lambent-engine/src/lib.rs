@@ -18,11 +18,13 @@ mod host_services;
 mod invoke;
 pub mod keepalive;
 pub mod kv;
+mod learned;
 pub mod pool;
 mod records;
 mod retention;
 pub mod router;
 pub mod routes;
+mod run_to_end;
 pub mod schedules;
 mod sources;
 mod tokens;
@@ -280,14 +282,20 @@ impl Engine {
         engine.reload_rules().await?;
         engine.reload_routes().await?;
         engine.load_kv_namespaces().await?;
+        engine.restore_learned().await?;
         let dispatcher = tokio::spawn(dispatcher::run(engine.inner.clone()));
         let reaper = Arc::downgrade(&engine.inner);
         let reaper = tokio::spawn(async move {
+            let mut saved = tokio::time::Instant::now();
             loop {
                 let Some(inner) = reaper.upgrade() else {
                     return;
                 };
                 inner.pool.reap().await;
+                if saved.elapsed() >= learned::SAVE_INTERVAL {
+                    inner.save_learned().await;
+                    saved = tokio::time::Instant::now();
+                }
                 drop(inner);
                 tokio::time::sleep(pool::REAP_INTERVAL).await;
             }
@@ -325,6 +333,7 @@ impl Engine {
         }
         self.inner.pool.evict_all().await;
         self.inner.records.flush().await;
+        self.inner.save_learned().await;
         self.inner.attempts.load(Ordering::SeqCst)
     }
 

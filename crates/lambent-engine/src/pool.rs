@@ -8,11 +8,11 @@ use crate::keepalive::KeepAlivePolicy;
 use lambent_core::FunctionSpec;
 use lambent_runtime::{Instance, InstanceConfig, Runtime, RuntimeError};
 use lambent_scale::{
-    Action, EvictReason, GreedyDual, Priority, Profile, Start, Warmth, WarmthStats,
+    Action, EvictReason, GreedyDual, Learned, Priority, Profile, Start, Warmth, WarmthStats,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 // tokio's clock: tests that pause time drive the pool's decisions in virtual time.
 use tokio::sync::Notify;
@@ -140,8 +140,66 @@ pub struct Checkout {
     pub instance: Box<dyn Instance>,
     pub version: u64,
     pub cold: bool,
-    id: u64,
+    busy: Busy,
     _slot: Slot,
+}
+
+type Functions = Mutex<HashMap<String, FunctionPool>>;
+
+/// Milliseconds since `epoch`: the pool's clock (`Warmth` runs on milliseconds).
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An instance counted busy in its function's `Warmth` until checked in. One never
+/// checked in (a panic, or a checkout whose future was dropped during its cold start)
+/// is finished here as lost: otherwise the function stays counted busy, and a busy
+/// function is never pre-warmed, until the node restarts.
+struct Busy {
+    functions: Weak<Functions>,
+    epoch: Instant,
+    function: String,
+    id: u64,
+    armed: bool,
+}
+
+impl Busy {
+    /// Returned the normal way; gives the instance's id.
+    fn disarm(mut self) -> u64 {
+        self.armed = false;
+        self.id
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Some(functions) = self.functions.upgrade() else {
+            return;
+        };
+        let now = millis_since(self.epoch);
+        let mut stop = Vec::new();
+        {
+            let mut map = functions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(pool) = map.get_mut(&self.function) {
+                let mut actions = Vec::new();
+                pool.warmth.finish(now, self.id, false, &mut actions);
+                pool.apply(&mut actions, &mut stop);
+            }
+        }
+        // No await in a drop: the shutdowns run on their own (dropped, they are killed).
+        if !stop.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                for old in stop {
+                    old.shutdown().await;
+                }
+            });
+        }
+    }
 }
 
 /// How often idle instances are checked against the keep-alive policy (and due
@@ -182,12 +240,14 @@ pub struct PoolStatus {
     pub prewarms: u64,
     pub evictions: std::collections::BTreeMap<&'static str, u64>,
     pub idle_memory_gb_s: f64,
+    /// Idle times its policy has learned from (kept across restarts).
+    pub idle_times_learned: u64,
 }
 
 pub struct Pool {
     runtime: Arc<dyn Runtime>,
     policy: Arc<dyn KeepAlivePolicy>,
-    functions: Mutex<HashMap<String, FunctionPool>>,
+    functions: Arc<Functions>,
     /// Time zero of the pool's clock (`Warmth` runs on milliseconds).
     epoch: Instant,
     budget_mb: Option<u64>,
@@ -202,7 +262,7 @@ impl Pool {
         Self {
             runtime,
             policy,
-            functions: Mutex::new(HashMap::new()),
+            functions: Arc::new(Mutex::new(HashMap::new())),
             epoch: Instant::now(),
             budget_mb: None,
             evictions: Mutex::new(Evictions::default()),
@@ -303,18 +363,35 @@ impl Pool {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis_since(self.epoch)
     }
 
     /// The policy for `spec`: its own if it names one, else the node's.
     fn policy_for(&self, spec: &FunctionSpec) -> Arc<dyn KeepAlivePolicy> {
-        match spec.keep_alive.as_deref().map(lambent_scale::parse_policy) {
+        self.policy_named(&spec.name, spec.keep_alive.as_deref())
+    }
+
+    /// The policy a function's spec names (`keep_alive`), else the node's.
+    fn policy_named(&self, function: &str, keep_alive: Option<&str>) -> Arc<dyn KeepAlivePolicy> {
+        match keep_alive.map(lambent_scale::parse_policy) {
             Some(Ok(p)) => p,
             Some(Err(e)) => {
-                tracing::warn!(function = %spec.name, error = %e, "using the node's keep-alive policy");
+                tracing::warn!(%function, error = %e, "using the node's keep-alive policy");
                 self.policy.clone()
             }
             None => self.policy.clone(),
+        }
+    }
+
+    /// Forgets what the function's policy learned (the function was deleted).
+    pub fn forget_learned(&self, function: &str) {
+        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = map.get_mut(function) {
+            let (keep_alive, memory_mb) = pool.made_for.clone();
+            let policy = self
+                .policy_named(function, keep_alive.as_deref())
+                .for_function(Profile { memory_mb });
+            pool.warmth.unlearn(policy);
         }
     }
 
@@ -424,6 +501,13 @@ impl Pool {
             (start, warm)
         });
         let (Start::Warm(id) | Start::Cold(id)) = start;
+        let busy = Busy {
+            functions: Arc::downgrade(&self.functions),
+            epoch: self.epoch,
+            function: spec.name.clone(),
+            id,
+            armed: true,
+        };
         if warm.is_none() {
             let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
             self.make_room(&mut map, now, &spec.name, &mut stop);
@@ -436,7 +520,7 @@ impl Pool {
                 instance: idle.instance,
                 version,
                 cold: false,
-                id,
+                busy,
                 _slot: slot,
             });
         }
@@ -461,11 +545,11 @@ impl Pool {
                 instance,
                 version,
                 cold: true,
-                id,
+                busy,
                 _slot: slot,
             }),
             Err(e) => {
-                self.finished(spec, id, None).await;
+                self.finished(spec, busy.disarm(), None).await;
                 Err(e)
             }
         }
@@ -476,9 +560,10 @@ impl Pool {
         let Checkout {
             instance,
             version,
-            id,
+            busy,
             ..
         } = checkout;
+        let id = busy.disarm();
         let usable = instance.is_usable().then_some((version, instance));
         self.finished(spec, id, usable).await;
     }
@@ -632,6 +717,21 @@ impl Pool {
         }
     }
 
+    /// What each function's policy learned since this was last asked (only the
+    /// functions whose policy learned something since): what the node saves.
+    pub fn learned_changes(&self) -> Vec<(String, Learned)> {
+        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter_mut()
+            .filter_map(|(name, p)| Some((name.clone(), p.warmth.learned_changed()?)))
+            .collect()
+    }
+
+    /// Hands the function's policy what it learned before (a restart); false if the
+    /// policy in force now is of another kind.
+    pub fn relearn(&self, spec: &FunctionSpec, learned: &Learned) -> bool {
+        self.with_function(spec, |p| p.warmth.relearn(learned))
+    }
+
     /// Idle instances per function, for status output.
     pub fn idle_counts(&self) -> Vec<(String, usize)> {
         let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
@@ -661,6 +761,7 @@ impl Pool {
                         .map(|r| (r.as_str(), s.evictions(*r)))
                         .collect(),
                     idle_memory_gb_s: s.wasted_mb_ms as f64 / 1024.0 / 1000.0,
+                    idle_times_learned: p.warmth.idle_times_learned(),
                 }
             })
             .collect();
@@ -836,6 +937,52 @@ mod tests {
             2,
             "no pre-warm of a replaced version"
         );
+    }
+
+    /// A runtime whose starts never finish.
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl Runtime for Stuck {
+        async fn start(&self, _config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A checkout that is never checked in (dropped by a panic, or a future dropped
+    /// during its cold start) leaves the function busy no longer: a busy function is
+    /// never pre-warmed. The pre-warm policy shows it: after each lost checkout the
+    /// pre-warm comes as it would after a checkin.
+    #[tokio::test]
+    async fn a_checkout_never_checked_in_is_not_counted_busy_for_ever() {
+        let starts = Arc::new(AtomicU32::new(0));
+        let pool = Pool::new(Arc::new(Counting(starts.clone())), Arc::new(PrewarmSoon));
+        let f = spec(2);
+        let slot = pool.try_slot(&f).unwrap();
+        let lost = pool.checkout(slot, &f, 1, PathBuf::new()).await.unwrap();
+        assert_eq!(pool.status()[0].busy, 1);
+        drop(lost);
+        assert_eq!(pool.status()[0].busy, 0);
+        assert_eq!(pool.status()[0].evictions["unusable"], 1);
+        // The window opens 50 ms into the idle period (a wait, not a speed claim).
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        pool.reap().await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "the pre-warm started");
+
+        let stuck = Pool::new(Arc::new(Stuck), Arc::new(Fixed::new(60_000)));
+        let slot = stuck.try_slot(&f).unwrap();
+        let starting = stuck.checkout(slot, &f, 1, PathBuf::new());
+        tokio::select! {
+            biased;
+            _ = starting => unreachable!("a stuck start never ends"),
+            _ = tokio::task::yield_now() => {}
+        }
+        assert_eq!(
+            stuck.status()[0].busy,
+            0,
+            "the dropped cold start is not busy"
+        );
+        assert_eq!(stuck.busy("f"), 0, "and its slot is free");
     }
 
     fn spec_named(name: &str) -> FunctionSpec {

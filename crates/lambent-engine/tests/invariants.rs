@@ -357,11 +357,22 @@ async fn compaction_removes_unreferenced_code_only() {
     assert!(code.tree(&kept.code_sha256).is_dir());
 }
 
-/// A runtime whose instances answer every invocation with its payload, counting them.
-#[derive(Default)]
-struct EchoRuntime(Arc<AtomicUsize>);
+/// A runtime whose instances answer every invocation with its payload, counting them;
+/// with a gate, each invocation first says it began (`entered`) and waits for a
+/// permit of `open`.
+#[derive(Clone, Default)]
+struct EchoRuntime {
+    invoked: Arc<AtomicUsize>,
+    gate: Option<Gate>,
+}
 
-struct EchoInstance(Arc<AtomicUsize>);
+#[derive(Clone)]
+struct Gate {
+    entered: Arc<Notify>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+struct EchoInstance(EchoRuntime);
 
 #[async_trait]
 impl Instance for EchoInstance {
@@ -369,7 +380,11 @@ impl Instance for EchoInstance {
         &mut self,
         request: lambent_runtime::InvokeRequest,
     ) -> lambent_runtime::InvokeResult {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.invoked.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.0.gate {
+            gate.entered.notify_one();
+            let _pass = gate.open.acquire().await;
+        }
         lambent_runtime::InvokeResult {
             outcome: lambent_runtime::InvokeOutcome::Success(request.payload),
             logs: String::new(),
@@ -388,7 +403,7 @@ impl Runtime for EchoRuntime {
         &self,
         _: InstanceConfig,
     ) -> std::result::Result<Box<dyn Instance>, RuntimeError> {
-        Ok(Box::new(EchoInstance(self.0.clone())))
+        Ok(Box::new(EchoInstance(self.clone())))
     }
 }
 
@@ -601,7 +616,7 @@ async fn a_pump_refills_its_leases_beside_the_running_deliveries() {
     // The third fetch: the pump's first lease, its first refill, then this one.
     let log = Arc::new(WatchedLog {
         stall_fetch: 2,
-        invoked: runtime.0.clone(),
+        invoked: runtime.invoked.clone(),
         ..WatchedLog::new(sqlite.clone())
     });
     let stores = sqlite_stores(dir.path(), &sqlite, Some(log.clone()), None);
@@ -656,4 +671,145 @@ async fn a_pump_refills_its_leases_beside_the_running_deliveries() {
         assert!(waited.elapsed() < Duration::from_secs(60), "{counts:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A synchronous invoke whose caller goes away (an HTTP client that disconnects, whose
+/// handler future is dropped) still runs to its end, as Lambda runs it: its record is
+/// written and its instance goes back to the pool, not counted busy for ever (which
+/// kept the function from being pre-warmed until the node restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoke_whose_caller_went_away_still_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let gate = Gate {
+        entered: Arc::new(Notify::new()),
+        open: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let runtime = EchoRuntime {
+        gate: Some(gate.clone()),
+        ..EchoRuntime::default()
+    };
+    let engine = start(
+        sqlite_stores(dir.path(), &sqlite, None, None),
+        Arc::new(runtime.clone()),
+    )
+    .await;
+    engine.deploy(deploy("slow", 128)).await.unwrap();
+    let caller = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .invoke("slow", bytes::Bytes::from_static(b"7"), Default::default())
+                .await
+        })
+    };
+    gate.entered.notified().await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    gate.open.add_permits(1000);
+    let listed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let listed = engine
+                .invocations(lambent_store::InvocationQuery {
+                    function: Some("slow".into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if !listed.is_empty() {
+                return listed;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the abandoned invocation was never recorded");
+    assert_eq!(listed[0].outcome, lambent_core::InvocationOutcome::Success);
+    let pool = engine
+        .pool_status()
+        .into_iter()
+        .find(|p| p.function == "slow")
+        .unwrap();
+    assert_eq!(
+        (pool.busy, pool.idle),
+        (0, 1),
+        "the instance went back idle"
+    );
+    // And it serves the next call warm.
+    let next = engine
+        .invoke("slow", bytes::Bytes::from_static(b"8"), Default::default())
+        .await
+        .unwrap();
+    assert!(!next.record.cold);
+}
+
+/// The idle times learned for `function`, as the pool reports them (0 without a pool).
+fn learned_of(engine: &Engine, function: &str) -> u64 {
+    engine
+        .pool_status()
+        .into_iter()
+        .find(|p| p.function == function)
+        .map_or(0, |p| p.idle_times_learned)
+}
+
+/// What the keep-alive policy learned of a function is saved when the node drains
+/// and handed back to the function's policy by a node that starts on the same store,
+/// before any call; a deleted function's is forgotten. (Both engines share one
+/// SQLite store: the directory's lock lets only one open it in a process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_policies_learned_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let stores = sqlite_stores(dir.path(), &sqlite, None, None);
+    let node = |stores: Stores| async {
+        Engine::start(
+            EngineConfig::default(),
+            stores,
+            Arc::new(EchoRuntime::default()),
+            lambent_engine::keepalive::parse_policy("mdp").unwrap(),
+        )
+        .await
+        .unwrap()
+    };
+    let first = node(stores.clone()).await;
+    for name in ["kept", "deleted"] {
+        first.deploy(deploy(name, 128)).await.unwrap();
+        for _ in 0..5 {
+            first
+                .invoke(name, bytes::Bytes::from_static(b"1"), Default::default())
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        learned_of(&first, "kept"),
+        4,
+        "one idle time between each two calls"
+    );
+    first.drain(Duration::from_secs(5)).await;
+    first.delete_function("deleted").await.unwrap();
+    assert_eq!(learned_of(&first, "deleted"), 0);
+    let saved = stores.learned.list_learned().await.unwrap();
+    assert_eq!(
+        saved.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        ["kept"]
+    );
+
+    let second = node(stores.clone()).await;
+    assert_eq!(learned_of(&second, "kept"), 4, "taken up before any call");
+    second.deploy(deploy("deleted", 128)).await.unwrap();
+    second
+        .invoke(
+            "deleted",
+            bytes::Bytes::from_static(b"1"),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        learned_of(&second, "deleted"),
+        0,
+        "made again, it learns afresh"
+    );
 }

@@ -13,7 +13,7 @@
 //! keep until 115% of it (the paper's 15% margins).
 
 use crate::idle::{BINS, IdleHistogram};
-use crate::{FunctionPolicy, KeepAlivePolicy, MINUTE_MS, Profile, Schedule};
+use crate::{FunctionPolicy, KeepAlivePolicy, Learned, MINUTE_MS, Profile, Schedule};
 
 /// Idle times needed before the histogram is trusted.
 const MIN_SEEN: u64 = 10;
@@ -56,6 +56,25 @@ impl FunctionPolicy for HistogramFunction {
                 None => x,
             });
         }
+    }
+
+    fn learned(&self) -> Option<Learned> {
+        Some(Learned {
+            kind: "histogram".into(),
+            idle: self.hist.snapshot(),
+            predicted_ms: self.predicted_ms,
+        })
+    }
+
+    fn relearn(&mut self, learned: &Learned) -> bool {
+        let predicted_sound = learned
+            .predicted_ms
+            .is_none_or(|p| p.is_finite() && p >= 0.0);
+        if learned.kind != "histogram" || !predicted_sound || !self.hist.restore(&learned.idle) {
+            return false;
+        }
+        self.predicted_ms = learned.predicted_ms;
+        true
     }
 
     fn schedule(&mut self) -> Schedule {

@@ -10,6 +10,28 @@ pub const BINS: usize = 240;
 /// weight of each new observation instead of shrinking every bin: O(1) per idle time).
 const RESCALE_AT: f64 = 1e100;
 
+/// An [`IdleHistogram`]'s state, serializable. Weights are kept as the bits of their
+/// `f64`, so the state comes back exactly through any text form (a decimal float
+/// read back may differ in its last bit, and a tie in the MDP with it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdleSnapshot {
+    /// The nonzero bins: (bin, weight).
+    bins: Vec<(usize, u64)>,
+    /// out_of_range, weight, growth, sum, sum_sq, bin0_ms.
+    floats: [u64; 6],
+    highest_bin: usize,
+    lowest_bin: usize,
+    seen: u64,
+    seen_long: u64,
+}
+
+impl IdleSnapshot {
+    /// Idle times it was learned from.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IdleHistogram {
     counts: Box<[f64; BINS]>,
@@ -84,6 +106,70 @@ impl IdleHistogram {
             self.bin0_ms *= k;
             self.weight = 1.0;
         }
+    }
+
+    /// What it holds, to be kept across restarts.
+    pub fn snapshot(&self) -> IdleSnapshot {
+        IdleSnapshot {
+            bins: self
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != 0.0)
+                .map(|(k, c)| (k, c.to_bits()))
+                .collect(),
+            floats: [
+                self.out_of_range,
+                self.weight,
+                self.growth,
+                self.sum,
+                self.sum_sq,
+                self.bin0_ms,
+            ]
+            .map(f64::to_bits),
+            highest_bin: self.highest_bin,
+            lowest_bin: self.lowest_bin,
+            seen: self.seen,
+            seen_long: self.seen_long,
+        }
+    }
+
+    /// Takes up a snapshot: false (and unchanged) if it was taken with another decay
+    /// or does not hold together (a bin past the range, a weight not finite).
+    pub fn restore(&mut self, s: &IdleSnapshot) -> bool {
+        let [out_of_range, weight, growth, sum, sum_sq, bin0_ms] = s.floats.map(f64::from_bits);
+        let sound = growth == self.growth
+            && [out_of_range, weight, sum, sum_sq, bin0_ms]
+                .iter()
+                .all(|n| n.is_finite() && *n >= 0.0)
+            && weight > 0.0
+            && s.bins.iter().all(|(k, c)| {
+                let c = f64::from_bits(*c);
+                *k < BINS && c.is_finite() && c > 0.0
+            })
+            && s.highest_bin < BINS
+            && s.lowest_bin <= BINS;
+        if !sound {
+            return false;
+        }
+        let mut counts = Box::new([0.0; BINS]);
+        for (k, c) in &s.bins {
+            counts[*k] = f64::from_bits(*c);
+        }
+        *self = Self {
+            counts,
+            out_of_range,
+            weight,
+            growth,
+            sum,
+            sum_sq,
+            bin0_ms,
+            highest_bin: s.highest_bin,
+            lowest_bin: s.lowest_bin,
+            seen: s.seen,
+            seen_long: s.seen_long,
+        };
+        true
     }
 
     /// Idle times seen (undecayed count).

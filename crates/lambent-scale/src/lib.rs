@@ -28,9 +28,9 @@ mod warmth;
 pub use fixed::Fixed;
 pub use greedy_dual::{GreedyDual, Priority};
 pub use histogram::Histogram;
-pub use idle::IdleHistogram;
+pub use idle::{IdleHistogram, IdleSnapshot};
 pub use mdp::Mdp;
-pub use policy::{FunctionPolicy, KeepAlivePolicy, PolicyError, Profile, parse_policy};
+pub use policy::{FunctionPolicy, KeepAlivePolicy, Learned, PolicyError, Profile, parse_policy};
 pub use schedule::Schedule;
 pub use warmth::{Action, EvictReason, Start, Warmth, WarmthStats};
 

@@ -25,7 +25,7 @@
 //! times (see `schedule`).
 
 use crate::idle::{BINS, IdleHistogram};
-use crate::{FunctionPolicy, KeepAlivePolicy, MINUTE_MS, Profile, Schedule};
+use crate::{FunctionPolicy, KeepAlivePolicy, Learned, MINUTE_MS, Profile, Schedule};
 
 /// Idle times of a minute or longer seen before the distribution is used instead
 /// of ski rental. Shorter ones, the gaps between calls of a burst, come by the dozen
@@ -121,7 +121,28 @@ impl FunctionPolicy for MdpFunction {
         self.solved = Some(s.clone());
         s
     }
+
+    fn learned(&self) -> Option<Learned> {
+        Some(Learned {
+            kind: LEARNED_KIND.into(),
+            idle: self.hist.snapshot(),
+            predicted_ms: None,
+        })
+    }
+
+    fn relearn(&mut self, learned: &Learned) -> bool {
+        if learned.kind != LEARNED_KIND || !self.hist.restore(&learned.idle) {
+            return false;
+        }
+        self.solved = None;
+        self.unsolved = 0;
+        true
+    }
 }
+
+/// The kind of what an MDP learned (whatever its cost ratio: the histogram is the
+/// same, and the schedule is solved from it again).
+const LEARNED_KIND: &str = "mdp";
 
 /// The optimal schedule for one idle period.
 fn solve(params: &Mdp, memory_gb: f64, hist: &IdleHistogram) -> Schedule {

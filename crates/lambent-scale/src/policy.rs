@@ -1,5 +1,6 @@
 //! The keep-alive policy extension point and the policy spec grammar.
 
+use crate::idle::IdleSnapshot;
 use crate::{Fixed, Histogram, Mdp, Schedule};
 use std::sync::Arc;
 
@@ -24,6 +25,30 @@ pub trait FunctionPolicy: Send {
     fn observe_idle(&mut self, idle_ms: u64);
     /// The schedule of an idle period that starts now.
     fn schedule(&mut self) -> Schedule;
+    /// What it has learned, to be kept across restarts (`None`: nothing to keep).
+    fn learned(&self) -> Option<Learned> {
+        None
+    }
+    /// Takes up what a policy of its kind learned before; false (and unchanged) if
+    /// it was learned by another kind or cannot be used.
+    fn relearn(&mut self, _learned: &Learned) -> bool {
+        false
+    }
+}
+
+/// What a function's policy learned of it, serializable: kept by the node across
+/// restarts and handed to the policy made for the function afterwards (or when its
+/// spec changes the policy's options).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Learned {
+    /// The kind of policy that learned it (`mdp`, `histogram`): another kind weighs
+    /// idle times differently and starts afresh.
+    pub kind: String,
+    /// Its idle-time histogram.
+    pub idle: IdleSnapshot,
+    /// The histogram policy's smoothed out-of-range idle time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_ms: Option<f64>,
 }
 
 /// A keep-alive policy: the node-wide choice, which makes one [`FunctionPolicy`] per
@@ -129,6 +154,65 @@ pub(crate) fn format_duration_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MINUTE_MS;
+
+    /// A function called about every 15 minutes, with a few calls seconds apart.
+    fn feed(p: &mut dyn FunctionPolicy) {
+        for i in 0..40u64 {
+            p.observe_idle(if i % 4 == 3 {
+                20_000
+            } else {
+                15 * MINUTE_MS - 1000 + i * 37
+            });
+        }
+    }
+
+    /// What a policy learned, kept as JSON and taken up by a fresh policy of its kind
+    /// (a node restarted), gives the same schedules from then on; another kind
+    /// refuses it and starts afresh; a fixed keep-alive has nothing to keep.
+    #[test]
+    fn what_a_policy_learned_is_taken_up_again_after_a_restart() {
+        let profile = Profile { memory_mb: 256 };
+        for spec in ["mdp:cost-ratio=20", "histogram"] {
+            let kind = parse_policy(spec).unwrap_or_else(|e| panic!("{e}"));
+            let mut first = kind.for_function(profile);
+            feed(first.as_mut());
+            let kept = first.learned().unwrap_or_else(|| panic!("{spec} learned"));
+            assert_eq!(kept.idle.seen(), 40);
+            let text = serde_json::to_string(&kept).unwrap_or_else(|e| panic!("{e}"));
+            let read: Learned = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            let mut again = kind.for_function(profile);
+            assert_ne!(again.schedule(), first.schedule(), "{spec}: learning shows");
+            assert!(again.relearn(&read), "{spec}");
+            assert_eq!(again.schedule(), first.schedule(), "{spec}");
+            for idle in [3 * MINUTE_MS, 15 * MINUTE_MS, 300 * MINUTE_MS] {
+                first.observe_idle(idle);
+                again.observe_idle(idle);
+                assert_eq!(again.schedule(), first.schedule(), "{spec}, then {idle} ms");
+            }
+            assert_eq!(again.learned(), first.learned(), "{spec}");
+        }
+        let mut mdp = parse_policy("mdp")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .for_function(profile);
+        feed(mdp.as_mut());
+        let learned = mdp.learned().unwrap_or_else(|| panic!("the MDP learned"));
+        let mut histogram = Histogram.for_function(profile);
+        let fresh = histogram.schedule();
+        assert!(!histogram.relearn(&learned), "another kind's learning");
+        assert_eq!(histogram.schedule(), fresh);
+        // Another cost ratio takes it up: the histogram is the same.
+        let mut dearer = parse_policy("mdp:cost-ratio=50")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .for_function(profile);
+        assert!(dearer.relearn(&learned));
+        assert!(
+            Fixed::new(MINUTE_MS)
+                .for_function(profile)
+                .learned()
+                .is_none()
+        );
+    }
 
     #[test]
     fn specs_parse_and_name_themselves() {

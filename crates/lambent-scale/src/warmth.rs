@@ -119,6 +119,8 @@ pub struct Warmth {
     evicted: Vec<u64>,
     /// Whether the policy learned an idle time since `plan` was made.
     learned: bool,
+    /// Whether it learned one since [`Warmth::learned_changed`] last answered.
+    unsaved: bool,
     /// The schedule of the current idle period (or of the last one while busy).
     plan: Schedule,
     /// The plan's next window still to open.
@@ -145,6 +147,7 @@ impl Warmth {
             idle_since: None,
             evicted: Vec::new(),
             learned: false,
+            unsaved: false,
             plan,
             next_window: 0,
             peak_busy: 0,
@@ -154,14 +157,53 @@ impl Warmth {
         }
     }
 
-    /// A new policy (the function's spec changed): what was learned is dropped, the
-    /// instances and counters stay.
+    /// A new policy (the function's spec changed): it takes up what the old one
+    /// learned when it is of the same kind (an MDP with another cost ratio), else
+    /// starts afresh; the instances and counters stay.
     pub fn set_policy(&mut self, mut policy: Box<dyn FunctionPolicy>, memory_mb: u32) {
+        if let Some(learned) = self.policy.learned() {
+            policy.relearn(&learned);
+        }
         self.plan = policy.schedule();
         self.policy = policy;
         self.memory_mb = u64::from(memory_mb);
         self.learned = false;
         self.next_window = 0;
+    }
+
+    /// Takes up what a policy of the same kind learned before (kept across a
+    /// restart); the schedule is made from it at once. False if the policy could not.
+    pub fn relearn(&mut self, learned: &crate::Learned) -> bool {
+        if !self.policy.relearn(learned) {
+            return false;
+        }
+        self.plan = self.policy.schedule();
+        self.learned = false;
+        true
+    }
+
+    /// Starts `policy` afresh in place of the current one, keeping nothing it
+    /// learned (the function was deleted); the instances and counters stay.
+    pub fn unlearn(&mut self, mut policy: Box<dyn FunctionPolicy>) {
+        self.plan = policy.schedule();
+        self.policy = policy;
+        self.learned = false;
+        self.unsaved = false;
+        self.next_window = 0;
+    }
+
+    /// What the policy has learned, if it learned anything since the last call
+    /// answered (`None` otherwise): what a node saves, only when it changed.
+    pub fn learned_changed(&mut self) -> Option<crate::Learned> {
+        if !std::mem::take(&mut self.unsaved) {
+            return None;
+        }
+        self.policy.learned()
+    }
+
+    /// Idle times the policy has learned from (0 for a policy that learns nothing).
+    pub fn idle_times_learned(&self) -> u64 {
+        self.policy.learned().map_or(0, |l| l.idle.seen())
     }
 
     pub fn stats(&self) -> &WarmthStats {
@@ -337,6 +379,7 @@ impl Warmth {
     fn learn(&mut self, idle_ms: u64) {
         self.policy.observe_idle(idle_ms);
         self.learned = true;
+        self.unsaved = true;
     }
 
     fn remember_evicted(&mut self, origin: u64) {
@@ -381,6 +424,38 @@ mod tests {
 
     fn all(_: u64) -> bool {
         true
+    }
+
+    /// What the policy learned is offered for saving only when it changed, comes
+    /// back whole into a fresh `Warmth` (a restart) with the same schedule, and
+    /// carries over to a new policy of the same kind (another cost ratio).
+    #[test]
+    fn what_was_learned_is_saved_when_changed_and_taken_up_again() {
+        let mdp = |spec: &str| {
+            crate::parse_policy(spec)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .for_function(Profile { memory_mb: 256 })
+        };
+        let mut w = Warmth::new(mdp("mdp:cost-ratio=20"), 256);
+        let mut out = Vec::new();
+        assert!(w.learned_changed().is_none(), "nothing learned yet");
+        for i in 0..12 {
+            let t = i * 15 * MINUTE_MS;
+            let (Start::Warm(id) | Start::Cold(id)) = w.arrive(t, all, &mut out);
+            w.finish(t + 100, id, true, &mut out);
+        }
+        assert_eq!(w.idle_times_learned(), 11);
+        let learned = w.learned_changed().unwrap_or_else(|| panic!("it learned"));
+        assert!(w.learned_changed().is_none(), "unchanged since");
+        let mut restarted = Warmth::new(mdp("mdp:cost-ratio=20"), 256);
+        assert_ne!(restarted.plan(), w.plan());
+        assert!(restarted.relearn(&learned));
+        assert_eq!(restarted.plan(), w.plan());
+        assert_eq!(restarted.idle_times_learned(), 11);
+        w.set_policy(mdp("mdp:cost-ratio=50"), 256);
+        assert_eq!(w.idle_times_learned(), 11, "kept under another cost ratio");
+        w.set_policy(mdp("histogram"), 256);
+        assert_eq!(w.idle_times_learned(), 0, "another kind starts afresh");
     }
 
     #[test]

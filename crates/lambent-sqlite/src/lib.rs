@@ -23,6 +23,7 @@
 
 mod events;
 mod invocations;
+mod learned;
 mod registry;
 mod schema;
 mod sources;
@@ -201,7 +202,8 @@ impl SqliteStore {
             kv: this.clone(),
             schedules: this.clone(),
             routes: this.clone(),
-            sources: this,
+            sources: this.clone(),
+            learned: this,
         }
     }
 

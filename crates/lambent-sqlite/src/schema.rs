@@ -118,6 +118,11 @@ CREATE TABLE IF NOT EXISTS sources (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS learned (
+    function   TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
 "#;
 
 /// One partial index per state a query looks for, so a delivery's row enters and

@@ -508,3 +508,34 @@ async fn a_settle_and_its_record_are_one_write() {
         vec![("delivered".to_owned(), 1)]
     );
 }
+
+/// What the policies learned is replaced per function, survives reopening the
+/// database, and is forgotten per function.
+#[tokio::test]
+async fn what_the_policies_learned_is_kept_per_function_across_a_reopen() {
+    use lambent_store::LearnedStore;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    {
+        let store = open_at(dir.path(), &clock);
+        store
+            .put_learned(vec![("a".into(), "1".into()), ("b".into(), "2".into())])
+            .await
+            .unwrap();
+        store
+            .put_learned(vec![("a".into(), "3".into())])
+            .await
+            .unwrap();
+    }
+    let store = open_at(dir.path(), &clock);
+    assert_eq!(
+        store.list_learned().await.unwrap(),
+        vec![("a".into(), "3".into()), ("b".into(), "2".into())]
+    );
+    assert!(store.delete_learned("a").await.unwrap());
+    assert!(!store.delete_learned("a").await.unwrap());
+    assert_eq!(
+        store.list_learned().await.unwrap(),
+        vec![("b".to_owned(), "2".to_owned())]
+    );
+}

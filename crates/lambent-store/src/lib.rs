@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod code;
 pub mod conformance;
+pub mod learned;
 mod lease;
 pub mod sources;
 pub mod tokens;
@@ -18,6 +19,7 @@ mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use code::{CodeError, CodeStore, MAX_ENTRIES, MAX_UNPACKED_BYTES, StoredCode};
+pub use learned::LearnedStore;
 pub use lease::Lease;
 pub use sources::{
     ChangeEvent, KvChange, KvEntry, KvNamespace, KvOp, KvStore, KvWrite, KvWritten, RouteStore,
@@ -244,6 +246,7 @@ pub struct Stores {
     pub schedules: std::sync::Arc<dyn ScheduleStore>,
     pub routes: std::sync::Arc<dyn RouteStore>,
     pub sources: std::sync::Arc<dyn SourceStore>,
+    pub learned: std::sync::Arc<dyn LearnedStore>,
 }
 
 /// The time of a stored record, for display.
