@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use serde_json::json;
+use std::io::Write;
 
 #[test]
 fn a_handler_failing_twice_then_succeeding_runs_three_times() {
@@ -259,4 +260,57 @@ fn a_delivery_whose_next_retry_would_pass_max_event_age_is_dead_lettered() {
         "{dead}"
     );
     assert_eq!(node.invocations("aging").len(), 1);
+}
+
+/// A synchronous invoke whose HTTP client disconnects while the function runs is not
+/// cut short (hyper drops the handler's future when its connection closes): the
+/// function finishes, its invocation is recorded as a success, and the instance is
+/// back in the pool, not counted busy.
+#[test]
+fn a_synchronous_invoke_outlives_its_disconnected_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let sink = Sink::start();
+    let code = sink.app(
+        "def handler(event, context):\n    report_and_wait('started')\n    report('finished')\n    return {'ok': True}\n",
+    );
+    let env = sink.env();
+    node.deploy_app(
+        "held",
+        "python3.11",
+        code.path(),
+        &["--grant", "net", "--env", &env],
+    );
+    let mut client = std::net::TcpStream::connect(node.url.trim_start_matches("http://")).unwrap();
+    client
+        .write_all(
+            b"POST /v1/functions/held/invoke HTTP/1.1\r\nhost: lambent\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .unwrap();
+    wait_for("the function to start", || {
+        sink.lines().contains(&"started".to_owned()).then_some(())
+    });
+    drop(client);
+    // The node drops the request when it reads the connection's end: the function
+    // goes on only after that. (Were it released first, it would finish with or
+    // without the node's care; this pause cannot make the test fail, only miss.)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    sink.release();
+    let record = wait_for("the invocation's record", || {
+        node.invocations("held").first().cloned()
+    });
+    assert_eq!(record["outcome"], "success", "{record}");
+    assert!(sink.lines().contains(&"finished".to_owned()));
+    let pool = node.get("/v1/status")["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["function"] == "held")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (pool["busy"].as_u64(), pool["idle"].as_u64()),
+        (Some(0), Some(1)),
+        "{pool}"
+    );
 }
