@@ -1,6 +1,7 @@
 //! Retention: settled deliveries, their events, and invocations with their logs are
 //! removed once older than the retention period; code no version references is
-//! removed too. Compaction runs in small writes that share group commits with
+//! removed too, and so is what the runtimes compiled from code not used within the
+//! period. Compaction runs in small writes that share group commits with
 //! ingest, so it never stalls it. Dead letters, pending work and the events they
 //! need are never removed, and no event younger than the de-duplication window is.
 
@@ -21,6 +22,9 @@ pub struct Compacted {
     pub events_and_deliveries: usize,
     pub invocations: usize,
     pub code_packages: usize,
+    /// Compiled code (and preparations) of the runtimes not used within the
+    /// retention period.
+    pub compiled_code: usize,
 }
 
 pub(crate) async fn run(inner: Weak<Inner>) {
@@ -79,6 +83,12 @@ impl Engine {
         done.code_packages = tokio::task::spawn_blocking(move || code.gc(&in_use, code_min_age))
             .await
             .map_err(|e| crate::EngineError::Internal(e.to_string()))??;
+        done.compiled_code = self
+            .inner
+            .pool
+            .runtime()
+            .collect(retention.max(code_min_age))
+            .await;
         Ok(done)
     }
 }

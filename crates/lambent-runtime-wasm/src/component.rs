@@ -27,6 +27,14 @@ pub struct Prepared {
     pub world: World,
     /// The interfaces the component imports (`wasi:http/outgoing-handler@0.2.6`, ...).
     pub imports: Vec<String>,
+    /// The name of its compiled code in the cache (kept while it is prepared).
+    pub cache_key: String,
+}
+
+/// A compiled component and the name of its compiled code in the cache.
+pub struct Compiled {
+    pub component: Component,
+    pub cache_key: String,
 }
 
 /// The component file in a code tree: the one named by `--handler`, or the only
@@ -66,13 +74,14 @@ pub fn find(spec: &FunctionSpec, code_dir: &Path) -> Result<PathBuf, WasmError> 
     }
 }
 
-/// Compiles `wasm` (or loads its compiled code from `cache_dir`).
+/// Compiles `wasm` (or loads its compiled code from `cache_dir`, marking it used:
+/// [`collect_cache`] drops what was not used for a while).
 pub fn compile(
     engine: &Engine,
     cache_dir: &Path,
     function: &str,
     wasm: &Path,
-) -> Result<Component, WasmError> {
+) -> Result<Compiled, WasmError> {
     let invalid = |detail: String| WasmError::Code {
         function: function.to_owned(),
         detail,
@@ -96,7 +105,13 @@ pub fn compile(
         // data directory, which functions cannot write to; wasmtime checks the
         // header's version and settings again and refuses a mismatch.
         match unsafe { Component::deserialize_file(engine, &cached) } {
-            Ok(component) => return Ok(component),
+            Ok(component) => {
+                mark_used(&cached);
+                return Ok(Compiled {
+                    component,
+                    cache_key: key,
+                });
+            }
             Err(e) => {
                 tracing::warn!(file = %cached.display(), error = %e, "wasm: stale compiled code; compiling again")
             }
@@ -122,7 +137,59 @@ pub fn compile(
         }
         Err(e) => tracing::warn!(error = %e, "wasm: cannot serialize compiled code"),
     }
-    Ok(component)
+    Ok(Compiled {
+        component,
+        cache_key: key,
+    })
+}
+
+/// Sets a cached file's modification time to now: the time it was last used.
+fn mark_used(path: &Path) {
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::debug!(file = %path.display(), error = %e, "wasm: cannot mark compiled code used");
+    }
+}
+
+/// Removes compiled code (and leftovers of interrupted writes) from `cache_dir`
+/// that was not used for `unused_for` and is not among `in_use` (the keys of what
+/// is prepared now): code of deleted versions, and code compiled by another
+/// wasmtime, which is never loaded again. Returns how many files it removed.
+pub fn collect_cache(
+    cache_dir: &Path,
+    in_use: &std::collections::HashSet<String>,
+    unused_for: std::time::Duration,
+) -> usize {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let key = match name.split_once('.') {
+            Some((key, "cwasm")) => key,
+            Some((key, rest)) if rest.starts_with("tmp-") => key,
+            _ => continue,
+        };
+        if in_use.contains(key) && name.ends_with(".cwasm") {
+            continue;
+        }
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok());
+        if idle.is_some_and(|idle| idle >= unused_for) && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// A core module starts with the version word 1; a component with another.
@@ -135,8 +202,9 @@ pub fn prepare(
     engine: &Engine,
     linker: &Linker<State>,
     function: &str,
-    component: &Component,
+    compiled: &Compiled,
 ) -> Result<Prepared, WasmError> {
+    let component = &compiled.component;
     let invalid = |detail: String| WasmError::Code {
         function: function.to_owned(),
         detail,
@@ -177,7 +245,11 @@ pub fn prepare(
             exports.join(", ")
         )));
     };
-    Ok(Prepared { world, imports })
+    Ok(Prepared {
+        world,
+        imports,
+        cache_key: compiled.cache_key.clone(),
+    })
 }
 
 /// Checks that every capability-bearing import has its grant.
@@ -215,4 +287,75 @@ pub fn check_grants(spec: &FunctionSpec, imports: &[String]) -> Result<(), WasmE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::{Duration, SystemTime};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn written(path: &Path, age: Duration) {
+        std::fs::write(path, b"x").unwrap_or_else(|e| panic!("{e}"));
+        set_age(path, age);
+    }
+
+    fn set_age(path: &Path, age: Duration) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(SystemTime::now() - age))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Compiled code unused for the period goes, as do leftovers of interrupted
+    /// writes; what a prepared component uses, what was used recently and other
+    /// files stay.
+    #[test]
+    fn compiled_code_not_used_for_the_period_is_removed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let at = |name: &str| dir.path().join(name);
+        written(&at("old.cwasm"), 2 * DAY);
+        written(&at("prepared.cwasm"), 2 * DAY);
+        written(&at("recent.cwasm"), Duration::ZERO);
+        written(&at("old.tmp-42"), 2 * DAY);
+        written(&at("notes.txt"), 2 * DAY);
+        let in_use = HashSet::from(["prepared".to_owned()]);
+        assert_eq!(collect_cache(dir.path(), &in_use, DAY), 2);
+        assert_eq!(
+            names(dir.path()),
+            ["notes.txt", "prepared.cwasm", "recent.cwasm"]
+        );
+    }
+
+    /// Loading compiled code from the cache counts as a use: code loaded at each
+    /// start of the node is not collected however old its file is.
+    #[test]
+    fn loading_compiled_code_marks_it_used() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // An empty component: the magic number and the component layer's version.
+        let wasm = dir.path().join("empty.wasm");
+        std::fs::write(&wasm, b"\0asm\x0d\0\x01\0").unwrap_or_else(|e| panic!("{e}"));
+        let engine = Engine::default();
+        let cache = dir.path().join("cache");
+        let first = compile(&engine, &cache, "f", &wasm).unwrap_or_else(|e| panic!("{e}"));
+        let file = cache.join(format!("{}.cwasm", first.cache_key));
+        set_age(&file, 2 * DAY);
+        let again = compile(&engine, &cache, "f", &wasm).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.cache_key, first.cache_key);
+        assert_eq!(collect_cache(&cache, &HashSet::new(), DAY), 0);
+        assert!(file.is_file());
+    }
 }

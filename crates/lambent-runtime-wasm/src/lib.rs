@@ -162,6 +162,24 @@ impl Runtime for WasmRuntime {
         Ok(())
     }
 
+    /// Forgets prepared components whose code tree is gone, then removes compiled
+    /// code nothing prepared uses that was not loaded for `unused_for`.
+    async fn collect(&self, unused_for: Duration) -> usize {
+        let in_use: std::collections::HashSet<String> = {
+            let mut prepared = self
+                .shared
+                .prepared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            prepared.retain(|wasm, _| wasm.exists());
+            prepared.values().map(|p| p.cache_key.clone()).collect()
+        };
+        let dir = self.shared.cache_dir.clone();
+        tokio::task::spawn_blocking(move || component::collect_cache(&dir, &in_use, unused_for))
+            .await
+            .unwrap_or(0)
+    }
+
     async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
         let prepared = self.prepared(&config.spec, &config.code_dir).await?;
         Ok(Box::new(WasmInstance {

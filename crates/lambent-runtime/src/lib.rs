@@ -176,6 +176,13 @@ pub trait Runtime: Send + Sync {
     }
 
     async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError>;
+
+    /// Removes what the runtime keeps for code that was not used for `unused_for`
+    /// (compiled code on disk, preparations of deleted code); how many it removed.
+    async fn collect(&self, unused_for: std::time::Duration) -> usize {
+        let _ = unused_for;
+        0
+    }
 }
 
 /// A warm copy of a function. Serves one invocation at a time.

@@ -50,4 +50,12 @@ impl Runtime for Runtimes {
     async fn start(&self, config: InstanceConfig) -> Result<Box<dyn Instance>, RuntimeError> {
         self.for_spec(&config.spec)?.start(config).await
     }
+
+    async fn collect(&self, unused_for: std::time::Duration) -> usize {
+        let mut removed = 0;
+        for runtime in self.by_family.values() {
+            removed += runtime.collect(unused_for).await;
+        }
+        removed
+    }
 }
