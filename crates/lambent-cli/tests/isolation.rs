@@ -62,6 +62,7 @@ def handler(event, context):
     r["init_uid"] = init["Uid"].split()[0]
     r["init_mem"] = attempt(lambda: open("/proc/1/mem", "rb").read(1))
     r["shadow"] = attempt(lambda: open("/etc/shadow").read(1))
+    r["etc"] = sorted(os.listdir("/etc"))
     with open("/tmp/scratch", "w") as f:
         f.write("mine")
     r["tmp"] = open("/tmp/scratch").read()
@@ -150,6 +151,36 @@ fn a_function_with_no_grants_reaches_nothing_but_its_own() {
     );
     assert_eq!(r["init_uid"], "0", "{r}");
     assert_eq!(r["tmp"], "mine");
+    // Of the host's /etc, only what the linker, name resolution, TLS and user lookups
+    // read: no service's configuration, no credentials a host keeps there.
+    let etc: Vec<&str> = r["etc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for needed in ["ld.so.cache", "passwd", "hosts"] {
+        assert!(etc.contains(&needed), "{needed} missing from /etc: {etc:?}");
+    }
+    for hidden in [
+        "shadow",
+        "gshadow",
+        "ssh",
+        "pip.conf",
+        "npmrc",
+        "gitconfig",
+        "postgresql",
+        "mysql",
+        "redis",
+        "machine-id",
+        "hostname",
+        "fstab",
+    ] {
+        assert!(
+            !etc.contains(&hidden),
+            "{hidden} is visible in /etc: {etc:?}"
+        );
+    }
 
     // Nothing was changed: the victim still answers, the database has no new table,
     // the code tree is as deployed.

@@ -169,11 +169,68 @@ pub(crate) fn install_prefix(exe: &Path) -> Option<PathBuf> {
     (bin.file_name()? == "bin").then(|| bin.parent().map(Path::to_path_buf))?
 }
 
+/// What of the host's `/etc` a function sees (read-only): what the dynamic linker,
+/// name resolution, TLS, time zones, user lookups and MIME types need. The rest —
+/// service configurations, and credentials a host may keep there (`pip.conf`,
+/// `npmrc`, `gitconfig`, SSH host keys) — stays out of sight. A link is bound as
+/// the file it names on the host.
+const ETC_SHOWN: &[&str] = &[
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "gai.conf",
+    "group",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "locale.alias",
+    "localtime",
+    "mime.types",
+    "networks",
+    "nsswitch.conf",
+    "os-release",
+    "passwd",
+    "pki",
+    "protocols",
+    "resolv.conf",
+    "services",
+    "ssl",
+    "timezone",
+];
+
+/// `/etc` entries by prefix: the interpreters' own (`python3.11`: Debian's
+/// `sitecustomize`).
+const ETC_SHOWN_PREFIXES: &[&str] = &["python"];
+
+/// The entries of the host's `/etc` a sandbox binds, by path.
+fn etc_shown() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/etc") else {
+        return Vec::new();
+    };
+    let mut shown: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            ETC_SHOWN.contains(&name.as_ref())
+                || ETC_SHOWN_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        // A link to nothing (or to something gone) has nothing to bind.
+        .filter(|e| e.path().exists())
+        .map(|e| e.path())
+        .collect();
+    shown.sort();
+    shown
+}
+
 /// The host's top-level links (`bin -> usr/bin` on merged-/usr systems), and the
-/// top-level directories to bind where they are real directories.
+/// top-level directories (and `/etc` entries) to bind where they are real.
 pub(crate) fn system_layout() -> (Vec<(String, String)>, Vec<PathBuf>) {
     let mut links = Vec::new();
-    let mut dirs = vec![PathBuf::from("/usr"), PathBuf::from("/etc")];
+    let mut dirs = vec![PathBuf::from("/usr")];
+    dirs.extend(etc_shown());
     for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
         let path = Path::new("/").join(top);
         match std::fs::read_link(&path) {
