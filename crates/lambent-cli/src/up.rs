@@ -19,6 +19,10 @@ pub struct UpArgs {
     /// The app's directory (holding lambent.toml).
     #[arg(default_value = ".")]
     dir: PathBuf,
+    /// Also delete what the node has and the file does not name: sources, routes,
+    /// schedules and rules, then functions (KV namespaces and their data stay).
+    #[arg(long)]
+    prune: bool,
     #[command(flatten)]
     serve: serve::ServeArgs,
 }
@@ -28,6 +32,7 @@ pub struct UpArgs {
 struct Applied {
     changed: Vec<String>,
     unchanged: usize,
+    removed: usize,
 }
 
 impl Applied {
@@ -39,18 +44,23 @@ impl Applied {
             self.unchanged += 1;
         }
     }
+
+    fn removed(&mut self, what: String) {
+        println!("  removed {what}");
+        self.removed += 1;
+    }
 }
 
 pub async fn run(server: Option<String>, args: UpArgs) -> Result<()> {
     let app = Loaded::load(&args.dir)?;
     // With --server (or LAMBENT_URL): apply to that node and return.
     if let Some(server) = server {
-        return apply(&Client::new(&server), &app).await;
+        return apply(&Client::new(&server), &app, args.prune).await;
     }
     serve::init_logging();
     let node = serve::start(&args.serve).await?;
     let client = Client::new(&format!("http://{}", node.control_addr));
-    let applied = apply(&client, &app).await;
+    let applied = apply(&client, &app, args.prune).await;
     if let Err(e) = applied {
         node.stop(Duration::from_secs(1)).await?;
         return Err(e);
@@ -114,7 +124,7 @@ impl<'a> Collection<'a> {
     }
 }
 
-async fn apply(client: &Client, app: &Loaded) -> Result<()> {
+async fn apply(client: &Client, app: &Loaded, prune: bool) -> Result<()> {
     let m = &app.manifest;
     let mut applied = Applied::default();
     println!("applying {}", app.path.display());
@@ -204,12 +214,94 @@ async fn apply(client: &Client, app: &Loaded) -> Result<()> {
         applied.note(format!("source {name}"), changed);
     }
 
+    if prune {
+        remove_the_rest(client, app, &mut applied).await?;
+    }
     println!(
-        "applied: {} changed, {} unchanged",
+        "applied: {} changed, {} unchanged{}",
         applied.changed.len(),
-        applied.unchanged
+        applied.unchanged,
+        if prune {
+            format!(", {} removed", applied.removed)
+        } else {
+            String::new()
+        }
     );
     Ok(())
+}
+
+/// Deletes each entry listed at `/v1/{collection}` (by name) that `named` does not
+/// hold, noting it as a removed `kind`.
+async fn remove_unnamed(
+    client: &Client,
+    applied: &mut Applied,
+    collection: &str,
+    kind: &str,
+    named: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let listing = client
+        .json(client.request(Method::GET, &format!("/v1/{collection}")))
+        .await?;
+    let names = listing[collection]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str());
+    for name in names.filter(|name| !named(name)) {
+        client
+            .send(client.request(Method::DELETE, &format!("/v1/{collection}/{name}")))
+            .await?;
+        applied.removed(format!("{kind} {name}"));
+    }
+    Ok(())
+}
+
+/// Deletes what the node has and the manifest does not name: what points at
+/// functions first (sources, routes, schedules, rules), then the functions.
+async fn remove_the_rest(client: &Client, app: &Loaded, applied: &mut Applied) -> Result<()> {
+    let m = &app.manifest;
+    remove_unnamed(client, applied, "sources", "source", |n| {
+        m.sources.contains_key(n)
+    })
+    .await?;
+    let wanted: Vec<(String, String)> = m
+        .routes
+        .iter()
+        .map(|entry| {
+            let (spec, _) = entry.get_ref().clone().validate()?;
+            Ok((spec.method, spec.path))
+        })
+        .collect::<Result<_>>()?;
+    let routes = client
+        .json(client.request(Method::GET, "/v1/routes"))
+        .await?;
+    for route in routes["routes"].as_array().into_iter().flatten() {
+        let (Some(method), Some(path)) = (route["method"].as_str(), route["path"].as_str()) else {
+            continue;
+        };
+        if !wanted.iter().any(|(m, p)| m == method && p == path) {
+            client
+                .send(
+                    client
+                        .request(Method::DELETE, "/v1/routes")
+                        .query(&[("method", method), ("path", path)]),
+                )
+                .await?;
+            applied.removed(format!("route {method} {path}"));
+        }
+    }
+    remove_unnamed(client, applied, "schedules", "schedule", |n| {
+        m.schedules.contains_key(n)
+    })
+    .await?;
+    remove_unnamed(client, applied, "rules", "rule", |n| {
+        m.rules.contains_key(n)
+    })
+    .await?;
+    remove_unnamed(client, applied, "functions", "function", |n| {
+        m.functions.contains_key(n)
+    })
+    .await
 }
 
 /// The whole configuration of a function: what the file leaves out is the default,

@@ -433,6 +433,62 @@ fn the_seed_app_runs_with_lambent_up_and_a_second_up_changes_nothing() {
     assert!(again.contains("0 changed, 5 unchanged"), "{again}");
     let functions = cli(&["ls"]);
     assert!(functions.contains("event_listener"), "{functions}");
+    // What the file does not name stays, unless `--prune` says to remove it: a
+    // function deployed by hand and the rule pointing at it.
+    let stray = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
+    cli(&[
+        "deploy",
+        "stray",
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "app.handler",
+        "--code",
+        stray.path().to_str().unwrap(),
+    ]);
+    cli(&[
+        "rules",
+        "add",
+        "stray-rule",
+        "--pattern",
+        r#"{"type": ["stray"]}"#,
+        "--target",
+        "stray",
+    ]);
+    cli(&[
+        "routes", "add", "--method", "GET", "--path", "/stray", "--target", "stray",
+    ]);
+    cli(&[
+        "schedules",
+        "add",
+        "stray-tick",
+        "--rate",
+        "1 hour",
+        "--type",
+        "stray",
+    ]);
+    let kept = cli(&["up", app.to_str().unwrap()]);
+    assert!(kept.contains("0 changed, 5 unchanged"), "{kept}");
+    assert!(cli(&["ls"]).contains("stray"));
+    let pruned = cli(&["up", "--prune", app.to_str().unwrap()]);
+    assert!(
+        pruned.contains("removed rule stray-rule")
+            && pruned.contains("removed function stray")
+            && pruned.contains("removed route GET /stray")
+            && pruned.contains("removed schedule stray-tick")
+            && pruned.contains("0 changed, 5 unchanged, 4 removed"),
+        "{pruned}"
+    );
+    let functions = cli(&["ls"]);
+    assert!(
+        !functions.contains("stray") && functions.contains("event_listener"),
+        "{functions}"
+    );
+    let again = cli(&["up", "--prune", app.to_str().unwrap()]);
+    assert!(
+        again.contains("0 changed, 5 unchanged, 0 removed"),
+        "{again}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     // And from a restart of the embedded node: still nothing to change.
