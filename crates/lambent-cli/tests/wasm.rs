@@ -424,21 +424,15 @@ fn deploy_refuses_ungranted_imports_and_broken_code_and_the_previous_version_kee
     );
 }
 
-/// A loopback HTTP server that holds every request until `held` have arrived at
-/// once, then answers them all and every later one: the most held at once is the
-/// most invocations the node ran at once.
-fn holding_server(
-    held: usize,
-) -> (
-    u16,
-    std::sync::Arc<(std::sync::Mutex<Holding>, std::sync::Condvar)>,
-) {
+/// A loopback HTTP server that holds every request until the test releases them,
+/// then answers them all and every later one: the most held at once is the most
+/// invocations the node ran at once.
+type Held = std::sync::Arc<(std::sync::Mutex<Holding>, std::sync::Condvar)>;
+
+fn holding_server() -> (u16, Held) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let state = std::sync::Arc::new((
-        std::sync::Mutex::new(Holding::default()),
-        std::sync::Condvar::new(),
-    ));
+    let state: Held = Default::default();
     let shared = state.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -451,10 +445,6 @@ fn holding_server(
                 let mut h = lock.lock().unwrap();
                 h.waiting += 1;
                 h.most = h.most.max(h.waiting);
-                if h.waiting >= held {
-                    h.released = true;
-                }
-                changed.notify_all();
                 while !h.released {
                     h = changed.wait(h).unwrap();
                 }
@@ -480,8 +470,8 @@ struct Holding {
 
 /// More invocations in flight than the wasm pool has instance slots wait for a slot
 /// (as a Spin or Lambda caller's request would queue) instead of failing as traps.
-/// The node runs with two slots; four calls block in outbound HTTP until two are
-/// held at once, so the other two can only run once a slot is freed.
+/// The node runs with two slots; four calls block in outbound HTTP until released,
+/// so two run and two wait. A deploy meanwhile does not wait for a slot.
 #[test]
 fn invocations_past_the_pools_slots_wait_for_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -491,7 +481,7 @@ fn invocations_past_the_pools_slots_wait_for_one() {
         &dir.path().join("data"),
         &[],
     );
-    let (port, server) = holding_server(2);
+    let (port, server) = holding_server();
     let grant = format!("net:127.0.0.1:{port}");
     deploy(
         &node,
@@ -520,6 +510,16 @@ fn invocations_past_the_pools_slots_wait_for_one() {
             })
         })
         .collect();
+    wait_for("two calls held in the server", || {
+        (server.0.lock().unwrap().waiting == 2).then_some(())
+    });
+    deploy(&node, "hello", "hello", &[]);
+    {
+        let mut h = server.0.lock().unwrap();
+        assert_eq!(h.waiting, 2, "only two run at once");
+        h.released = true;
+        server.1.notify_all();
+    }
     for call in calls {
         let (outcome, body) = call.join().unwrap();
         assert_eq!(

@@ -212,8 +212,11 @@ struct WasmInstance {
 /// instantiation of a component in a process pays for setting up its slot and
 /// image, which belongs to the deploy, not to the first request.
 async fn warm_up(shared: &Shared, spec: &FunctionSpec, prepared: &Prepared) {
-    // (A semaphore that is never closed: `Err` cannot happen.)
-    let _slot = shared.slots.acquire().await.ok();
+    // Only in a free slot: with every slot in use a deploy does not wait for one
+    // (the first invocation pays for the set-up instead).
+    let Ok(_slot) = shared.slots.try_acquire() else {
+        return;
+    };
     let _ticking = shared.ticker.busy();
     let deadline = Instant::now() + Duration::from_secs(1);
     let state = State::new(
