@@ -133,11 +133,17 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .call(key.clone());
         // Only a finished invocation is kept: a refused call (throttled, say) runs
-        // again when retried.
-        let result = call
-            .get_or_try_init(|| self.invoke_now(name, payload, options))
-            .await
-            .cloned()?;
+        // again when retried. The first call fills the cell even when its caller has
+        // gone (an SDK that timed out and retries with the same key): the retry waits
+        // for that call's result instead of running the function again.
+        let engine = self.clone();
+        let function = name.to_owned();
+        let result = RunToEnd::new(async move {
+            call.get_or_try_init(|| engine.invoke_now(&function, payload, options))
+                .await
+                .cloned()
+        })
+        .await?;
         if result.payload.len() + result.record.logs.len() > IDEMPOTENCY_MAX_RESULT {
             self.inner
                 .idempotent

@@ -678,12 +678,16 @@ async fn a_pump_refills_its_leases_beside_the_running_deliveries() {
     }
 }
 
-/// A synchronous invoke whose caller goes away (an HTTP client that disconnects, whose
-/// handler future is dropped) still runs to its end, as Lambda runs it: its record is
-/// written and its instance goes back to the pool, not counted busy for ever (which
-/// kept the function from being pre-warmed until the node restarted).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invoke_whose_caller_went_away_still_finishes() {
+/// An engine whose function `slow` answers its payload once the gate opens; the
+/// runtime's count of invocations begun.
+struct GatedNode {
+    engine: Engine,
+    gate: Gate,
+    invoked: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+async fn gated_node() -> GatedNode {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path()).unwrap();
     let gate = Gate {
@@ -694,12 +698,28 @@ async fn an_invoke_whose_caller_went_away_still_finishes() {
         gate: Some(gate.clone()),
         ..EchoRuntime::default()
     };
+    let invoked = runtime.invoked.clone();
     let engine = start(
         sqlite_stores(dir.path(), &sqlite, None, None),
-        Arc::new(runtime.clone()),
+        Arc::new(runtime),
     )
     .await;
     engine.deploy(deploy("slow", 128)).await.unwrap();
+    GatedNode {
+        engine,
+        gate,
+        invoked,
+        _dir: dir,
+    }
+}
+
+/// A synchronous invoke whose caller goes away (an HTTP client that disconnects, whose
+/// handler future is dropped) still runs to its end, as Lambda runs it: its record is
+/// written and its instance goes back to the pool, not counted busy for ever (which
+/// kept the function from being pre-warmed until the node restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoke_whose_caller_went_away_still_finishes() {
+    let GatedNode { engine, gate, .. } = gated_node().await;
     let caller = {
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -817,4 +837,43 @@ async fn what_the_policies_learned_survives_a_restart() {
         0,
         "made again, it learns afresh"
     );
+}
+
+/// A call repeated with the idempotency key of a call whose caller went away (an SDK
+/// that timed out and retries with the same `amz-sdk-invocation-id`) gets that call's
+/// result: the function runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_key_of_an_abandoned_call_joins_it() {
+    let GatedNode {
+        engine,
+        gate,
+        invoked,
+        ..
+    } = gated_node().await;
+    // A call with the SDK's invocation id, in a task of its own (the caller).
+    let call = || {
+        let engine = engine.clone();
+        let options = lambent_engine::InvokeOptions {
+            idempotency_key: Some("sdk-call-1".into()),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            engine
+                .invoke("slow", bytes::Bytes::from_static(b"7"), options)
+                .await
+        })
+    };
+    let first = call();
+    gate.entered.notified().await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let retry = call();
+    gate.open.add_permits(1000);
+    let answer = tokio::time::timeout(Duration::from_secs(30), retry)
+        .await
+        .expect("the retry got no answer")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.payload, bytes::Bytes::from_static(b"7"));
+    assert_eq!(invoked.load(Ordering::SeqCst), 1, "the function ran once");
 }
