@@ -719,7 +719,10 @@ async fn gated_node() -> GatedNode {
 /// kept the function from being pre-warmed until the node restarted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invoke_whose_caller_went_away_still_finishes() {
-    let GatedNode { engine, gate, .. } = gated_node().await;
+    // Held whole: its directory must outlive the engine (a `..` in a pattern drops
+    // the fields it skips at once, and the temporary directory with them).
+    let node = gated_node().await;
+    let (engine, gate) = (&node.engine, &node.gate);
     let caller = {
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -728,7 +731,9 @@ async fn an_invoke_whose_caller_went_away_still_finishes() {
                 .await
         })
     };
-    gate.entered.notified().await;
+    tokio::time::timeout(Duration::from_secs(30), gate.entered.notified())
+        .await
+        .expect("the call never reached its instance");
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
     gate.open.add_permits(1000);
@@ -844,12 +849,8 @@ async fn what_the_policies_learned_survives_a_restart() {
 /// result: the function runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_key_of_an_abandoned_call_joins_it() {
-    let GatedNode {
-        engine,
-        gate,
-        invoked,
-        ..
-    } = gated_node().await;
+    let node = gated_node().await;
+    let (engine, gate, invoked) = (&node.engine, &node.gate, &node.invoked);
     // A call with the SDK's invocation id, in a task of its own (the caller).
     let call = || {
         let engine = engine.clone();
@@ -864,7 +865,9 @@ async fn a_retry_with_the_key_of_an_abandoned_call_joins_it() {
         })
     };
     let first = call();
-    gate.entered.notified().await;
+    tokio::time::timeout(Duration::from_secs(30), gate.entered.notified())
+        .await
+        .expect("the call never reached its instance");
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
     let retry = call();
