@@ -706,7 +706,16 @@ async fn a_daemon_of_a_pre_started_instance_dies_with_it() {
         "{}",
         r.logs
     );
-    let daemons = named(&comm);
+    // The handler returns once the intermediate child exits; the daemon names itself
+    // just after, on its own time.
+    let mut daemons = named(&comm);
+    for _ in 0..500 {
+        if !daemons.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        daemons = named(&comm);
+    }
     assert_eq!(daemons.len(), 1, "{daemons:?}");
     assert!(
         daemons[0].1,
