@@ -265,8 +265,8 @@ impl Engine {
             return Err(not_found("function", name));
         }
         self.inner.pool.evict(name).await;
-        // A function made again under this name learns afresh.
-        self.inner.pool.forget_learned(name);
+        // A function made again under this name starts afresh.
+        self.inner.pool.forget(name);
         if let Err(e) = self.inner.stores.learned.delete_learned(name).await {
             tracing::warn!(function = %name, error = %e, "could not forget what its keep-alive policy learned");
         }

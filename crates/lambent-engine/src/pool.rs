@@ -383,16 +383,34 @@ impl Pool {
         }
     }
 
-    /// Forgets what the function's policy learned (the function was deleted).
-    pub fn forget_learned(&self, function: &str) {
+    /// Forgets a deleted function (after `evict`): its pool goes once nothing of it
+    /// is busy or idle — a call still running keeps it, for its slot's count — and
+    /// what its policy learned goes either way. A node whose functions come and go
+    /// then holds nothing for the gone ones.
+    pub fn forget(&self, function: &str) {
         let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pool) = map.get_mut(function) {
-            let (keep_alive, memory_mb) = pool.made_for.clone();
-            let policy = self
-                .policy_named(function, keep_alive.as_deref())
-                .for_function(Profile { memory_mb });
-            pool.warmth.unlearn(policy);
+        let Some(pool) = map.get_mut(function) else {
+            return;
+        };
+        let slots_busy = pool
+            .slots
+            .count
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .busy;
+        if slots_busy == 0
+            && pool.warmth.busy() == 0
+            && pool.idle.is_empty()
+            && pool.warmth.idle_count() == 0
+        {
+            map.remove(function);
+            return;
         }
+        let (keep_alive, memory_mb) = pool.made_for.clone();
+        let policy = self
+            .policy_named(function, keep_alive.as_deref())
+            .for_function(Profile { memory_mb });
+        pool.warmth.unlearn(policy);
     }
 
     /// Runs `f` on the function's pool, made (or its policy remade) for `spec`.
@@ -983,6 +1001,25 @@ mod tests {
             "the dropped cold start is not busy"
         );
         assert_eq!(stuck.busy("f"), 0, "and its slot is free");
+    }
+
+    /// A deleted function's pool goes once nothing of it runs; while a call holds a
+    /// slot it stays (the slot's count holds), and goes with the next forget.
+    #[tokio::test]
+    async fn a_deleted_functions_pool_is_forgotten_once_idle() {
+        let pool = Pool::new(Arc::new(Counting::default()), Arc::new(Fixed::new(60_000)));
+        let f = spec(2);
+        let slot = pool.try_slot(&f).unwrap();
+        let c = pool.checkout(slot, &f, 1, PathBuf::new()).await.unwrap();
+        pool.checkin(&f, c).await;
+        let held = pool.try_slot(&f).unwrap();
+        pool.evict("f").await;
+        pool.forget("f");
+        assert_eq!(pool.status().len(), 1, "kept while a call holds a slot");
+        assert_eq!(pool.busy("f"), 1);
+        drop(held);
+        pool.forget("f");
+        assert!(pool.status().is_empty(), "{:?}", pool.status());
     }
 
     fn spec_named(name: &str) -> FunctionSpec {
