@@ -116,7 +116,24 @@ impl Engine {
 
     /// Invokes a function and waits for its answer. Past the function's concurrency
     /// limit the call is refused (throttled), as Lambda does.
+    ///
+    /// A caller that goes away (an HTTP client disconnecting drops its handler's
+    /// future) does not cut the call short: it runs to its end, as Lambda runs it, is
+    /// recorded, its instance goes back to the pool, and a call keyed by an
+    /// invocation id fills that id's result (an SDK retrying after a timeout gets it).
     pub async fn invoke(
+        &self,
+        name: &str,
+        payload: Bytes,
+        options: InvokeOptions,
+    ) -> Result<Invocation> {
+        let engine = self.clone();
+        let name = name.to_owned();
+        RunToEnd::new(async move { engine.invoke_keyed(&name, payload, options).await }).await
+    }
+
+    /// A call with an idempotency key shares the first call's result.
+    async fn invoke_keyed(
         &self,
         name: &str,
         payload: Bytes,
@@ -133,17 +150,11 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .call(key.clone());
         // Only a finished invocation is kept: a refused call (throttled, say) runs
-        // again when retried. The first call fills the cell even when its caller has
-        // gone (an SDK that timed out and retries with the same key): the retry waits
-        // for that call's result instead of running the function again.
-        let engine = self.clone();
-        let function = name.to_owned();
-        let result = RunToEnd::new(async move {
-            call.get_or_try_init(|| engine.invoke_now(&function, payload, options))
-                .await
-                .cloned()
-        })
-        .await?;
+        // again when retried.
+        let result = call
+            .get_or_try_init(|| self.invoke_now(name, payload, options))
+            .await
+            .cloned()?;
         if result.payload.len() + result.record.logs.len() > IDEMPOTENCY_MAX_RESULT {
             self.inner
                 .idempotent
@@ -177,28 +188,21 @@ impl Engine {
                 limit: function.spec.concurrency,
             });
         };
-        // A caller that goes away (an HTTP client disconnecting drops its handler's
-        // future) does not cut the invocation short: it runs to its end, as Lambda
-        // runs it, is recorded, and its instance goes back to the pool.
-        let engine = self.clone();
-        RunToEnd::new(async move {
-            let invocation = engine
-                .run_invocation(
-                    &function,
-                    payload,
-                    &options,
-                    AttemptContext {
-                        attempt: 1,
-                        ..AttemptContext::default()
-                    },
-                    slot,
-                )
-                .await?;
-            // Written behind the answer (records.rs): the caller does not wait for an fsync.
-            engine.inner.records.record(invocation.record.clone()).await;
-            Ok(invocation)
-        })
-        .await
+        let invocation = self
+            .run_invocation(
+                &function,
+                payload,
+                &options,
+                AttemptContext {
+                    attempt: 1,
+                    ..AttemptContext::default()
+                },
+                slot,
+            )
+            .await?;
+        // Written behind the answer (records.rs): the caller does not wait for an fsync.
+        self.inner.records.record(invocation.record.clone()).await;
+        Ok(invocation)
     }
 
     /// Queues an invocation: durable, retried, dead-lettered like any event delivery;

@@ -435,6 +435,18 @@ impl lambent_store::InvocationLog for StalledInvocations {
     }
 }
 
+/// The invocation records of `function` (the listing flushes records written behind).
+async fn records_of(engine: &Engine, function: &str) -> Vec<lambent_store::InvocationRecord> {
+    engine
+        .invocations(lambent_store::InvocationQuery {
+            function: Some(function.into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
 /// Finding 13: a synchronous invoke answers without waiting for its record's write;
 /// the record lands once the store takes it, and a listing reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,14 +469,7 @@ async fn a_synchronous_invoke_does_not_wait_for_its_record() {
     .unwrap();
     assert_eq!(answered.payload, bytes::Bytes::from_static(b"42"));
     invocations.open.add_permits(1000);
-    let listed = engine
-        .invocations(lambent_store::InvocationQuery {
-            function: Some("echo".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let listed = records_of(&engine, "echo").await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].request_id, answered.record.request_id);
 }
@@ -739,14 +744,7 @@ async fn an_invoke_whose_caller_went_away_still_finishes() {
     gate.open.add_permits(1000);
     let listed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let listed = engine
-                .invocations(lambent_store::InvocationQuery {
-                    function: Some("slow".into()),
-                    limit: 10,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let listed = records_of(engine, "slow").await;
             if !listed.is_empty() {
                 return listed;
             }
