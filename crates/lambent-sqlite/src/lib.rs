@@ -30,8 +30,10 @@ mod sources;
 mod tokens;
 mod writer;
 
+mod checkpoint;
 mod code;
 
+pub use checkpoint::CheckpointLimits;
 pub use code::FsCodeStore;
 pub use writer::SYNC_WITHIN;
 use writer::{CommitStats, Durability, Job, job};
@@ -53,12 +55,15 @@ const RECOVERY: &str = "Restore lambent.db from a backup (with its -wal file, if
 #[derive(Clone)]
 pub struct SqliteOptions {
     pub clock: Arc<dyn Clock>,
+    /// When the write-ahead log is copied back into the database.
+    pub checkpoints: CheckpointLimits,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
+            checkpoints: CheckpointLimits::default(),
         }
     }
 }
@@ -74,6 +79,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// What the writer committed and synced.
     stats: Arc<CommitStats>,
+    checkpoints: Arc<checkpoint::CheckpointStats>,
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     /// Why the writer stopped, once it has.
@@ -166,7 +172,16 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
         let stats = Arc::new(CommitStats::default());
         let failure = Arc::new(Mutex::new(None));
+        let checkpoint_stats = Arc::new(checkpoint::CheckpointStats::default());
+        let checkpoints = checkpoint::Checkpoints::start(
+            &writer,
+            path.clone(),
+            options.checkpoints,
+            checkpoint_stats.clone(),
+        )
+        .map_err(data_dir)?;
         let writer = writer::Writer {
+            checkpoints,
             conn: writer,
             path: path.clone(),
             stats: stats.clone(),
@@ -182,6 +197,7 @@ impl SqliteStore {
                 path,
                 clock: options.clock,
                 stats,
+                checkpoints: checkpoint_stats,
                 jobs,
                 readers: Mutex::new(Vec::new()),
                 failure,
@@ -223,6 +239,16 @@ impl SqliteStore {
     /// What the writer committed and synced since open.
     pub fn commit_stats(&self) -> lambent_store::WriteStats {
         self.inner.stats.snapshot()
+    }
+
+    /// Checkpoints of the write-ahead log since open: by the checkpointer thread, and
+    /// by the writer itself when the log reached its limit.
+    pub fn checkpoint_counts(&self) -> (u64, u64) {
+        let c = &self.inner.checkpoints;
+        (
+            c.background.load(std::sync::atomic::Ordering::Relaxed),
+            c.by_writer.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Runs `f` in the next group transaction; resolves after that transaction commits

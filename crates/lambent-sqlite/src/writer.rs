@@ -145,6 +145,8 @@ where
 /// The writer thread's state beside its connection.
 pub(crate) struct Writer {
     pub conn: Connection,
+    /// Wakes the checkpointer, or checkpoints, after commits.
+    pub checkpoints: crate::checkpoint::Checkpoints,
     /// The database's path; its WAL is this with `-wal`.
     pub path: PathBuf,
     pub stats: Arc<CommitStats>,
@@ -222,6 +224,10 @@ impl Writer {
                     None => Ok(()),
                     Some(detail) => Err(StoreError::NotCommitted(detail.clone())),
                 });
+            }
+            // After the answers: a checkpoint here delays the next group, not this one.
+            if detail.is_none() {
+                self.checkpoints.after_commit(&self.conn);
             }
             last_group.0 = Instant::now();
         }

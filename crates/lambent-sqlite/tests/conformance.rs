@@ -2,7 +2,7 @@
 //! reopened on "restart").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use lambent_sqlite::{SqliteOptions, SqliteStore};
+use lambent_sqlite::{CheckpointLimits, SqliteOptions, SqliteStore};
 use lambent_store::conformance::{self, Harness};
 use lambent_store::{EventLog, ManualClock};
 use std::sync::Arc;
@@ -16,6 +16,12 @@ impl Harness for Sqlite {
     async fn open(&mut self, clock: ManualClock) -> Arc<dyn EventLog> {
         let options = SqliteOptions {
             clock: Arc::new(clock),
+            // Tiny limits: the suite's writes also run across background checkpoints
+            // and the writer's restarts of the log.
+            checkpoints: CheckpointLimits {
+                background: 4,
+                restart: 16,
+            },
         };
         Arc::new(SqliteStore::open_with(self.dir.path(), options).unwrap())
     }

@@ -28,6 +28,7 @@ pub async fn node(dir: &std::path::Path, clock: &ManualClock) -> (Engine, Schedu
         dir,
         SqliteOptions {
             clock: Arc::new(clock.clone()),
+            ..Default::default()
         },
     )
     .unwrap();
