@@ -1,13 +1,14 @@
 //! What the keep-alive policies learned, kept across restarts: saved when it changed
-//! (by the reaper, at most once a minute, and when the node drains) and handed back
+//! (by the reaper, at most once a minute by default, and when the node drains) and handed back
 //! to each function's policy when the node starts.
 
 use crate::{Engine, Inner};
 use lambent_scale::Learned;
 use std::time::Duration;
 
-/// How often what the policies learned is saved while the node runs (a node killed
-/// outright loses at most this much learning).
+/// How often what the policies learned is saved while the node runs, by default
+/// (`EngineConfig::learned_save_interval`; a node killed outright loses at most this
+/// much learning).
 pub(crate) const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Inner {

@@ -70,6 +70,9 @@ pub struct EngineConfig {
     pub clock: NodeClock,
     /// The most memory the node's instances may hold, in MB (`None`: no budget).
     pub memory_budget_mb: Option<u64>,
+    /// How often what the keep-alive policies learned is saved while the node runs
+    /// (also at drain): a node killed outright loses at most this much learning.
+    pub learned_save_interval: Duration,
 }
 
 /// The node's clock, shared.
@@ -105,6 +108,7 @@ impl Default for EngineConfig {
             compaction_interval: Duration::from_secs(60),
             clock: NodeClock::default(),
             memory_budget_mb: None,
+            learned_save_interval: learned::SAVE_INTERVAL,
         }
     }
 }
@@ -292,7 +296,7 @@ impl Engine {
                     return;
                 };
                 inner.pool.reap().await;
-                if saved.elapsed() >= learned::SAVE_INTERVAL {
+                if saved.elapsed() >= inner.config.learned_save_interval {
                     inner.save_learned().await;
                     saved = tokio::time::Instant::now();
                 }

@@ -842,6 +842,54 @@ async fn what_the_policies_learned_survives_a_restart() {
     );
 }
 
+/// While the node runs, the reaper saves what the policies learned at its interval
+/// (what a node killed outright, with no drain, keeps), and only what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_policies_learned_is_saved_while_the_node_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let stores = sqlite_stores(dir.path(), &sqlite, None, None);
+    let node = Engine::start(
+        EngineConfig {
+            learned_save_interval: Duration::from_millis(50),
+            ..EngineConfig::default()
+        },
+        stores.clone(),
+        Arc::new(EchoRuntime::default()),
+        lambent_engine::keepalive::parse_policy("mdp").unwrap(),
+    )
+    .await
+    .unwrap();
+    node.deploy(deploy("f", 128)).await.unwrap();
+    for _ in 0..3 {
+        node.invoke("f", bytes::Bytes::from_static(b"1"), Default::default())
+            .await
+            .unwrap();
+    }
+    // No drain: only the reaper can have saved it. Bounded: the reaper runs twice a
+    // second; a save that never comes fails here instead of hanging.
+    // (A save between the calls may hold one idle time; a later one holds both.)
+    let idle_times_saved = || async {
+        let saved = stores.learned.list_learned().await.unwrap();
+        assert!(saved.iter().all(|(f, _)| f == "f"), "{saved:?}");
+        saved.first().map_or(0, |(_, text)| {
+            serde_json::from_str::<lambent_scale::Learned>(text)
+                .unwrap()
+                .idle
+                .seen()
+        })
+    };
+    let both = async {
+        while idle_times_saved().await < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), both)
+        .await
+        .expect("the reaper never saved what the policy learned");
+    node.drain(Duration::from_secs(5)).await;
+}
+
 /// A call repeated with the idempotency key of a call whose caller went away (an SDK
 /// that timed out and retries with the same `amz-sdk-invocation-id`) gets that call's
 /// result: the function runs once.

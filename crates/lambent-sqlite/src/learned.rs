@@ -12,7 +12,10 @@ impl LearnedStore for SqliteStore {
         self.write(move |conn| {
             let mut put = conn
                 .prepare_cached(
-                    "INSERT INTO learned (function, state, updated_ms) VALUES (?1, ?2, ?3)
+                    // Only for a function the registry still holds: a save that
+                    // raced the function's delete must not write its entry back.
+                    "INSERT INTO learned (function, state, updated_ms)
+                     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM function_versions WHERE name = ?1)
                      ON CONFLICT(function) DO UPDATE
                      SET state = excluded.state, updated_ms = excluded.updated_ms",
                 )

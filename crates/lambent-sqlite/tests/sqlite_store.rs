@@ -514,11 +514,14 @@ async fn a_settle_and_its_record_are_one_write() {
 /// database, and is forgotten per function.
 #[tokio::test]
 async fn what_the_policies_learned_is_kept_per_function_across_a_reopen() {
-    use lambent_store::LearnedStore;
+    use lambent_store::{LearnedStore, Registry};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000);
     {
         let store = open_at(dir.path(), &clock);
+        for name in ["a", "b", "c"] {
+            store.put_function(spec(name), code()).await.unwrap();
+        }
         store
             .put_learned(vec![("a".into(), "1".into()), ("b".into(), "2".into())])
             .await
@@ -539,6 +542,46 @@ async fn what_the_policies_learned_is_kept_per_function_across_a_reopen() {
         store.list_learned().await.unwrap(),
         vec![("b".to_owned(), "2".to_owned())]
     );
+    // A deleted function's entry goes with it, and a save that raced the delete (it
+    // read the pool before) does not write it back; nor one for a function never made.
+    store
+        .put_learned(vec![("c".into(), "3".into())])
+        .await
+        .unwrap();
+    assert!(store.delete_function("c").await.unwrap());
+    store
+        .put_learned(vec![("c".into(), "4".into()), ("never".into(), "5".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_learned().await.unwrap(),
+        vec![("b".to_owned(), "2".to_owned())]
+    );
+}
+
+fn spec(name: &str) -> lambent_core::FunctionSpec {
+    lambent_core::FunctionSpec {
+        role: None,
+        on_failure: None,
+        keep_alive: None,
+        name: name.into(),
+        runtime: lambent_core::RuntimeKind::parse("python3.11").unwrap(),
+        handler: "app.handler".into(),
+        memory_mb: 128,
+        timeout_s: 3,
+        env: Default::default(),
+        concurrency: 1,
+        retry: Default::default(),
+        description: String::new(),
+        grants: Vec::new(),
+    }
+}
+
+fn code() -> lambent_store::StoredCode {
+    lambent_store::StoredCode {
+        sha256: "00".repeat(32),
+        size: 1,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
