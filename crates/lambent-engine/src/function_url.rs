@@ -193,7 +193,7 @@ pub(crate) fn request_event(
             request_id,
             route_key: &route_key,
             stage: "$default",
-            time: now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            time: request_time(&now),
             time_epoch: now.timestamp_millis(),
         },
         body,
@@ -201,6 +201,25 @@ pub(crate) fn request_event(
     };
     // Strings and maps of strings: serializing cannot fail.
     Bytes::from(serde_json::to_vec(&event).unwrap_or_default())
+}
+
+/// `requestContext.time` as Lambda writes it (`07/Dec/2026:19:08:51 +0000`), from
+/// the fields: chrono's `format` parses its pattern again on every call, and showed
+/// in the profile of a wasm route (~1% of the node's CPU).
+fn request_time(now: &chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS[now.month0() as usize % 12];
+    format!(
+        "{:02}/{month}/{:04}:{:02}:{:02}:{:02} +0000",
+        now.day(),
+        now.year(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
 }
 
 /// The HTTP response of a finished invocation, as Lambda maps it: an object with
@@ -294,6 +313,17 @@ mod tests {
         Invocation {
             record: crate::records::plain_record("r", outcome),
             payload: Bytes::from(payload.to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_request_time_is_written_as_strftime_would() {
+        for ms in [0_i64, 1_733_598_531_123, 951_782_400_000, 4_102_444_799_999] {
+            let t = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+            assert_eq!(
+                request_time(&t),
+                t.format("%d/%b/%Y:%H:%M:%S %z").to_string()
+            );
         }
     }
 
