@@ -12,7 +12,10 @@
 //! frames behind, so the log would grow without end. Once it holds
 //! [`CheckpointLimits::restart`] pages the writer checkpoints what is left itself
 //! (the few frames since the checkpointer's last pass) after its commit, and its next
-//! transaction starts the log over.
+//! transaction starts the log over. The checkpointer is not woken while the log is
+//! past that limit; should it still be mid-pass, the writer's checkpoint finds it busy
+//! and is tried again after the next commit, so the log passes its limit by a few
+//! commits at most.
 
 use rusqlite::Connection;
 use std::cell::Cell;
@@ -104,12 +107,17 @@ impl Checkpoints {
             match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 Ok(()) => {
                     self.stats.by_writer.fetch_add(1, Ordering::Relaxed);
+                    // The next commit that writes starts the log over and reports
+                    // its new size; one that writes nothing reports none, and must
+                    // not checkpoint again on this stale count.
+                    WAL_PAGES.with(|p| p.set(0));
+                    self.woken_at = 0;
                 }
                 Err(e) => tracing::warn!(error = %e, pages, "checkpointing a full write-ahead log"),
             }
             return;
         }
-        if pages >= self.woken_at + self.limits.background {
+        if pages >= self.woken_at.saturating_add(self.limits.background) {
             match self.wake.try_send(()) {
                 // Full: a wake-up is already waiting; the checkpointer takes every
                 // frame there is when it runs.

@@ -584,23 +584,11 @@ fn code() -> lambent_store::StoredCode {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoints_run_beside_the_writer_and_the_log_stays_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let limits = CheckpointLimits {
-        background: 8,
-        restart: 64,
-    };
-    let options = SqliteOptions {
-        checkpoints: limits,
-        ..Default::default()
-    };
-    let store = SqliteStore::open_with(dir.path(), options).unwrap();
-    // ~2 KiB events, ten a commit: about five pages a commit, ~2,000 pages in all.
+/// Publishes `batches` batches of ten ~2 KiB events (about five WAL pages a commit).
+async fn publish_filler(store: &SqliteStore, batches: usize) {
     let filler = "x".repeat(2048);
-    let (batches, per_batch) = (400, 10);
     for b in 0..batches {
-        let batch = (0..per_batch)
+        let batch = (0..10)
             .map(|i| {
                 NewEvent::new(
                     CloudEvent::builder(format!("c{b}-{i}"), "/test", "t")
@@ -613,29 +601,75 @@ async fn checkpoints_run_beside_the_writer_and_the_log_stays_bounded() {
             .collect();
         store.publish(batch).await.unwrap();
     }
+}
+
+fn file_len(dir: &std::path::Path, name: &str) -> u64 {
+    std::fs::metadata(dir.join(name)).map_or(0, |m| m.len())
+}
+
+fn open_with_limits(dir: &std::path::Path, background: u32, restart: u32) -> SqliteStore {
+    let options = SqliteOptions {
+        checkpoints: CheckpointLimits {
+            background,
+            restart,
+        },
+        ..Default::default()
+    };
+    SqliteStore::open_with(dir, options).unwrap()
+}
+
+/// With the checkpointer never woken, the writer alone bounds the log: past its
+/// limit it checkpoints after its commit and the next write starts the log over, so
+/// the WAL never holds more than the limit and one commit (it is reused from its
+/// start, never shrunk: its length is the most it ever held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_starts_the_log_over_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let restart = 64;
+    let store = open_with_limits(dir.path(), u32::MAX, restart);
+    publish_filler(&store, 400).await;
     let (background, by_writer) = store.checkpoint_counts();
-    assert!(background > 0, "the checkpointer never ran");
+    assert_eq!(background, 0);
     assert!(by_writer > 0, "the writer never started the log over");
-    // The log never grew far past its limit (it is reused from its start, never
-    // shrunk: its length is the most it ever held).
     let page = 4096 + 24;
-    let wal = std::fs::metadata(dir.path().join("lambent.db-wal"))
-        .unwrap()
-        .len();
-    let most = u64::from(limits.restart + 32) * page;
+    let wal = file_len(dir.path(), "lambent.db-wal");
+    let most = u64::from(restart + 32) * page;
     assert!(
         wal <= most,
         "the WAL is {wal} bytes, past {most}: it was not started over"
     );
-    // Everything is there, in the log or copied back.
+    drop(store);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert!(store.get_event("/test", "c399-9").await.unwrap().is_some());
+}
+
+/// Below the writer's limit, the log is copied back into the database by the
+/// checkpointer thread, never by the writer; nothing is lost across a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_run_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_limits(dir.path(), 8, u32::MAX);
+    let db_before = file_len(dir.path(), "lambent.db");
+    publish_filler(&store, 200).await;
+    // The checkpointer runs on its own thread: wait (bounded) for its first pass.
+    let ran = async {
+        while store.checkpoint_counts().0 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), ran)
+        .await
+        .expect("the checkpointer never ran");
+    assert_eq!(store.checkpoint_counts().1, 0, "the writer checkpointed");
+    // Only a checkpoint writes to the database file in WAL mode.
+    assert!(file_len(dir.path(), "lambent.db") > db_before);
     let conn = rusqlite::Connection::open(dir.path().join("lambent.db")).unwrap();
     let n: i64 = conn
         .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(n, batches * per_batch);
+    assert_eq!(n, 2000);
     drop(conn);
     drop(store);
     let store = SqliteStore::open(dir.path()).unwrap();
-    let last = store.get_event("/test", "c399-9").await.unwrap();
-    assert!(last.is_some(), "the last event is gone after a reopen");
+    assert!(store.get_event("/test", "c199-9").await.unwrap().is_some());
 }
