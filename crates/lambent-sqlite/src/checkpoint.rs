@@ -51,6 +51,9 @@ pub(crate) struct CheckpointStats {
     pub by_writer: AtomicU64,
 }
 
+/// Longest a repeating checkpoint failure goes unlogged.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 thread_local! {
     /// The WAL's size in pages after the last commit on this thread's connection (the
     /// hook runs inside COMMIT, on the committing thread: the writer's).
@@ -67,6 +70,8 @@ pub(crate) struct Checkpoints {
     limits: CheckpointLimits,
     /// The WAL's size when the checkpointer was last woken.
     woken_at: u32,
+    /// When a failed checkpoint of the writer's was last logged.
+    warned: Option<std::time::Instant>,
     wake: SyncSender<()>,
     stats: Arc<CheckpointStats>,
 }
@@ -90,6 +95,7 @@ impl Checkpoints {
         Ok(Self {
             limits,
             woken_at: 0,
+            warned: None,
             wake,
             stats,
         })
@@ -113,7 +119,18 @@ impl Checkpoints {
                     WAL_PAGES.with(|p| p.set(0));
                     self.woken_at = 0;
                 }
-                Err(e) => tracing::warn!(error = %e, pages, "checkpointing a full write-ahead log"),
+                // Tried again after every commit while it fails (a full disk): said
+                // at most every WARN_EVERY.
+                Err(e) => {
+                    let now = std::time::Instant::now();
+                    if self
+                        .warned
+                        .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+                    {
+                        self.warned = Some(now);
+                        tracing::warn!(error = %e, pages, "could not checkpoint the write-ahead log past its limit; trying again after each commit");
+                    }
+                }
             }
             return;
         }
