@@ -110,8 +110,11 @@ impl Checkpoints {
             self.woken_at = 0;
         }
         if pages >= self.limits.restart {
-            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                Ok(()) => {
+            match checkpoint(conn) {
+                // Another checkpoint (the checkpointer's pass) held the lock: tried
+                // again after the next commit.
+                Ok(Pass::Busy) => {}
+                Ok(Pass::Done) => {
                     self.stats.by_writer.fetch_add(1, Ordering::Relaxed);
                     // The next commit that writes starts the log over and reports
                     // its new size; one that writes nothing reports none, and must
@@ -156,12 +159,29 @@ fn checkpointer(path: PathBuf, woken: Receiver<()>, stats: Arc<CheckpointStats>)
         }
     };
     while woken.recv().is_ok() {
-        // PASSIVE: copies what no reader still needs, waits for nobody.
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => {
+        match checkpoint(&conn) {
+            Ok(Pass::Done) => {
                 stats.background.fetch_add(1, Ordering::Relaxed);
             }
+            // The writer's own checkpoint at its limit held the lock.
+            Ok(Pass::Busy) => {}
             Err(e) => tracing::warn!(error = %e, "checkpointing the write-ahead log"),
         }
     }
+}
+
+/// How a checkpoint went.
+enum Pass {
+    /// It copied back every frame no reader still needed.
+    Done,
+    /// Another connection was checkpointing: nothing was done.
+    Busy,
+}
+
+/// A `PASSIVE` checkpoint: copies what no reader still needs, waits for nobody. The
+/// pragma reports a checkpoint that found another running as `busy` = 1, not as an
+/// error.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<Pass> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))?;
+    Ok(if busy == 0 { Pass::Done } else { Pass::Busy })
 }
