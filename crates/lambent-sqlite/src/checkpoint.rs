@@ -44,7 +44,7 @@ impl Default for CheckpointLimits {
     }
 }
 
-/// Checkpoints made, for tests and status.
+/// Checkpoints made (read by `SqliteStore::checkpoint_counts`).
 #[derive(Debug, Default)]
 pub(crate) struct CheckpointStats {
     pub background: AtomicU64,

@@ -129,8 +129,6 @@ impl Registry for SqliteStore {
                 .map_err(sql("deleting a function's aliases"))?;
             conn.execute("DELETE FROM function_tags WHERE function = ?1", [&name])
                 .map_err(sql("deleting a function's tags"))?;
-            conn.execute("DELETE FROM learned WHERE function = ?1", [&name])
-                .map_err(sql("forgetting what a function's policy learned"))?;
             Ok(n > 0)
         })
         .await

@@ -542,13 +542,15 @@ async fn what_the_policies_learned_is_kept_per_function_across_a_reopen() {
         store.list_learned().await.unwrap(),
         vec![("b".to_owned(), "2".to_owned())]
     );
-    // A deleted function's entry goes with it, and a save that raced the delete (it
-    // read the pool before) does not write it back; nor one for a function never made.
+    // Once a function is deleted (the engine forgets its entry after), a save that
+    // raced the delete (it read the pool before) does not write the entry back; nor
+    // one for a function never made.
     store
         .put_learned(vec![("c".into(), "3".into())])
         .await
         .unwrap();
     assert!(store.delete_function("c").await.unwrap());
+    assert!(store.delete_learned("c").await.unwrap());
     store
         .put_learned(vec![("c".into(), "4".into()), ("never".into(), "5".into())])
         .await

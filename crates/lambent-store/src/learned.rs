@@ -10,7 +10,7 @@ pub trait LearnedStore: Send + Sync {
     /// Replaces what is kept for each function named, in one write, skipping any the
     /// registry no longer holds (a save racing a delete must not bring its entry
     /// back). The text is the engine's (its policies' serialized state); the store
-    /// does not read it. Deleting a function forgets its entry too.
+    /// does not read it.
     async fn put_learned(&self, learned: Vec<(String, String)>) -> Result<()>;
     /// Everything kept, as (function, text), in function order.
     async fn list_learned(&self) -> Result<Vec<(String, String)>>;
