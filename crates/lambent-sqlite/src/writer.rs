@@ -12,7 +12,9 @@
 //! it is visible at once and survives a crash of the node (the OS holds it), and it
 //! reaches the disk with the next synced commit, or by an fsync of the WAL at most
 //! [`SYNC_WITHIN`] after it, whichever comes first. So a power loss can undo the
-//! deferred writes of the last [`SYNC_WITHIN`], never a synced one.
+//! deferred writes of the last [`SYNC_WITHIN`], never a synced one. After a failed
+//! sync or commit the writer repairs the log before it commits again
+//! ([`Writer::recover`]).
 
 use lambent_store::{Result, StoreError, WriteStats};
 use rusqlite::Connection;
@@ -154,6 +156,24 @@ pub(crate) struct Writer {
     pub failure: Arc<Mutex<Option<String>>>,
     /// Failed syncs of the WAL since it last synced, for the log.
     pub sync_failures: FailureLog,
+    /// Syncs the WAL (an `fdatasync`; tests make it fail).
+    pub sync: SyncWal,
+    /// Why the log on disk may have a hole (see [`Writer::recover`]), until the
+    /// database has been made whole again.
+    pub hole: Option<String>,
+}
+
+/// Puts the write-ahead log on disk.
+pub(crate) type SyncWal = Box<dyn FnMut(&Path) -> std::io::Result<()> + Send>;
+
+/// The real sync of the write-ahead log.
+pub(crate) fn fdatasync() -> SyncWal {
+    Box::new(|wal: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(wal)?
+            .sync_data()
+    })
 }
 
 impl Writer {
@@ -189,6 +209,17 @@ impl Writer {
             if should_linger(last_group, &batch) {
                 linger(&mut rx, &mut batch);
             }
+            if self.hole.is_some() {
+                if let Err(refused) = self.recover() {
+                    last_group.1 = batch.len();
+                    for job in batch.drain(..) {
+                        job.finish(Err(StoreError::NotCommitted(refused.clone())));
+                    }
+                    last_group.0 = Instant::now();
+                    continue;
+                }
+                unsynced = None;
+            }
             let synced = batch.iter().any(|j| j.durability() == Durability::Synced);
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 set_full_sync(&self.conn, &mut full, synced)?;
@@ -218,6 +249,11 @@ impl Writer {
                 }
             }
             let detail = outcome.as_ref().err().map(ToString::to_string);
+            if let Some(detail) = &detail {
+                // A failed commit may be a failed fsync, which can lose pages of
+                // earlier commits too.
+                self.hole = Some(format!("a commit failed: {detail}"));
+            }
             last_group.1 = batch.len();
             for job in batch.drain(..) {
                 job.finish(match &detail {
@@ -237,9 +273,57 @@ impl Writer {
         }
     }
 
+    /// After a failed fsync the log on disk may have a hole: the OS can drop the
+    /// pages whose write-back failed and report the error once, so a later sync
+    /// succeeds without them — and recovery after a crash stops reading the log at
+    /// the hole, losing every commit after it, acknowledged ones included. So nothing
+    /// more is committed until a full checkpoint has copied the whole log into the
+    /// database (reading it through the OS's cache, which holds what was written),
+    /// synced the database and started the log over. `Err` says why writes are
+    /// refused meanwhile.
+    fn recover(&mut self) -> std::result::Result<(), String> {
+        let Some(why) = self.hole.clone() else {
+            return Ok(());
+        };
+        let checkpoint = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        let refused = match checkpoint {
+            Ok(0) => {
+                self.hole = None;
+                self.sync_failures.recovered();
+                tracing::warn!(
+                    path = %self.path.display(),
+                    cause = %why,
+                    "a full checkpoint made the database whole again"
+                );
+                return Ok(());
+            }
+            Ok(_) => "a reader kept the log from being copied back".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let refused =
+            format!("{why}; writes are refused until the database is whole again ({refused})");
+        if let Some(unlogged) = self.sync_failures.failed(Instant::now()) {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %refused,
+                failed_since_last_logged = unlogged,
+                "trying again every {} ms",
+                SYNC_WITHIN.as_millis()
+            );
+        }
+        Err(refused)
+    }
+
     /// Puts the deferred commits on disk; when that fails, when to try again.
     fn sync_wal(&mut self) -> Option<Instant> {
-        match sync_file(&wal_path(&self.path)) {
+        if self.hole.is_some() {
+            return self.recover().err().map(|_| Instant::now());
+        }
+        match (self.sync)(&wal_path(&self.path)) {
             Ok(()) => {
                 self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
                 if let Some(failed) = self.sync_failures.recovered() {
@@ -258,11 +342,15 @@ impl Writer {
                         path = %self.path.display(),
                         error = %e,
                         failed_since_last_logged = unlogged,
-                        "could not sync the database's write-ahead log; trying again every {} ms",
-                        SYNC_WITHIN.as_millis()
+                        "could not sync the database's write-ahead log; making the database whole again"
                     );
                 }
-                Some(now)
+                self.hole = Some(format!(
+                    "could not sync the write-ahead log {}-wal: {e}",
+                    self.path.display()
+                ));
+                // On success everything committed is on disk.
+                self.recover().err().map(|_| now)
             }
         }
     }
@@ -331,13 +419,6 @@ fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push("-wal");
     PathBuf::from(name)
-}
-
-fn sync_file(path: &Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)?
-        .sync_data()
 }
 
 /// Switches the connection between syncing commits and not, when it must.
