@@ -116,8 +116,14 @@ pub(crate) fn all_rows<T>(
         .map_err(sql(doing))
 }
 
+/// Prepared statements each connection keeps (rusqlite's default is 16): more than
+/// the store's cached statements, so a writer cycling through publishes, leases,
+/// settles, records, keys and sources never re-prepares one it evicted.
+const STATEMENT_CACHE: usize = 64;
+
 pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sql("opening the database"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(sql("setting the busy timeout"))?;
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
@@ -566,6 +572,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 2);
+    }
+
+    /// Every statement the store caches fits the cache at once: the call sites are
+    /// counted in the sources (each names one statement; the writer's `savepoint`
+    /// closure is one site for the statements it is called with), so adding
+    /// statements past the cache fails here.
+    #[test]
+    fn the_statement_cache_holds_every_cached_statement() {
+        let sources = [
+            include_str!("events.rs"),
+            include_str!("invocations.rs"),
+            include_str!("learned.rs"),
+            include_str!("registry.rs"),
+            include_str!("sources.rs"),
+            include_str!("tokens.rs"),
+            include_str!("writer.rs"),
+            include_str!("checkpoint.rs"),
+            include_str!("lib.rs"),
+        ];
+        // Built here so that this test's own text does not match.
+        let [prepare, exec, define, savepoint] = [
+            ["prepare", "_cached("].concat(),
+            ["exec", "_cached("].concat(),
+            ["fn exec", "_cached("].concat(),
+            ["savepoint", "(\""].concat(),
+        ];
+        let count =
+            |pattern: &str| -> usize { sources.iter().map(|s| s.matches(pattern).count()).sum() };
+        let statements = count(&prepare) + count(&exec) - count(&define) + count(&savepoint);
+        assert!(statements > 16, "{statements}: rusqlite's default would do");
+        assert!(
+            statements <= STATEMENT_CACHE,
+            "{statements} cached statements"
+        );
     }
 
     /// Finding 11: a panic in a write stops the writer visibly instead of silently.

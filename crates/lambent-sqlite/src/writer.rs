@@ -438,10 +438,9 @@ fn set_full_sync(conn: &Connection, full: &mut bool, want: bool) -> Result<()> {
 
 /// Runs every job of the batch in one transaction, each in its own savepoint.
 fn run_group(conn: &Connection, batch: &mut [Job]) -> Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(sql("beginning a transaction"))?;
     // Cached: parsed again for every write, they showed in the writer's profile.
     let savepoint = |what: &str| conn.prepare_cached(what).and_then(|mut s| s.execute([]));
+    savepoint("BEGIN IMMEDIATE").map_err(sql("beginning a transaction"))?;
     for job in batch.iter_mut() {
         let step = savepoint("SAVEPOINT w")
             .and_then(|_| {
@@ -456,7 +455,7 @@ fn run_group(conn: &Connection, batch: &mut [Job]) -> Result<()> {
             return Err(e);
         }
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
+    if let Err(e) = savepoint("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(sql("committing a transaction")(e));
     }
