@@ -84,6 +84,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Why the writer stopped, once it has.
     failure: Arc<Mutex<Option<String>>>,
+    /// Why the writer refuses writes for now, while it does.
+    refusing: Arc<Mutex<Option<String>>>,
     /// The data directory's lock, held while the store lives.
     _lock: std::fs::File,
 }
@@ -121,10 +123,13 @@ pub(crate) fn all_rows<T>(
 /// settles, records, keys and sources never re-prepares one it evicted.
 const STATEMENT_CACHE: usize = 64;
 
+/// How long a connection waits for a lock another holds.
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sql("opening the database"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.busy_timeout(std::time::Duration::from_secs(30))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(sql("setting the busy timeout"))?;
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         .map_err(sql("setting pragmas"))?;
@@ -183,6 +188,7 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE);
         let stats = Arc::new(CommitStats::default());
         let failure = Arc::new(Mutex::new(None));
+        let refusing = Arc::new(Mutex::new(None));
         let checkpoint_stats = Arc::new(checkpoint::CheckpointStats::default());
         let checkpoints = checkpoint::Checkpoints::start(
             &writer,
@@ -200,6 +206,7 @@ impl SqliteStore {
             sync_failures: Default::default(),
             sync,
             hole: None,
+            refusing: refusing.clone(),
         };
         std::thread::Builder::new()
             .name("lambent-sqlite-writer".into())
@@ -214,6 +221,7 @@ impl SqliteStore {
                 jobs,
                 readers: Mutex::new(Vec::new()),
                 failure,
+                refusing,
                 _lock: lock,
             }),
         })
@@ -240,13 +248,21 @@ impl SqliteStore {
         self.inner.clock.now_ms()
     }
 
-    /// Why the writer stopped, if it has.
+    /// Why the writer stopped, if it has, or refuses writes for now.
     pub fn failure(&self) -> Option<String> {
-        self.inner
+        let stopped = self
+            .inner
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        stopped.or_else(|| {
+            self.inner
+                .refusing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
     }
 
     /// What the writer committed and synced since open.
@@ -606,6 +622,69 @@ mod tests {
             statements <= STATEMENT_CACHE,
             "{statements} cached statements"
         );
+    }
+
+    /// While the repair cannot be made (here a reader holds the log), writes are
+    /// refused with the cause and `health` says so; once it is made, writes go
+    /// through again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_are_refused_and_health_fails_until_the_log_is_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync: writer::SyncWal =
+            Box::new(|_wal| Err(std::io::Error::other("injected I/O error")));
+        let store = SqliteStore::open_syncing(dir.path(), SqliteOptions::default(), sync).unwrap();
+        let insert = |x: i64| {
+            move |conn: &Connection| {
+                conn.execute("INSERT INTO t VALUES (?1)", [x])
+                    .map(drop)
+                    .map_err(sql("inserting"))
+            }
+        };
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (x INTEGER)")
+                    .map_err(sql("creating"))
+            })
+            .await
+            .unwrap();
+        let reader = open_connection(&dir.path().join("lambent.db")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 0);
+        // A deferred commit, whose sync fails: the repair waits for the reader.
+        store.write_deferred(insert(1)).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let why = loop {
+            if let Err(why) = store.health() {
+                break why;
+            }
+            assert!(std::time::Instant::now() < deadline, "health never failed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(
+            why.contains("injected I/O error") && why.contains("refused"),
+            "{why}"
+        );
+        let refused = store.write(insert(2)).await;
+        assert!(
+            matches!(&refused, Err(StoreError::NotCommitted(why)) if why.contains("injected I/O error")),
+            "{refused:?}"
+        );
+
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        store.write(insert(3)).await.unwrap();
+        assert!(store.health().is_ok());
+        let rows: i64 = store
+            .read(|conn| {
+                conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                    .map_err(sql("counting"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 2, "the refused write is not there");
     }
 
     /// Finding 11: a panic in a write stops the writer visibly instead of silently.

@@ -161,7 +161,13 @@ pub(crate) struct Writer {
     /// Why the log on disk may have a hole (see [`Writer::recover`]), until the
     /// database has been made whole again.
     pub hole: Option<String>,
+    /// Why writes are refused (a hole not yet repaired), for `health`.
+    pub refusing: Arc<Mutex<Option<String>>>,
 }
+
+/// Longest a repair waits for readers to leave the log before it gives up until the
+/// next try (the writer waits meanwhile).
+const REPAIR_WAIT: Duration = Duration::from_secs(1);
 
 /// Puts the write-ahead log on disk.
 pub(crate) type SyncWal = Box<dyn FnMut(&Path) -> std::io::Result<()> + Send>;
@@ -285,14 +291,17 @@ impl Writer {
         let Some(why) = self.hole.clone() else {
             return Ok(());
         };
-        let checkpoint = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            });
+        let checkpoint = self.conn.busy_timeout(REPAIR_WAIT).and_then(|()| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+        });
+        let _ = self.conn.busy_timeout(crate::BUSY_TIMEOUT);
         let refused = match checkpoint {
             Ok(0) => {
                 self.hole = None;
+                *self.refusing.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.sync_failures.recovered();
                 tracing::warn!(
                     path = %self.path.display(),
@@ -306,6 +315,7 @@ impl Writer {
         };
         let refused =
             format!("{why}; writes are refused until the database is whole again ({refused})");
+        *self.refusing.lock().unwrap_or_else(|p| p.into_inner()) = Some(refused.clone());
         if let Some(unlogged) = self.sync_failures.failed(Instant::now()) {
             tracing::error!(
                 path = %self.path.display(),
