@@ -534,13 +534,9 @@ mod tests {
         drop(live);
     }
 
-    /// A failed fsync of the log may leave a hole in it that a later, successful
-    /// sync does not fill, and a crash would then lose every commit after the hole:
-    /// after a failed sync the writer copies the whole log into the database and
-    /// starts it over (the log is empty after) before it commits anything else.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_sync_of_the_log_is_repaired_before_anything_else_commits() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store whose syncs of the WAL all fail, with the count of attempts, and a
+    /// table `t` in it.
+    async fn failing_store(dir: &Path) -> (SqliteStore, Arc<std::sync::atomic::AtomicUsize>) {
         let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let sync: writer::SyncWal = Box::new({
             let attempts = attempts.clone();
@@ -549,15 +545,45 @@ mod tests {
                 Err(std::io::Error::other("injected I/O error"))
             }
         });
-        let store = SqliteStore::open_syncing(dir.path(), SqliteOptions::default(), sync).unwrap();
-        let wal = dir.path().join("lambent.db-wal");
+        let store = SqliteStore::open_syncing(dir, SqliteOptions::default(), sync).unwrap();
         store
-            .write_deferred(|conn| {
-                conn.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (x INTEGER)")
                     .map_err(sql("creating"))
             })
             .await
             .unwrap();
+        (store, attempts)
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+        move |conn| {
+            conn.execute("INSERT INTO t VALUES (?1)", [x])
+                .map(drop)
+                .map_err(sql("inserting"))
+        }
+    }
+
+    async fn rows(store: &SqliteStore) -> i64 {
+        store
+            .read(|conn| {
+                conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                    .map_err(sql("counting"))
+            })
+            .await
+            .unwrap()
+    }
+
+    /// A failed fsync of the log may leave a hole in it that a later, successful
+    /// sync does not fill, and a crash would then lose every commit after the hole:
+    /// after a failed sync the writer copies the whole log into the database and
+    /// starts it over (the log is empty after) before it commits anything else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_of_the_log_is_repaired_before_anything_else_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, attempts) = failing_store(dir.path()).await;
+        let wal = dir.path().join("lambent.db-wal");
+        store.write_deferred(insert(1)).await.unwrap();
         assert!(std::fs::metadata(&wal).unwrap().len() > 0);
         // The writer syncs the deferred commit by itself; the sync fails.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -572,22 +598,48 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        store
-            .write(|conn| {
-                conn.execute("INSERT INTO t VALUES (2)", [])
-                    .map(drop)
-                    .map_err(sql("inserting"))
-            })
-            .await
+        store.write(insert(2)).await.unwrap();
+        assert_eq!(rows(&store).await, 2);
+    }
+
+    /// While the repair cannot be made (here a reader holds the log), writes are
+    /// refused with the cause and `health` says so; once it is made, writes go
+    /// through again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_are_refused_and_health_fails_until_the_log_is_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _attempts) = failing_store(dir.path()).await;
+        let reader = open_connection(&dir.path().join("lambent.db")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
-        let rows: i64 = store
-            .read(|conn| {
-                conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                    .map_err(sql("counting"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(rows, 2);
+        assert_eq!(seen, 0);
+        // A deferred commit, whose sync fails: the repair waits for the reader.
+        store.write_deferred(insert(1)).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let why = loop {
+            if let Err(why) = store.health() {
+                break why;
+            }
+            assert!(std::time::Instant::now() < deadline, "health never failed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(
+            why.contains("injected I/O error") && why.contains("refused"),
+            "{why}"
+        );
+        let refused = store.write(insert(2)).await;
+        assert!(
+            matches!(&refused, Err(StoreError::NotCommitted(why)) if why.contains("injected I/O error")),
+            "{refused:?}"
+        );
+
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        store.write(insert(3)).await.unwrap();
+        assert!(store.health().is_ok());
+        assert_eq!(rows(&store).await, 2, "the refused write is not there");
     }
 
     /// Every statement the store caches fits the cache at once: the call sites are
@@ -622,69 +674,6 @@ mod tests {
             statements <= STATEMENT_CACHE,
             "{statements} cached statements"
         );
-    }
-
-    /// While the repair cannot be made (here a reader holds the log), writes are
-    /// refused with the cause and `health` says so; once it is made, writes go
-    /// through again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writes_are_refused_and_health_fails_until_the_log_is_repaired() {
-        let dir = tempfile::tempdir().unwrap();
-        let sync: writer::SyncWal =
-            Box::new(|_wal| Err(std::io::Error::other("injected I/O error")));
-        let store = SqliteStore::open_syncing(dir.path(), SqliteOptions::default(), sync).unwrap();
-        let insert = |x: i64| {
-            move |conn: &Connection| {
-                conn.execute("INSERT INTO t VALUES (?1)", [x])
-                    .map(drop)
-                    .map_err(sql("inserting"))
-            }
-        };
-        store
-            .write(|conn| {
-                conn.execute_batch("CREATE TABLE t (x INTEGER)")
-                    .map_err(sql("creating"))
-            })
-            .await
-            .unwrap();
-        let reader = open_connection(&dir.path().join("lambent.db")).unwrap();
-        reader.execute_batch("BEGIN").unwrap();
-        let seen: i64 = reader
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(seen, 0);
-        // A deferred commit, whose sync fails: the repair waits for the reader.
-        store.write_deferred(insert(1)).await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let why = loop {
-            if let Err(why) = store.health() {
-                break why;
-            }
-            assert!(std::time::Instant::now() < deadline, "health never failed");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
-        assert!(
-            why.contains("injected I/O error") && why.contains("refused"),
-            "{why}"
-        );
-        let refused = store.write(insert(2)).await;
-        assert!(
-            matches!(&refused, Err(StoreError::NotCommitted(why)) if why.contains("injected I/O error")),
-            "{refused:?}"
-        );
-
-        reader.execute_batch("COMMIT").unwrap();
-        drop(reader);
-        store.write(insert(3)).await.unwrap();
-        assert!(store.health().is_ok());
-        let rows: i64 = store
-            .read(|conn| {
-                conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                    .map_err(sql("counting"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(rows, 2, "the refused write is not there");
     }
 
     /// Finding 11: a panic in a write stops the writer visibly instead of silently.
