@@ -96,13 +96,25 @@ impl CodeStore for FsCodeStore {
                 // Another deploy of the same package won the race: same content.
                 Err(_) if tree.is_dir() => Ok(()),
                 other => other.map_err(io(&tree)),
-            }
+            }?;
+            // The deploy that stores this is acknowledged once its version is
+            // committed; its code must be on disk by then too, or a power loss leaves
+            // a version whose tree is empty files. One syncfs for the package, its
+            // tree and their directory entries (fsync per file would be one per
+            // file of, say, a node_modules tree).
+            sync_filesystem(&self.root)
         });
         if staging.exists() {
             let _ = fs::remove_dir_all(&staging);
         }
         result.map(|()| stored)
     }
+}
+
+/// Puts everything written to the file system holding `dir` on disk.
+fn sync_filesystem(dir: &Path) -> Result<(), CodeError> {
+    let handle = fs::File::open(dir).map_err(io(dir))?;
+    rustix::fs::syncfs(&handle).map_err(|e| io(dir)(e.into()))
 }
 
 fn tempdir_in(parent: &Path) -> Result<PathBuf, CodeError> {
