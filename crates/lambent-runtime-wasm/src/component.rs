@@ -102,8 +102,9 @@ pub fn compile(
     if cached.is_file() {
         // SAFETY: the file is one this node wrote with `Component::serialize` from an
         // engine with the same compatibility hash (part of its name), into its own
-        // data directory, which functions cannot write to; wasmtime checks the
-        // header's version and settings again and refuses a mismatch.
+        // data directory, which functions cannot write to, and synced before it was
+        // given this name (a power loss cannot leave it partly written); wasmtime
+        // checks the header's version and settings again and refuses a mismatch.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(component) => {
                 mark_used(&cached);
@@ -127,8 +128,15 @@ pub fn compile(
     match component.serialize() {
         Ok(compiled) => {
             let tmp = cache_dir.join(format!("{key}.tmp-{}", std::process::id()));
+            // Synced before it takes its name: the name is what `deserialize_file`
+            // trusts (above), so after a power loss it must not stand for a file
+            // whose blocks never reached the disk.
             let written = std::fs::create_dir_all(cache_dir)
-                .and_then(|()| std::fs::write(&tmp, compiled))
+                .and_then(|()| std::fs::File::create(&tmp))
+                .and_then(|mut file| {
+                    std::io::Write::write_all(&mut file, &compiled)?;
+                    file.sync_all()
+                })
                 .and_then(|()| std::fs::rename(&tmp, &cached));
             if let Err(e) = written {
                 tracing::warn!(error = %e, "wasm: cannot cache compiled code");
