@@ -12,6 +12,10 @@
 //!   loss; leases, settles, records and compaction are on disk within
 //!   [`SYNC_WITHIN`], and a power loss undoing them only makes a delivery run again
 //!   (see [`writer`]).
+//! - After a failed sync of the WAL or a failed commit, nothing more commits until a
+//!   full checkpoint has copied the log into the database and started it over (the
+//!   log on disk may have a hole a later sync does not fill); writes are refused
+//!   meanwhile and `health` says why.
 //! - Reads use separate connections and never block the writer (WAL).
 //! - One node per data directory: `open` takes an exclusive lock on `DIR/lock` and
 //!   holds it for the store's life, so leases it finds held at open belong to a dead

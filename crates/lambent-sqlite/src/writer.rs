@@ -14,7 +14,7 @@
 //! [`SYNC_WITHIN`] after it, whichever comes first. So a power loss can undo the
 //! deferred writes of the last [`SYNC_WITHIN`], never a synced one. After a failed
 //! sync or commit the writer repairs the log before it commits again
-//! ([`Writer::recover`]).
+//! (`Writer::recover`).
 
 use lambent_store::{Result, StoreError, WriteStats};
 use rusqlite::Connection;
@@ -158,7 +158,7 @@ pub(crate) struct Writer {
     pub sync_failures: FailureLog,
     /// Syncs the WAL (an `fdatasync`; tests make it fail).
     pub sync: SyncWal,
-    /// Why the log on disk may have a hole (see [`Writer::recover`]), until the
+    /// Why the log on disk may have a hole (see `Writer::recover`), until the
     /// database has been made whole again.
     pub hole: Option<String>,
     /// Why writes are refused (a hole not yet repaired), for `health`.
