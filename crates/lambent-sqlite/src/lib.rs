@@ -606,6 +606,46 @@ mod tests {
         assert_eq!(rows(&store).await, 2);
     }
 
+    /// A failed commit may be a failed fsync too: the writer repairs the log after
+    /// one by itself, without waiting for another write (here the commit fails on a
+    /// deferred foreign key; the log is empty once repaired).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_is_followed_by_a_repair_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .write(|conn| {
+                conn.execute_batch(
+                    "CREATE TABLE p (id INTEGER PRIMARY KEY);
+                     CREATE TABLE c (p INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);",
+                )
+                .map_err(sql("creating"))
+            })
+            .await
+            .unwrap();
+        let failed = store
+            .write(|conn| {
+                conn.execute("INSERT INTO c VALUES (5)", [])
+                    .map(drop)
+                    .map_err(sql("inserting"))
+            })
+            .await;
+        assert!(
+            matches!(&failed, Err(StoreError::NotCommitted(_))),
+            "{failed:?}"
+        );
+        let wal = dir.path().join("lambent.db-wal");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(&wal).unwrap().len() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log was not repaired"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(store.health().is_ok());
+    }
+
     /// While the repair cannot be made (here a reader holds the log), writes are
     /// refused with the cause and `health` says so; once it is made, writes go
     /// through again.

@@ -193,9 +193,14 @@ impl Writer {
         // When the writer last finished a group, and how many writes it held.
         let mut last_group = (Instant::now(), 0);
         loop {
-            let next = match unsynced {
+            // A repair still to make is tried again soon, writes or not.
+            let wake = match &self.hole {
+                Some(_) => Some(Instant::now() + SYNC_WITHIN),
+                None => unsynced.map(|since| since + SYNC_WITHIN),
+            };
+            let next = match wake {
                 None => rx.blocking_recv(),
-                Some(since) => match recv_until(&mut rx, since + SYNC_WITHIN) {
+                Some(at) => match recv_until(&mut rx, at) {
                     Received::Job(job) => Some(job),
                     Received::Closed => None,
                     Received::TimedOut => {
