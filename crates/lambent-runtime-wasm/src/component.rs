@@ -127,7 +127,11 @@ pub fn compile(
         .map_err(|e| invalid(format!("its .wasm is not a valid component: {e:#}")))?;
     match component.serialize() {
         Ok(compiled) => {
-            let tmp = cache_dir.join(format!("{key}.tmp-{}", std::process::id()));
+            // Unique per compile: two deploys of the same code compile at once, and a
+            // shared name let one truncate the file the other was about to rename.
+            static COMPILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = COMPILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = cache_dir.join(format!("{key}.tmp-{}-{n}", std::process::id()));
             // Synced before it takes its name: the name is what `deserialize_file`
             // trusts (above), so after a power loss it must not stand for a file
             // whose blocks never reached the disk.
