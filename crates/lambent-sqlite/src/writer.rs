@@ -154,7 +154,7 @@ pub(crate) struct Writer {
     pub stats: Arc<CommitStats>,
     /// Why the writer stopped, once it has.
     pub failure: Arc<Mutex<Option<String>>>,
-    /// Failed syncs of the WAL since it last synced, for the log.
+    /// Failed repairs of the WAL since the last one that succeeded, for the log.
     pub sync_failures: FailureLog,
     /// Syncs the WAL (an `fdatasync`; tests make it fail).
     pub sync: SyncWal,
@@ -223,9 +223,7 @@ impl Writer {
             if self.hole.is_some() {
                 if let Err(refused) = self.recover() {
                     last_group.1 = batch.len();
-                    for job in batch.drain(..) {
-                        job.finish(Err(StoreError::NotCommitted(refused.clone())));
-                    }
+                    refuse_all(&mut batch, &refused);
                     last_group.0 = Instant::now();
                     continue;
                 }
@@ -341,31 +339,16 @@ impl Writer {
         match (self.sync)(&wal_path(&self.path)) {
             Ok(()) => {
                 self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                if let Some(failed) = self.sync_failures.recovered() {
-                    tracing::info!(
-                        path = %self.path.display(),
-                        failed_attempts = failed,
-                        "the database's write-ahead log is synced again"
-                    );
-                }
                 None
             }
             Err(e) => {
-                let now = Instant::now();
-                if let Some(unlogged) = self.sync_failures.failed(now) {
-                    tracing::error!(
-                        path = %self.path.display(),
-                        error = %e,
-                        failed_since_last_logged = unlogged,
-                        "could not sync the database's write-ahead log; making the database whole again"
-                    );
-                }
                 self.hole = Some(format!(
                     "could not sync the write-ahead log {}-wal: {e}",
                     self.path.display()
                 ));
-                // On success everything committed is on disk.
-                self.recover().err().map(|_| now)
+                // `recover` logs the cause either way; on success everything
+                // committed is on disk.
+                self.recover().err().map(|_| Instant::now())
             }
         }
     }
@@ -390,9 +373,14 @@ impl Writer {
         let why = format!("the store's writer stopped after a panic in a write: {what}");
         tracing::error!("{why}");
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
-        for job in batch.drain(..) {
-            job.finish(Err(StoreError::NotCommitted(why.clone())));
-        }
+        refuse_all(batch, &why);
+    }
+}
+
+/// Answers every write of `batch`: not committed, because `why`.
+fn refuse_all(batch: &mut Vec<Job>, why: &str) {
+    for job in batch.drain(..) {
+        job.finish(Err(StoreError::NotCommitted(why.to_owned())));
     }
 }
 
