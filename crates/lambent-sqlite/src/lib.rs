@@ -718,6 +718,26 @@ mod tests {
             statements <= STATEMENT_CACHE,
             "{statements} cached statements"
         );
+
+        // And a connection of the store really keeps that many: the first statement
+        // is still the same prepared handle (its run count kept) after as many others.
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("lambent.db")).unwrap();
+        let runs = |conn: &Connection| {
+            let mut first = conn.prepare_cached("SELECT 0").unwrap();
+            first.query_row([], |_| Ok(())).unwrap();
+            first.get_status(rusqlite::StatementStatus::Run)
+        };
+        assert_eq!(runs(&conn), 1);
+        for i in 1..STATEMENT_CACHE {
+            let mut other = conn.prepare_cached(&format!("SELECT {i}")).unwrap();
+            other.query_row([], |_| Ok(())).unwrap();
+        }
+        assert_eq!(
+            runs(&conn),
+            2,
+            "the first statement was evicted and prepared again"
+        );
     }
 
     /// Finding 11: a panic in a write stops the writer visibly instead of silently.
