@@ -4,6 +4,7 @@
 use crate::error::{ApiError, ApiResult};
 use axum::http::HeaderMap;
 use lambent_core::CloudEvent;
+use lambent_core::event::{Batch, ParseError};
 use lambent_engine::EngineError;
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -31,9 +32,9 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<CloudEvent>> {
     let ct = content_type(headers);
     let media = media_type(&ct);
     if media == "application/cloudevents-batch+json" {
-        let value: serde_json::Value = serde_json::from_slice(body)
+        let batch = CloudEvent::parse_batch(body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON in event batch: {e}")))?;
-        let serde_json::Value::Array(items) = value else {
+        let Batch::Events(items) = batch else {
             return Err(ApiError::bad_request("an event batch must be a JSON array"));
         };
         if items.is_empty() {
@@ -42,7 +43,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<CloudEvent>> {
         return items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| CloudEvent::from_json(item).map_err(|e| event_error(i, e)))
+            .map(|(i, item)| item.map_err(|e| event_error(i, e)))
             .collect();
     }
     if media.starts_with("application/cloudevents") {
@@ -60,9 +61,10 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<CloudEvent>> {
 }
 
 fn structured(body: &[u8]) -> ApiResult<CloudEvent> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON in event: {e}")))?;
-    CloudEvent::from_json(value).map_err(|e| event_error(0, e))
+    CloudEvent::parse(body).map_err(|e| match e {
+        ParseError::Json(e) => ApiError::bad_request(format!("invalid JSON in event: {e}")),
+        ParseError::Event(e) => event_error(0, e),
+    })
 }
 
 /// Binary mode: every `ce-NAME` header is attribute NAME; Content-Type is `datacontenttype`.

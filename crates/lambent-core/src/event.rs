@@ -6,7 +6,11 @@
 //! `event['data']` work as written.
 
 use base64::Engine as _;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::sync::OnceLock;
+
+mod wire;
 
 /// The only CloudEvents version Lambent accepts.
 pub const SPEC_VERSION: &str = "1.0";
@@ -58,31 +62,71 @@ pub enum EventError {
 /// and what is stored can always be read back.
 pub const MAX_DATA_DEPTH: usize = 100;
 
-/// Nesting depth of a JSON value (a scalar is 0), without recursion.
-fn depth(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 0usize)];
-    while let Some((v, d)) = stack.pop() {
-        match v {
-            Value::Array(items) => {
-                deepest = deepest.max(d + 1);
-                stack.extend(items.iter().map(|i| (i, d + 1)));
+/// The `time` the node gives an event that came without one.
+pub fn time_stamp(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Nesting depth of arrays and objects in JSON text (a scalar is 0). The text is
+/// valid JSON (a parsed `RawValue`), so brackets outside strings balance.
+fn raw_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
             }
-            Value::Object(map) => {
-                deepest = deepest.max(d + 1);
-                stack.extend(map.values().map(|i| (i, d + 1)));
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
             }
+            b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
     deepest
 }
 
-/// A validated CloudEvent, held in its JSON (structured) form.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated CloudEvent: its attributes and extensions in arrival order, and its
+/// data kept as the JSON text it came in.
+///
+/// Ingest never builds a JSON tree of the event: the attributes are read into a short
+/// list, `data` stays text (checked for depth, written back as it came), and the
+/// structured form is built only when something asks for it (a handler's view, a
+/// pattern that looks into `data`).
+#[derive(Debug, Clone)]
 pub struct CloudEvent {
-    /// Always a `Value::Object`: kept as a `Value` so patterns match it without copying.
-    json: Value,
+    /// Context attributes and extensions, names unique; never `data` or `data_base64`.
+    attrs: Vec<(String, Value)>,
+    data: Option<Data>,
+    /// `data` parsed, on first use by a pattern that looks into it.
+    data_value: OnceLock<Option<Value>>,
+    /// The whole structured form, on first use.
+    full: OnceLock<Value>,
+}
+
+/// An event's payload as it is kept.
+#[derive(Debug, Clone)]
+enum Data {
+    /// `data`: JSON text (any JSON value, a string included), as the producer wrote it.
+    Json(Box<RawValue>),
+    /// `data_base64`: always a `Value::String` holding valid base64.
+    Base64(Value),
+}
+
+impl PartialEq for CloudEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_value() == other.as_value()
+    }
 }
 
 impl CloudEvent {
@@ -91,44 +135,37 @@ impl CloudEvent {
         let Value::Object(json) = value else {
             return Err(EventError::NotAnObject);
         };
-        for name in ["id", "source", "type"] {
-            required_string(&json, name)?;
-        }
-        let version = required_string(&json, "specversion")?;
-        if version != SPEC_VERSION {
-            return Err(EventError::SpecVersion(version.to_owned()));
-        }
-        for (name, value) in &json {
-            if name == "data" {
-                let depth = depth(value);
-                if depth > MAX_DATA_DEPTH {
-                    return Err(EventError::TooDeep { depth });
+        let mut parts = Parts::default();
+        for (name, value) in json {
+            match name.as_str() {
+                "data" => {
+                    parts.data = Some(
+                        serde_json::value::to_raw_value(&value)
+                            .map_err(|e| invalid("data", &e.to_string()))?,
+                    );
                 }
-                continue;
+                "data_base64" => parts.data_base64 = Some(value),
+                _ => parts.attrs.push((name, value)),
             }
-            if name == "data_base64" {
-                let Value::String(encoded) = value else {
-                    return Err(invalid(name, "must be a string"));
-                };
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .map_err(|e| EventError::Base64(e.to_string()))?;
-                continue;
+        }
+        parts.validate()
+    }
+
+    /// Parses and validates a structured-mode event from its JSON text.
+    pub fn parse(text: &[u8]) -> Result<Self, ParseError> {
+        let wire: wire::Wire = serde_json::from_slice(text).map_err(ParseError::Json)?;
+        wire.into_event().map_err(ParseError::Event)
+    }
+
+    /// Parses a batch (a JSON array of structured events); each event is validated on
+    /// its own, so a caller can name the one at fault.
+    pub fn parse_batch(text: &[u8]) -> Result<Batch, serde_json::Error> {
+        let batch: wire::WireBatch = serde_json::from_slice(text)?;
+        Ok(match batch {
+            wire::WireBatch::NotAnArray => Batch::NotAnArray,
+            wire::WireBatch::Events(events) => {
+                Batch::Events(events.into_iter().map(wire::Wire::into_event).collect())
             }
-            if !valid_attribute_name(name) {
-                return Err(EventError::AttributeName(name.clone()));
-            }
-            check_attribute_value(name, value)?;
-        }
-        if json.contains_key("data") && json.contains_key("data_base64") {
-            return Err(EventError::BothData);
-        }
-        if let Some(Value::String(time)) = json.get("time") {
-            chrono::DateTime::parse_from_rfc3339(time)
-                .map_err(|e| invalid("time", &format!("is not an RFC 3339 timestamp: {e}")))?;
-        }
-        Ok(Self {
-            json: Value::Object(json),
         })
     }
 
@@ -138,13 +175,17 @@ impl CloudEvent {
         source: impl Into<String>,
         ty: impl Into<String>,
     ) -> Builder {
-        let mut json = Map::new();
-        json.insert("specversion".into(), SPEC_VERSION.into());
-        json.insert("id".into(), Value::String(id.into()));
-        json.insert("source".into(), Value::String(source.into()));
-        json.insert("type".into(), Value::String(ty.into()));
+        let attrs = vec![
+            ("specversion".to_owned(), Value::from(SPEC_VERSION)),
+            ("id".to_owned(), Value::String(id.into())),
+            ("source".to_owned(), Value::String(source.into())),
+            ("type".to_owned(), Value::String(ty.into())),
+        ];
         Builder {
-            json,
+            parts: Parts {
+                attrs,
+                ..Parts::default()
+            },
             refused: None,
         }
     }
@@ -163,65 +204,93 @@ impl CloudEvent {
 
     /// A string attribute or extension, if present.
     pub fn str_attr(&self, name: &str) -> Option<&str> {
-        self.json.get(name).and_then(Value::as_str)
+        attr(&self.attrs, name).and_then(Value::as_str)
     }
 
-    /// Sets `time` to `now` when the producer did not (the spec lets the platform do so).
-    pub fn stamp_time_if_missing(&mut self, now: chrono::DateTime<chrono::Utc>) {
-        let Value::Object(map) = &mut self.json else {
-            return;
-        };
-        map.entry("time").or_insert_with(|| {
-            Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        });
+    /// A top-level member of the structured form (`data` parsed on first use).
+    pub fn member(&self, name: &str) -> Option<&Value> {
+        match (name, &self.data) {
+            ("data", Some(Data::Json(raw))) => self
+                .data_value
+                .get_or_init(|| serde_json::from_str(raw.get()).ok())
+                .as_ref(),
+            ("data_base64", Some(Data::Base64(encoded))) => Some(encoded),
+            ("data" | "data_base64", _) => None,
+            _ => attr(&self.attrs, name),
+        }
+    }
+
+    /// Sets `time` to `stamp` (an RFC 3339 timestamp) when the producer did not (the
+    /// spec lets the platform do so).
+    pub fn stamp_time_if_missing(&mut self, stamp: &str) {
+        if attr(&self.attrs, "time").is_none() {
+            self.attrs
+                .push(("time".to_owned(), Value::String(stamp.to_owned())));
+            self.full = OnceLock::new();
+        }
     }
 
     /// The event's payload as bytes: `data` (JSON text, or a string's own bytes) or `data_base64`.
     pub fn data_bytes(&self) -> Vec<u8> {
-        if let Some(Value::String(encoded)) = self.json.get("data_base64") {
-            return base64::engine::general_purpose::STANDARD
+        match &self.data {
+            None => Vec::new(),
+            Some(Data::Base64(Value::String(encoded))) => base64::engine::general_purpose::STANDARD
                 .decode(encoded)
-                .unwrap_or_default();
-        }
-        match self.json.get("data") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.as_bytes().to_vec(),
-            Some(other) => other.to_string().into_bytes(),
+                .unwrap_or_default(),
+            Some(Data::Base64(_)) => Vec::new(),
+            Some(Data::Json(raw)) => match raw.get() {
+                "null" => Vec::new(),
+                text if text.starts_with('"') => serde_json::from_str::<String>(text)
+                    .map(String::into_bytes)
+                    .unwrap_or_default(),
+                text => text.as_bytes().to_vec(),
+            },
         }
     }
 
     /// The attributes and data as a JSON object.
     pub fn as_json(&self) -> &Map<String, Value> {
         static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        self.json
+        self.as_value()
             .as_object()
             .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
     }
 
-    /// The structured-mode JSON value (what handlers receive and patterns match).
+    /// The structured-mode JSON value (what handlers receive), built on first use.
     pub fn as_value(&self) -> &Value {
-        &self.json
+        self.full.get_or_init(|| {
+            let mut map: Map<String, Value> = self.attrs.iter().cloned().collect();
+            match &self.data {
+                Some(Data::Json(_)) => {
+                    map.insert(
+                        "data".into(),
+                        self.member("data").cloned().unwrap_or_default(),
+                    );
+                }
+                Some(Data::Base64(encoded)) => {
+                    map.insert("data_base64".into(), encoded.clone());
+                }
+                None => {}
+            }
+            Value::Object(map)
+        })
     }
 
     pub fn into_json(self) -> Value {
-        self.json
+        let _ = self.as_value();
+        self.full.into_inner().unwrap_or_default()
     }
 
-    /// The structured-mode JSON text.
+    /// The structured-mode JSON text: the attributes, then the data as it came.
     pub fn to_json_string(&self) -> String {
-        // Straight into a buffer: `Value`'s `Display` goes through a formatter
-        // adapter, a call per fragment (a few % of batch ingest).
-        serde_json::to_string(&self.json).unwrap_or_else(|_| self.json.to_string())
+        // Serializing string keys, `Value`s and a `RawValue` into a `String` cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// `(source, id, type)`, moved out of the event (one pass over its members:
-    /// cheaper than three keyed removals).
+    /// `(source, id, type)`, moved out of the event.
     pub fn into_key(self) -> (String, String, String) {
         let mut key = <(String, String, String)>::default();
-        let Value::Object(map) = self.json else {
-            return key;
-        };
-        for (name, value) in map {
+        for (name, value) in self.attrs {
             let Value::String(value) = value else {
                 continue;
             };
@@ -236,10 +305,116 @@ impl CloudEvent {
     }
 }
 
+/// A batch as parsed: not an array, or each event validated on its own.
+#[derive(Debug)]
+pub enum Batch {
+    NotAnArray,
+    Events(Vec<Result<CloudEvent, EventError>>),
+}
+
+/// Why a structured event's text was refused: not JSON, or not a valid event.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error(transparent)]
+    Event(EventError),
+}
+
+fn attr<'a>(attrs: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
+    attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+/// Sets an attribute, keeping its place when it is already there (as a JSON object does).
+fn set_attr(attrs: &mut Vec<(String, Value)>, name: String, value: Value) {
+    match attrs.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, slot)) => *slot = value,
+        None => attrs.push((name, value)),
+    }
+}
+
+/// The structured form: the attributes in order, then the data as it came.
+impl serde::Serialize for CloudEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.attrs.len() + 1))?;
+        for (name, value) in &self.attrs {
+            map.serialize_entry(name, value)?;
+        }
+        match &self.data {
+            Some(Data::Json(raw)) => map.serialize_entry("data", raw)?,
+            Some(Data::Base64(encoded)) => map.serialize_entry("data_base64", encoded)?,
+            None => {}
+        }
+        map.end()
+    }
+}
+
+/// An event's members as read, before validation.
+#[derive(Debug, Default)]
+struct Parts {
+    attrs: Vec<(String, Value)>,
+    data: Option<Box<RawValue>>,
+    data_base64: Option<Value>,
+}
+
+impl Parts {
+    fn validate(self) -> Result<CloudEvent, EventError> {
+        let Parts {
+            attrs,
+            data,
+            data_base64,
+        } = self;
+        for name in ["id", "source", "type"] {
+            required_string(&attrs, name)?;
+        }
+        let version = required_string(&attrs, "specversion")?;
+        if version != SPEC_VERSION {
+            return Err(EventError::SpecVersion(version.to_owned()));
+        }
+        for (name, value) in &attrs {
+            if !valid_attribute_name(name) {
+                return Err(EventError::AttributeName(name.clone()));
+            }
+            check_attribute_value(name, value)?;
+        }
+        if let Some(raw) = &data {
+            let depth = raw_depth(raw.get());
+            if depth > MAX_DATA_DEPTH {
+                return Err(EventError::TooDeep { depth });
+            }
+        }
+        if let Some(value) = &data_base64 {
+            let Value::String(encoded) = value else {
+                return Err(invalid("data_base64", "must be a string"));
+            };
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| EventError::Base64(e.to_string()))?;
+        }
+        let data = match (data, data_base64) {
+            (Some(_), Some(_)) => return Err(EventError::BothData),
+            (Some(raw), None) => Some(Data::Json(raw)),
+            (None, Some(encoded)) => Some(Data::Base64(encoded)),
+            (None, None) => None,
+        };
+        if let Some(Value::String(time)) = attr(&attrs, "time") {
+            chrono::DateTime::parse_from_rfc3339(time)
+                .map_err(|e| invalid("time", &format!("is not an RFC 3339 timestamp: {e}")))?;
+        }
+        Ok(CloudEvent {
+            attrs,
+            data,
+            data_value: OnceLock::new(),
+            full: OnceLock::new(),
+        })
+    }
+}
+
 /// Assembles an event; `build` validates it like any incoming event.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Builder {
-    json: Map<String, Value>,
+    parts: Parts,
     /// Why the data cannot be taken, found while it was set (reported by `build`).
     refused: Option<EventError>,
 }
@@ -247,17 +422,25 @@ pub struct Builder {
 impl Builder {
     /// Sets any attribute or extension (`subject`, `time`, `traceparent`, ...).
     pub fn attr(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.json
-            .insert(name.to_owned(), Value::String(value.into()));
+        set_attr(
+            &mut self.parts.attrs,
+            name.to_owned(),
+            Value::String(value.into()),
+        );
         self
     }
 
     /// Sets JSON data (and `datacontenttype` to `application/json` unless set).
     pub fn json_data(mut self, data: Value) -> Self {
-        self.json
-            .entry("datacontenttype")
-            .or_insert_with(|| "application/json".into());
-        self.json.insert("data".into(), data);
+        if attr(&self.parts.attrs, "datacontenttype").is_none() {
+            self.parts
+                .attrs
+                .push(("datacontenttype".into(), "application/json".into()));
+        }
+        match serde_json::value::to_raw_value(&data) {
+            Ok(raw) => self.parts.data = Some(raw),
+            Err(e) => self.refused = Some(invalid("data", &e.to_string())),
+        }
         self
     }
 
@@ -265,7 +448,7 @@ impl Builder {
     /// anything else becomes `data_base64`.
     pub fn bytes_data(mut self, content_type: Option<&str>, body: &[u8]) -> Self {
         if let Some(ct) = content_type {
-            self.json.insert("datacontenttype".into(), ct.into());
+            set_attr(&mut self.parts.attrs, "datacontenttype".into(), ct.into());
         }
         if body.is_empty() {
             return self;
@@ -280,34 +463,20 @@ impl Builder {
             })
             .unwrap_or_default();
         let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
-        if is_json {
-            match serde_json::from_slice::<Value>(body) {
-                Ok(value) => {
-                    self.json.insert("data".into(), value);
-                    return self;
-                }
-                // JSON too deep for the parser is refused as structured mode refuses
-                // it, not kept as a string.
-                Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
-                    self.refused = Some(EventError::TooDeep {
-                        depth: MAX_DATA_DEPTH + 1,
-                    });
-                    return self;
-                }
-                Err(_) => {}
-            }
+        if is_json && let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(body) {
+            // Kept as text: too deep a document is refused by `build`, as in every mode.
+            self.parts.data = Some(raw);
+            return self;
         }
         if (media.starts_with("text/") || is_json)
             && let Ok(text) = std::str::from_utf8(body)
         {
-            self.json
-                .insert("data".into(), Value::String(text.to_owned()));
+            self.parts.data = serde_json::value::to_raw_value(text).ok();
             return self;
         }
-        self.json.insert(
-            "data_base64".into(),
-            Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
-        );
+        self.parts.data_base64 = Some(Value::String(
+            base64::engine::general_purpose::STANDARD.encode(body),
+        ));
         self
     }
 
@@ -315,7 +484,7 @@ impl Builder {
         if let Some(refused) = self.refused {
             return Err(refused);
         }
-        CloudEvent::from_json(Value::Object(self.json))
+        self.parts.validate()
     }
 }
 
@@ -327,10 +496,10 @@ fn invalid(name: &str, problem: &str) -> EventError {
 }
 
 fn required_string<'a>(
-    json: &'a Map<String, Value>,
+    attrs: &'a [(String, Value)],
     name: &'static str,
 ) -> Result<&'a str, EventError> {
-    match json.get(name) {
+    match attr(attrs, name) {
         None | Some(Value::Null) => Err(EventError::Missing(name)),
         Some(Value::String(s)) if s.is_empty() => Err(invalid(name, "must be a non-empty string")),
         Some(Value::String(s)) => Ok(s),
@@ -414,6 +583,135 @@ mod tests {
         assert!(matches!(event(v), Err(EventError::Invalid { .. })));
         let v = json!({"specversion":"1.0","id":"1","source":"/s","type":"t","time":"yesterday"});
         assert!(matches!(event(v), Err(EventError::Invalid { .. })));
+    }
+
+    /// Event-shaped JSON text: attributes with valid and invalid values, data of any
+    /// shape, repeated members, odd spacing, and documents that are not objects.
+    fn event_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            "[ -~]{0,8}".prop_map(Value::from),
+            Just(Value::from("1.0")),
+            Just(Value::from("2024-01-01T00:00:00Z")),
+            Just(Value::from("aGVsbG8=")),
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+            Just(json!({"nested": [1, 2.5, {"k": "v\"q"}], "e": {}})),
+            Just(json!(["a", null])),
+        ];
+        let member = (
+            "specversion|id|source|type|time|subject|data|data_base64|x|Bad",
+            value,
+        );
+        // Half start from a valid event, so that what follows is what decides.
+        let object = (
+            prop::collection::vec(member, 0..10),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(members, spaced, valid_start)| {
+                let sep = if spaced { " , " } else { "," };
+                let mut body: Vec<String> = Vec::new();
+                if valid_start {
+                    body.push(r#""specversion":"1.0","id":"1","source":"/s","type":"t""#.into());
+                }
+                body.extend(
+                    members
+                        .iter()
+                        .map(|(k, v)| format!("{}:{v}", Value::from(k.to_string()))),
+                );
+                format!("{{{}}}", body.join(sep))
+            });
+        prop_oneof![
+            8 => object,
+            1 => Just("[1, {\"a\": 2}]".to_owned()),
+            1 => Just("\"text\"".to_owned()),
+            1 => Just("{\"id\": ".to_owned()),
+        ]
+    }
+
+    /// Events both readings accepted (the property must see some).
+    static ACCEPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn typed_parse_agrees_with_the_json_tree_on_accepted_events_too() {
+        typed_parse_agrees_with_the_json_tree();
+        assert!(ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) > 100);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// The typed reading of an event's text accepts exactly what reading it into a
+        /// JSON tree and validating that accepts, and gives the same event.
+        #[test]
+        fn typed_parse_agrees_with_the_json_tree(text in event_text()) {
+            let typed = CloudEvent::parse(text.as_bytes());
+            let tree = serde_json::from_str::<Value>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|v| CloudEvent::from_json(v).map_err(|e| e.to_string()));
+            match (&typed, &tree) {
+                (Ok(a), Ok(b)) => {
+                    ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    proptest::prop_assert_eq!(a.as_value(), b.as_value());
+                    // What is stored reads back as the same event.
+                    let again = CloudEvent::parse(a.to_json_string().as_bytes()).unwrap();
+                    proptest::prop_assert_eq!(again.as_value(), a.as_value());
+                    proptest::prop_assert_eq!(a.data_bytes(), b.data_bytes());
+                }
+                (Err(_), Err(_)) => {}
+                _ => proptest::prop_assert!(false, "{text}: typed {typed:?}, tree {tree:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn data_is_kept_as_written_and_parsed_only_for_a_pattern_that_looks_into_it() {
+        let text = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"b": 1, "a": [1, 2]}}"#;
+        let e = CloudEvent::parse(text.as_bytes()).unwrap();
+        assert!(
+            e.to_json_string()
+                .ends_with(r#""data":{"b": 1, "a": [1, 2]}}"#)
+        );
+        let by_type = crate::Pattern::compile(&json!({"type": ["t"]})).unwrap();
+        assert!(by_type.matches_event(&e));
+        assert!(
+            e.data_value.get().is_none(),
+            "data parsed for a type-only rule"
+        );
+        let by_data = crate::Pattern::compile(&json!({"data": {"a": [2]}})).unwrap();
+        assert!(by_data.matches_event(&e));
+        assert!(
+            !crate::Pattern::compile(&json!({"data": {"b": [2]}}))
+                .unwrap()
+                .matches_event(&e)
+        );
+    }
+
+    #[test]
+    fn a_batch_names_what_is_not_an_event_and_refuses_what_is_not_an_array() {
+        let Ok(Batch::Events(events)) = CloudEvent::parse_batch(
+            br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"}, 3]"#,
+        ) else {
+            panic!("not read as a batch");
+        };
+        assert!(events[0].is_ok());
+        assert_eq!(events[1], Err(EventError::NotAnObject));
+        assert!(matches!(
+            CloudEvent::parse_batch(br#"{"a": [1]}"#),
+            Ok(Batch::NotAnArray)
+        ));
+        assert!(CloudEvent::parse_batch(b"[{").is_err());
+    }
+
+    #[test]
+    fn the_time_stamp_is_added_once_and_kept_when_given() {
+        let mut e = event(json!({"specversion":"1.0","id":"1","source":"/s","type":"t"})).unwrap();
+        e.stamp_time_if_missing("2026-01-01T00:00:00.000Z");
+        e.stamp_time_if_missing("2027-01-01T00:00:00.000Z");
+        assert_eq!(e.str_attr("time"), Some("2026-01-01T00:00:00.000Z"));
+        assert_eq!(e.as_json()["time"], "2026-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -81,6 +81,12 @@ impl Pattern {
     pub fn matches(&self, event: &Value) -> bool {
         match_node(&self.root, Some(event))
     }
+
+    /// Whether a CloudEvent matches, reading its members directly (its `data` is
+    /// parsed only if the pattern looks into it).
+    pub fn matches_event(&self, event: &crate::CloudEvent) -> bool {
+        match_fields(&self.root, &|key| event.member(key))
+    }
 }
 
 fn err(path: &str, problem: impl Into<String>) -> PatternError {
@@ -265,8 +271,13 @@ fn compile_numeric(arg: &Value, path: &str) -> Result<Vec<(Cmp, f64)>, PatternEr
 }
 
 fn match_node(node: &Node, value: Option<&Value>) -> bool {
+    match_fields(node, &|key| value.and_then(|v| v.get(key)))
+}
+
+/// Matches a node against an object given by its member lookup.
+fn match_fields<'a>(node: &Node, member: &dyn Fn(&str) -> Option<&'a Value>) -> bool {
     node.fields.iter().all(|(key, field)| {
-        let child = value.and_then(|v| v.get(key));
+        let child = member(key);
         match field {
             Field::Nested(inner) => match child {
                 // An array of objects matches if any element does.
@@ -279,7 +290,7 @@ fn match_node(node: &Node, value: Option<&Value>) -> bool {
     }) && node
         .or_groups
         .iter()
-        .all(|group| group.iter().any(|alt| match_node(alt, value)))
+        .all(|group| group.iter().any(|alt| match_fields(alt, member)))
 }
 
 fn match_leaf(matcher: &Matcher, value: Option<&Value>) -> bool {

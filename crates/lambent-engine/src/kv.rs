@@ -63,7 +63,7 @@ impl Inner {
                 .json_data(data)
                 .build();
             let mut event = event.map_err(|e| e.to_string())?;
-            event.stamp_time_if_missing(chrono::Utc::now());
+            event.stamp_time_if_missing(&lambent_core::event::time_stamp(chrono::Utc::now()));
             let targets = inner.router.route(&event);
             let mut fed = fed.lock().unwrap_or_else(|p| p.into_inner());
             for t in &targets {

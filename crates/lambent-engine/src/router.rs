@@ -32,7 +32,7 @@ impl Router {
     pub fn route(&self, event: &CloudEvent) -> Vec<Target> {
         let mut targets: Vec<Target> = Vec::new();
         for compiled in self.snapshot().iter() {
-            if !compiled.pattern.matches(event.as_value()) {
+            if !compiled.pattern.matches_event(event) {
                 continue;
             }
             for function in &compiled.rule.targets {

@@ -50,11 +50,12 @@ impl Engine {
         events: Vec<CloudEvent>,
         target: Option<&str>,
     ) -> Result<Vec<PublishResult>> {
-        let now = chrono::Utc::now();
+        // One timestamp for the whole batch, formatted once.
+        let now = lambent_core::event::time_stamp(chrono::Utc::now());
         let mut batch = Vec::with_capacity(events.len());
         let mut fed: Vec<String> = Vec::new();
         for (index, mut event) in events.into_iter().enumerate() {
-            event.stamp_time_if_missing(now);
+            event.stamp_time_if_missing(&now);
             let targets = self.inner.route_with(&event, target);
             for t in &targets {
                 if !fed.contains(&t.function) {

@@ -244,8 +244,7 @@ impl EventLog for SqliteStore {
                 let decoded = body
                     .ok_or_else(|| format!("event {seq} is missing"))
                     .and_then(|body| {
-                        let json = serde_json::from_str(&body).map_err(|e| format!("event {seq}: {e}"))?;
-                        let event = CloudEvent::from_json(json).map_err(|e| format!("event {seq}: {e}"))?;
+                        let event = CloudEvent::parse(body.as_bytes()).map_err(|e| format!("event {seq}: {e}"))?;
                         Ok((event, body))
                     });
                 match decoded {
