@@ -67,12 +67,23 @@ pub fn time_stamp(now: chrono::DateTime<chrono::Utc>) -> String {
     now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Nesting depth of arrays and objects in JSON text (a scalar is 0). The text is
-/// valid JSON (a parsed `RawValue`), so brackets outside strings balance.
-fn raw_depth(text: &str) -> usize {
+/// What a scan of JSON text finds that parsing it as a `RawValue` does not check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scan {
+    /// Nesting depth of arrays and objects (a scalar is 0).
+    depth: usize,
+    /// A number with an exponent or of many digits: it may not fit a double, which a
+    /// `serde_json::Value` refuses ("number out of range").
+    large_number: bool,
+}
+
+/// Scans JSON text once. The text is valid JSON (a parsed `RawValue`), so brackets
+/// outside strings balance.
+fn scan(text: &str) -> Scan {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let mut in_string = false;
-    let mut escaped = false;
+    let (mut in_string, mut escaped) = (false, false);
+    let (mut digits, mut large_number) = (0usize, false);
+    let mut previous = 0u8;
     for b in text.bytes() {
         if in_string {
             match b {
@@ -90,10 +101,25 @@ fn raw_depth(text: &str) -> usize {
                 deepest = deepest.max(depth);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            // An exponent follows a digit (the `e` of `true` and `false` does not).
+            b'e' | b'E' if previous.is_ascii_digit() => large_number = true,
             _ => {}
         }
+        digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+        // A double holds up to ~1.8e308; a literal of 300 digits may not fit.
+        large_number |= digits >= 300;
+        previous = b;
     }
-    deepest
+    Scan {
+        depth: deepest,
+        large_number,
+    }
+}
+
+/// Whether JSON text with this scan reads as a `serde_json::Value`, as every reader
+/// of a stored event (a lookup, a pattern on `data`) needs.
+fn representable(text: &str, scan: Scan) -> bool {
+    !scan.large_number || serde_json::from_str::<Value>(text).is_ok()
 }
 
 /// A validated CloudEvent: its attributes and extensions in arrival order, and its
@@ -379,9 +405,12 @@ impl Parts {
             check_attribute_value(name, value)?;
         }
         if let Some(raw) = &data {
-            let depth = raw_depth(raw.get());
-            if depth > MAX_DATA_DEPTH {
-                return Err(EventError::TooDeep { depth });
+            let found = scan(raw.get());
+            if found.depth > MAX_DATA_DEPTH {
+                return Err(EventError::TooDeep { depth: found.depth });
+            }
+            if !representable(raw.get(), found) {
+                return Err(invalid("data", "holds a number out of range"));
             }
         }
         if let Some(value) = &data_base64 {
@@ -463,8 +492,12 @@ impl Builder {
             })
             .unwrap_or_default();
         let is_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
-        if is_json && let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(body) {
-            // Kept as text: too deep a document is refused by `build`, as in every mode.
+        if is_json
+            && let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(body)
+            && representable(raw.get(), scan(raw.get()))
+        {
+            // Kept as JSON text: too deep a document is refused by `build`, as in
+            // every mode; JSON a `Value` cannot hold stays text, as it always did.
             self.parts.data = Some(raw);
             return self;
         }
@@ -599,7 +632,18 @@ mod tests {
             Just(Value::Null),
             Just(json!({"nested": [1, 2.5, {"k": "v\"q"}], "e": {}})),
             Just(json!(["a", null])),
-        ];
+        ]
+        .prop_map(|v| v.to_string());
+        // Numbers as written: some fit a double, some do not.
+        let number = prop_oneof![
+            Just("1.5e3"),
+            Just("[true, 2E-2, false]"),
+            Just("1e400"),
+            Just("{\"x\": [-1E+999]}"),
+            Just("123456789012345678901234567890"),
+        ]
+        .prop_map(str::to_owned);
+        let value = prop_oneof![8 => value, 1 => number];
         let member = (
             "specversion|id|source|type|time|subject|data|data_base64|x|Bad",
             value,
@@ -619,7 +663,7 @@ mod tests {
                 body.extend(
                     members
                         .iter()
-                        .map(|(k, v)| format!("{}:{v}", Value::from(k.to_string()))),
+                        .map(|(k, v)| format!("{}:{v}", Value::from(k.clone()))),
                 );
                 format!("{{{}}}", body.join(sep))
             });
@@ -658,7 +702,14 @@ mod tests {
                     // What is stored reads back as the same event.
                     let again = CloudEvent::parse(a.to_json_string().as_bytes()).unwrap();
                     proptest::prop_assert_eq!(again.as_value(), a.as_value());
-                    proptest::prop_assert_eq!(a.data_bytes(), b.data_bytes());
+                    // The payload is the data as written; the tree's is re-encoded, so
+                    // the two may differ in spelling (a long integer), not in value.
+                    let (x, y) = (a.data_bytes(), b.data_bytes());
+                    if x != y {
+                        let parsed = |b: &[u8]| serde_json::from_slice::<Value>(b).ok();
+                        proptest::prop_assert!(parsed(&x).is_some());
+                        proptest::prop_assert_eq!(parsed(&x), parsed(&y));
+                    }
                 }
                 (Err(_), Err(_)) => {}
                 _ => proptest::prop_assert!(false, "{text}: typed {typed:?}, tree {tree:?}"),
@@ -687,6 +738,28 @@ mod tests {
                 .unwrap()
                 .matches_event(&e)
         );
+    }
+
+    /// A number a double cannot hold is valid JSON but not a `Value`: what is stored
+    /// must read back (a lookup, a rule on `data`), so structured mode refuses it as
+    /// it did when events were read into a tree, and binary mode keeps it as text.
+    #[test]
+    fn data_a_json_tree_cannot_hold_is_refused_or_kept_as_text() {
+        let text =
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"x":[1e400]}}"#;
+        let err = CloudEvent::parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("`data`") && err.contains("out of range"),
+            "{err}"
+        );
+        let e = CloudEvent::builder("1", "/s", "t")
+            .bytes_data(Some("application/json"), br#"{"x":1e400}"#)
+            .build()
+            .unwrap();
+        assert_eq!(e.as_json()["data"], r#"{"x":1e400}"#);
+        let fits = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"x":1.5e3,"n":123456789012345678901234567890,"b":[true,false]}}"#;
+        let e = CloudEvent::parse(fits).unwrap();
+        assert_eq!(e.as_json()["data"]["x"], 1500.0);
     }
 
     #[test]

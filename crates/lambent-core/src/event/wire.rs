@@ -3,7 +3,7 @@
 //! built, which was the largest part of ingesting one (BENCHMARKS.md, "Where a single
 //! event's instructions go").
 
-use super::{CloudEvent, EventError, Parts, set_attr};
+use super::{CloudEvent, EventError, Parts, representable, scan, set_attr};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -84,7 +84,16 @@ impl<'de> Visitor<'de> for EventVisitor {
         while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
             match name.as_ref() {
                 // A repeated member replaces the earlier one, as in a JSON object.
-                "data" => parts.data = Some(map.next_value::<Box<RawValue>>()?),
+                "data" => {
+                    let raw = map.next_value::<Box<RawValue>>()?;
+                    // A replaced member was still read as JSON by a tree; refuse what
+                    // a tree refuses there too.
+                    if let Some(earlier) = parts.data.replace(raw)
+                        && !representable(earlier.get(), scan(earlier.get()))
+                    {
+                        return Err(de::Error::custom("number out of range"));
+                    }
+                }
                 "data_base64" => parts.data_base64 = Some(map.next_value::<Value>()?),
                 _ => {
                     let value = map.next_value::<Value>()?;
