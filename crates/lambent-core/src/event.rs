@@ -1,9 +1,10 @@
 //! CloudEvents 1.0: the event model, its validation and its JSON (structured) form.
 //!
-//! Lambent keeps an event as its JSON form: the required attributes, the optional
-//! ones, `data` (JSON) or `data_base64` (bytes), and extensions as top-level members.
-//! That is exactly what a handler receives, so the seed's `event['type']` and
-//! `event['data']` work as written.
+//! An event is its structured JSON form: the required attributes, the optional ones,
+//! `data` (JSON) or `data_base64` (bytes), and extensions as top-level members. That
+//! is exactly what a handler receives, so the seed's `event['type']` and
+//! `event['data']` work as written. In memory it is kept as its parts (the attributes
+//! in a short list, `data` as the JSON text it came in); `wire` reads text into them.
 
 use base64::Engine as _;
 use serde_json::value::RawValue;
