@@ -716,6 +716,40 @@ mod tests {
                 _ => proptest::prop_assert!(false, "{text}: typed {typed:?}, tree {tree:?}"),
             }
         }
+
+        /// A batch read typed is accepted exactly when reading it into a tree is, with
+        /// the same events. (Which fault a refusal names may differ: a tree stops at
+        /// the first number out of range anywhere, the typed reading at the first
+        /// event at fault.)
+        #[test]
+        fn typed_batch_parse_agrees_with_the_json_tree(
+            items in proptest::collection::vec(event_text(), 0..4),
+            spaced in proptest::bool::ANY,
+        ) {
+            let text = format!("[{}]", items.join(if spaced { " ,\n" } else { "," }));
+            let typed = match CloudEvent::parse_batch(text.as_bytes()) {
+                Ok(Batch::Events(events)) => events.into_iter().collect::<Result<Vec<_>, _>>().ok(),
+                _ => None,
+            };
+            let tree = match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Array(values)) => values
+                    .into_iter()
+                    .map(CloudEvent::from_json)
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok(),
+                _ => None,
+            };
+            match (typed, tree) {
+                (Some(a), Some(b)) => {
+                    proptest::prop_assert_eq!(a.len(), b.len());
+                    for (a, b) in a.iter().zip(&b) {
+                        proptest::prop_assert_eq!(a.as_value(), b.as_value());
+                    }
+                }
+                (None, None) => {}
+                (typed, tree) => proptest::prop_assert!(false, "{text}: typed {typed:?}, tree {tree:?}"),
+            }
+        }
     }
 
     #[test]
