@@ -679,18 +679,20 @@ mod tests {
     /// Events both readings accepted (the property must see some).
     static ACCEPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+    /// The property below, run once, must have seen accepted events too.
     #[test]
     fn typed_parse_agrees_with_the_json_tree_on_accepted_events_too() {
         typed_parse_agrees_with_the_json_tree();
-        assert!(ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) > 100);
+        // About 5% of the cases (100-140 of 2,000 seen); 20 is far below any run's.
+        assert!(ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) > 20);
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
 
         /// The typed reading of an event's text accepts exactly what reading it into a
-        /// JSON tree and validating that accepts, and gives the same event.
-        #[test]
+        /// JSON tree and validating that accepts, and gives the same event. (Run by
+        /// the test above, which also counts what was accepted.)
         fn typed_parse_agrees_with_the_json_tree(text in event_text()) {
             let typed = CloudEvent::parse(text.as_bytes());
             let tree = serde_json::from_str::<Value>(&text)
@@ -816,6 +818,8 @@ mod tests {
     #[test]
     fn the_time_stamp_is_added_once_and_kept_when_given() {
         let mut e = event(json!({"specversion":"1.0","id":"1","source":"/s","type":"t"})).unwrap();
+        // A structured form built before the stamp is not served after it.
+        assert!(e.as_json().get("time").is_none());
         e.stamp_time_if_missing("2026-01-01T00:00:00.000Z");
         e.stamp_time_if_missing("2027-01-01T00:00:00.000Z");
         assert_eq!(e.str_attr("time"), Some("2026-01-01T00:00:00.000Z"));

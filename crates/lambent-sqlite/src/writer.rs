@@ -333,24 +333,23 @@ impl Writer {
 
     /// Puts the deferred commits on disk; when that fails, when to try again.
     fn sync_wal(&mut self) -> Option<Instant> {
-        if self.hole.is_some() {
-            return self.recover().err().map(|_| Instant::now());
-        }
-        match (self.sync)(&wal_path(&self.path)) {
-            Ok(()) => {
-                self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            Err(e) => {
-                self.hole = Some(format!(
-                    "could not sync the write-ahead log {}-wal: {e}",
-                    self.path.display()
-                ));
-                // `recover` logs the cause either way; on success everything
-                // committed is on disk.
-                self.recover().err().map(|_| Instant::now())
+        if self.hole.is_none() {
+            match (self.sync)(&wal_path(&self.path)) {
+                Ok(()) => {
+                    self.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Err(e) => {
+                    self.hole = Some(format!(
+                        "could not sync the write-ahead log {}-wal: {e}",
+                        self.path.display()
+                    ));
+                }
             }
         }
+        // A hole to repair: `recover` logs the cause either way; once it succeeds
+        // everything committed is on disk.
+        self.recover().err().map(|_| Instant::now())
     }
 
     /// A bug in a write: nothing of this group is committed, and the writer stops

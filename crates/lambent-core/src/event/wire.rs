@@ -43,6 +43,31 @@ impl<'de> de::Deserialize<'de> for WireBatch {
     }
 }
 
+/// The scalar visits of a visitor that reads any other JSON value through and answers
+/// `$other` (the text is still checked as JSON).
+macro_rules! other_scalars {
+    ($ty:ty, $other:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<$ty, E> {
+            Ok($other)
+        }
+    };
+}
+
 /// A member name, borrowed from the input where it has no escapes.
 struct Key<'de>(Cow<'de, str>);
 
@@ -109,29 +134,7 @@ impl<'de> Visitor<'de> for EventVisitor {
         Ok(Wire::NotAnObject)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Wire, E> {
-        Ok(Wire::NotAnObject)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Wire, E> {
-        Ok(Wire::NotAnObject)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Wire, E> {
-        Ok(Wire::NotAnObject)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Wire, E> {
-        Ok(Wire::NotAnObject)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Wire, E> {
-        Ok(Wire::NotAnObject)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Wire, E> {
-        Ok(Wire::NotAnObject)
-    }
+    other_scalars!(Wire, Wire::NotAnObject);
 }
 
 struct BatchVisitor;
@@ -156,27 +159,5 @@ impl<'de> Visitor<'de> for BatchVisitor {
         Ok(WireBatch::NotAnArray)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<WireBatch, E> {
-        Ok(WireBatch::NotAnArray)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<WireBatch, E> {
-        Ok(WireBatch::NotAnArray)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<WireBatch, E> {
-        Ok(WireBatch::NotAnArray)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<WireBatch, E> {
-        Ok(WireBatch::NotAnArray)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<WireBatch, E> {
-        Ok(WireBatch::NotAnArray)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<WireBatch, E> {
-        Ok(WireBatch::NotAnArray)
-    }
+    other_scalars!(WireBatch, WireBatch::NotAnArray);
 }
