@@ -589,22 +589,8 @@ fn an_instance_runs_under_limits_that_follow_its_memory() {
         assert_eq!(node.ok(&["invoke", name]).trim(), "1");
         // The warm instance's process, and its groups as the host names them.
         let pid = live(&processes_with_env(&marker))[0];
-        let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         let read = |controller: &str, file: &str| -> u64 {
-            let path = groups
-                .lines()
-                .find_map(|l| {
-                    let mut parts = l.splitn(3, ':');
-                    let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
-                    names.split(',').any(|n| n == controller).then_some(path)
-                })
-                .unwrap();
-            let file = format!("/sys/fs/cgroup/{controller}{path}/{file}");
-            std::fs::read_to_string(&file)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
+            cgroup_file(pid, controller, file).parse().unwrap()
         };
         assert_eq!(
             read("memory", "memory.limit_in_bytes"),
@@ -614,6 +600,85 @@ fn an_instance_runs_under_limits_that_follow_its_memory() {
         let quota = (memory_mb * 100_000 / 1769).clamp(50_000, cores * 100_000);
         assert_eq!(read("cpu", "cpu.cfs_quota_us"), quota, "{name}");
     }
+}
+
+/// Spins four processes for `event["seconds"]`: far more CPU than a quota of half a
+/// core.
+const HOG: &str = r#"
+import os, time
+
+def handler(event, context):
+    end = time.time() + event["seconds"]
+    children = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            while time.time() < end:
+                pass
+            os._exit(0)
+        children.append(pid)
+    while time.time() < end:
+        pass
+    for pid in children:
+        os.waitpid(pid, 0)
+    return "spun"
+"#;
+
+/// A cgroup v1 control file of a process's group in `controller`.
+fn cgroup_file(pid: u32, controller: &str, file: &str) -> String {
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = groups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+            names.split(',').any(|n| n == controller).then_some(path)
+        })
+        .unwrap();
+    let file = format!("/sys/fs/cgroup/{controller}{path}/{file}");
+    std::fs::read_to_string(&file).unwrap().trim().to_owned()
+}
+
+/// A function that uses its whole CPU quota runs in the idle class while it does, so
+/// the node and other functions come first; it is restored once it stops.
+#[test]
+fn a_cpu_hog_is_demoted_while_it_hogs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::start(&tmp.path().join("data"));
+    let marker = host_marker("HOG_MARKER");
+    let code = code_dir(&[("app.py", HOG)]);
+    node.deploy_app(
+        "hog",
+        "python3.11",
+        code.path(),
+        &["--env", &marker, "--timeout", "30"],
+    );
+    // A short call first, so the instance is warm.
+    assert_eq!(
+        node.ok(&["invoke", "hog", "--data", r#"{"seconds": 0}"#])
+            .trim(),
+        "\"spun\""
+    );
+    let pid = live(&processes_with_env(&marker))[0];
+    // The kernel has `cpu.idle` (5.15 and later); without it the weight drops instead.
+    let (file, normal, demoted) = if std::path::Path::new("/sys/fs/cgroup/cpu/cpu.idle").exists() {
+        ("cpu.idle", "0", "1")
+    } else {
+        ("cpu.shares", "1024", "2")
+    };
+    wait_for("a warm, quiet instance in the normal class", || {
+        (cgroup_file(pid, "cpu", file) == normal).then_some(())
+    });
+    std::thread::scope(|s| {
+        let spin = s.spawn(|| node.ok(&["invoke", "hog", "--data", r#"{"seconds": 4}"#]));
+        wait_for("the hog to be demoted", || {
+            (cgroup_file(pid, "cpu", file) == demoted).then_some(())
+        });
+        assert_eq!(spin.join().unwrap().trim(), "\"spun\"");
+    });
+    wait_for("the hog to be restored once it stops", || {
+        (cgroup_file(pid, "cpu", file) == normal).then_some(())
+    });
 }
 
 /// With isolation off, the node says so in its status.

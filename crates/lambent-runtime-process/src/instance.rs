@@ -503,7 +503,8 @@ fn kill_group(group: &Mutex<Option<Pid>>) {
 /// core, so a small function still starts quickly (a burst allowance covers a cold
 /// start), at most the node's cores. Every instance gets the same weight: the quota
 /// already gives a bigger function more, and under contention a small function's
-/// latency should not lose to a big one's hog.
+/// latency should not lose to a big one's hog (which, while it uses its whole quota,
+/// runs in the idle class: `sandbox::cpu_watch`).
 fn cgroup_limits(memory_mb: u32) -> sandbox::Limits {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let quota = (u64::from(memory_mb) * 100_000 / 1769).clamp(50_000, cores * 100_000);

@@ -1,10 +1,13 @@
 //! cgroup v1 limits for one instance: memory (shared mappings, `/dev/shm` and `/tmp`
-//! pages are charged to it too), process count and CPU. Each instance gets a
+//! pages are charged to it too), process count and CPU (a quota, and the idle class
+//! while it uses the whole quota: `cpu_watch`). Each instance gets a
 //! directory under `lambent/` beneath the node's own group in each controller.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use super::cpu_watch::CpuWatch;
 
 /// The controllers used, and where this node's groups live in each.
 #[derive(Debug, Clone)]
@@ -12,6 +15,8 @@ pub struct Cgroups {
     memory: PathBuf,
     pids: PathBuf,
     cpu: PathBuf,
+    /// Demotes the instances that use their whole CPU quota.
+    watch: CpuWatch,
 }
 
 /// The limits of one instance.
@@ -54,6 +59,7 @@ impl Cgroups {
             memory: find("memory")?,
             pids: find("pids")?,
             cpu: find("cpu")?,
+            watch: CpuWatch::default(),
         })
     }
 
@@ -61,6 +67,7 @@ impl Cgroups {
     pub fn create(&self, id: &str) -> io::Result<InstanceCgroups> {
         let made = InstanceCgroups {
             dirs: vec![self.memory.join(id), self.pids.join(id), self.cpu.join(id)],
+            watch: self.watch.clone(),
         };
         for dir in &made.dirs {
             fs::create_dir(dir)?;
@@ -107,6 +114,7 @@ fn sweep(parent: &Path) {
 #[derive(Debug)]
 pub struct InstanceCgroups {
     dirs: Vec<PathBuf>,
+    watch: CpuWatch,
 }
 
 impl InstanceCgroups {
@@ -137,6 +145,8 @@ impl InstanceCgroups {
         // is not throttled; a hog is.
         write_if_present(&cpu.join("cpu.cfs_burst_us"), limits.cpu_quota_us)?;
         fs::write(cpu.join("cpu.shares"), limits.cpu_shares.to_string())?;
+        // A hog is demoted to the idle class while it uses its whole quota.
+        self.watch.add(cpu, limits.cpu_shares);
         Ok(())
     }
 
@@ -158,6 +168,9 @@ impl InstanceCgroups {
 
 impl Drop for InstanceCgroups {
     fn drop(&mut self) {
+        if let Some(cpu) = self.dirs.get(2) {
+            self.watch.remove(cpu);
+        }
         for dir in &self.dirs {
             for _ in 0..50 {
                 if fs::remove_dir(dir).is_ok() || !dir.exists() {

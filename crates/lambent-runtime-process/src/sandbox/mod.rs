@@ -3,10 +3,11 @@
 //! a `net` grant, its own network namespace holding only its Runtime API; an
 //! unprivileged id; a root holding the runtime's files, the code (read-only) and a
 //! private size-capped `/tmp`; Landlock and seccomp; cgroup limits on memory,
-//! processes and CPU. See ARCHITECTURE.md, "Isolation".
+//! processes and CPU, and the idle class for an instance using its whole CPU quota. See ARCHITECTURE.md, "Isolation".
 
 mod cgroup;
 pub(crate) mod channel;
+mod cpu_watch;
 pub(crate) mod egress;
 mod filter;
 mod launcher;
@@ -136,7 +137,8 @@ impl Host {
         match self {
             Host::Sandbox(s) => {
                 let limits = match &s.cgroups_missing {
-                    None => "cgroup v1 memory, pids and cpu limits".to_owned(),
+                    None => "cgroup v1 memory, pids and cpu limits (CPU hogs in the idle class)"
+                        .to_owned(),
                     Some(why) => format!("rlimits only ({why})"),
                 };
                 format!(
