@@ -12,16 +12,19 @@
 //! after [`RESTORE_AFTER`] and runs at the normal weight until its next throttle: it
 //! is slowed, never starved.
 //!
-//! One thread polls the groups of the live instances every [`POLL`]; it sleeps while
-//! there are none.
+//! One thread polls the groups of the live instances: every [`POLL`] while any of
+//! them runs, backing off to [`POLL_IDLE`] while none has run since the last look
+//! (`nr_periods` stands still), and not at all while there are none.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How often the throttle counts are read.
+/// How often the throttle counts are read while some instance runs.
 pub const POLL: Duration = Duration::from_millis(100);
+/// The longest pause between readings, while no instance runs.
+pub const POLL_IDLE: Duration = Duration::from_secs(1);
 /// How long a demoted instance must go unthrottled to be restored.
 pub const RESTORE_AFTER: Duration = Duration::from_secs(1);
 /// `cpu.shares` of a demoted group on a kernel without `cpu.idle` (the kernel's minimum).
@@ -75,9 +78,17 @@ impl Demotion {
     }
 }
 
+/// The pause before the next reading: [`POLL`] after one that saw an instance run,
+/// doubling up to [`POLL_IDLE`] after each that saw none.
+fn next_pause(last: Duration, ran: bool) -> Duration {
+    if ran { POLL } else { (last * 2).min(POLL_IDLE) }
+}
+
 struct Watched {
     /// The instance's cpu group.
     dir: PathBuf,
+    /// `nr_periods` at the last reading: it stands still while the group runs nothing.
+    periods: u64,
     /// Its `cpu.shares` when not demoted.
     shares: u64,
     demotion: Demotion,
@@ -114,10 +125,12 @@ impl CpuWatch {
         {
             let mut groups = lock(&self.shared.groups);
             groups.retain(|w| w.dir != dir);
+            let stat = read_stat(dir).unwrap_or_default();
             groups.push(Watched {
                 dir: dir.to_path_buf(),
+                periods: stat.periods,
                 shares,
-                demotion: Demotion::starting_at(nr_throttled(dir).unwrap_or(0)),
+                demotion: Demotion::starting_at(stat.throttled),
             });
         }
         self.shared.added.notify_one();
@@ -140,39 +153,60 @@ impl CpuWatch {
 }
 
 fn poll(shared: &Shared) {
+    let mut pause = POLL;
     loop {
         {
             let mut groups = lock(&shared.groups);
             while groups.is_empty() {
                 groups = shared.added.wait(groups).unwrap_or_else(|p| p.into_inner());
+                pause = POLL;
             }
             let now = Instant::now();
+            let mut ran = false;
             for w in groups.iter_mut() {
                 // A group removed meanwhile reads as nothing; its entry goes with its
                 // instance.
-                let Some(n) = nr_throttled(&w.dir) else {
+                let Some(stat) = read_stat(&w.dir) else {
                     continue;
                 };
-                match w.demotion.observe(n, now) {
+                ran |= stat.periods != w.periods;
+                w.periods = stat.periods;
+                match w.demotion.observe(stat.throttled, now) {
                     Some(Change::Demote) => set_idle(&w.dir, true, w.shares),
                     Some(Change::Restore) => set_idle(&w.dir, false, w.shares),
                     None => {}
                 }
+                // A demoted group is watched closely until it is restored.
+                ran |= w.demotion.demoted_since_throttle.is_some();
             }
+            pause = next_pause(pause, ran);
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(pause);
     }
 }
 
-/// `nr_throttled` from a group's `cpu.stat`.
-fn nr_throttled(dir: &Path) -> Option<u64> {
-    fs::read_to_string(dir.join("cpu.stat"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("nr_throttled "))?
-        .trim()
-        .parse()
-        .ok()
+/// The counts of a group's `cpu.stat` used here.
+#[derive(Debug, Default)]
+struct Stat {
+    /// Enforcement periods in which the group ran.
+    periods: u64,
+    /// Periods in which it used its whole quota.
+    throttled: u64,
+}
+
+fn read_stat(dir: &Path) -> Option<Stat> {
+    let text = fs::read_to_string(dir.join("cpu.stat")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Stat {
+        periods: field("nr_periods")?,
+        throttled: field("nr_throttled")?,
+    })
 }
 
 /// Puts a group in or out of the idle class (or its weight to the minimum and back).
@@ -212,6 +246,30 @@ mod tests {
             Some(Change::Demote),
             "a hog again"
         );
+    }
+
+    #[test]
+    fn polling_backs_off_while_nothing_runs() {
+        let mut pause = POLL;
+        let mut pauses = Vec::new();
+        for ran in [false, false, false, false, false, true, false] {
+            pause = next_pause(pause, ran);
+            pauses.push(pause.as_millis());
+        }
+        assert_eq!(pauses, [200, 400, 800, 1_000, 1_000, 100, 200]);
+    }
+
+    #[test]
+    fn a_stat_file_reads_as_its_counts() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        fs::write(
+            dir.path().join("cpu.stat"),
+            "nr_periods 41\nnr_throttled 7\nthrottled_time 123\nnr_bursts 0\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let stat = read_stat(dir.path()).unwrap_or_else(|| panic!("unread"));
+        assert_eq!((stat.periods, stat.throttled), (41, 7));
+        assert!(read_stat(&dir.path().join("gone")).is_none());
     }
 
     #[test]
