@@ -111,7 +111,7 @@ pub(crate) fn append(
     let mut insert_event = conn
         .prepare_cached(
             "INSERT INTO events (source, id, type, body, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(source, id) DO NOTHING",
+             ON CONFLICT(id, source) DO NOTHING",
         )
         .map_err(sql("preparing an event insert"))?;
     let mut insert_delivery = conn
