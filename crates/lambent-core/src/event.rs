@@ -308,10 +308,46 @@ impl CloudEvent {
         self.full.into_inner().unwrap_or_default()
     }
 
-    /// The structured-mode JSON text: the attributes, then the data as it came.
+    /// The structured-mode JSON text: the attributes, then the data as it came. The
+    /// same text as serializing the event (`impl Serialize`), written directly: every
+    /// ingested event is encoded once for the log, and serde's writer scanned each
+    /// short attribute string byte by byte for escapes behind a call per piece.
     pub fn to_json_string(&self) -> String {
-        // Serializing string keys, `Value`s and a `RawValue` into a `String` cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let data_len = match &self.data {
+            Some(Data::Json(raw)) => raw.get().len() + 8,
+            Some(Data::Base64(_)) | None => 0,
+        };
+        let attrs_len: usize = self
+            .attrs
+            .iter()
+            .map(|(name, value)| name.len() + 6 + value.as_str().map_or(16, str::len))
+            .sum();
+        let mut out = String::with_capacity(2 + attrs_len + data_len + 16);
+        out.push('{');
+        for (i, (name, value)) in self.attrs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, name);
+            out.push(':');
+            push_json_value(&mut out, value);
+        }
+        let sep = if self.attrs.is_empty() { "" } else { "," };
+        match &self.data {
+            Some(Data::Json(raw)) => {
+                out.push_str(sep);
+                out.push_str("\"data\":");
+                out.push_str(raw.get());
+            }
+            Some(Data::Base64(encoded)) => {
+                out.push_str(sep);
+                out.push_str("\"data_base64\":");
+                push_json_value(&mut out, encoded);
+            }
+            None => {}
+        }
+        out.push('}');
+        out
     }
 
     /// `(source, id, type)`, moved out of the event.
@@ -357,6 +393,49 @@ fn set_attr(attrs: &mut Vec<(String, Value)>, name: String, value: Value) {
     match attrs.iter_mut().find(|(n, _)| *n == name) {
         Some((_, slot)) => *slot = value,
         None => attrs.push((name, value)),
+    }
+}
+
+/// Appends `s` as a JSON string, as serde_json writes it: quoted as is when nothing in
+/// it needs an escape (the common case), else escaped by serde_json.
+fn push_json_str(out: &mut String, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        out.push_str(&Value::from(s).to_string());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+/// Whether `bytes` hold one that a JSON string must escape (a control character, `"`
+/// or `\`), looked for eight bytes at a time: each word is tested for a byte below
+/// 0x20 and for one equal to either character (the classic "has less" / "has zero"
+/// bit tests, exact for whether any byte matches).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        // Eight bytes always make the array; a zero word would only take the slow path.
+        let x = u64::from_ne_bytes(word.try_into().unwrap_or([0; 8]));
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        if below(x, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+fn push_json_value(out: &mut String, value: &Value) {
+    match value {
+        Value::String(s) => push_json_str(out, s),
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -584,6 +663,45 @@ mod tests {
         assert_eq!(e.into_key(), ("/s".into(), "i-1".into(), "t.x".into()));
     }
 
+    /// The log's text is written directly; it is what serializing the event writes,
+    /// escapes (control characters, quotes, backslashes) and all.
+    #[test]
+    fn the_stored_text_is_what_serializing_writes() {
+        let texts = [
+            r#"{"specversion":"1.0","id":"a\"b\\c","source":"/s\n\t\u0001","type":"t","subject":"é\u007f","x":"\u001f"}"#,
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","n":5,"b":true,"data":{"k": [1, "v"]}}"#,
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"aGVsbG8="}"#,
+        ];
+        for text in texts {
+            let e = CloudEvent::parse(text.as_bytes()).unwrap();
+            assert_eq!(
+                e.to_json_string(),
+                serde_json::to_string(&e).unwrap(),
+                "{text}"
+            );
+        }
+    }
+
+    /// The word-at-a-time test agrees with a byte-at-a-time one: every byte value at
+    /// every place of strings of 1 to 17 bytes otherwise plain.
+    #[test]
+    fn needs_escape_finds_every_byte_that_needs_one() {
+        let slow = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        for len in 1..=17 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    assert_eq!(needs_escape(&text), slow(&text), "{text:?}");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
+        assert!(!needs_escape(
+            "caf\u{e9} \u{1F600} ~!#$%&'()*+,-./:;<=>?@[]^_`{|}".as_bytes()
+        ));
+    }
+
     #[test]
     fn accepts_a_minimal_event() {
         let e = event(json!({"specversion":"1.0","id":"1","source":"/s","type":"t"})).unwrap();
@@ -628,6 +746,7 @@ mod tests {
             Just(Value::from("1.0")),
             Just(Value::from("2024-01-01T00:00:00Z")),
             Just(Value::from("aGVsbG8=")),
+            Just(Value::from("tab\tline\n\u{1}\u{7f}é\"\\")),
             any::<i64>().prop_map(Value::from),
             any::<bool>().prop_map(Value::from),
             Just(Value::Null),
@@ -702,6 +821,8 @@ mod tests {
                 (Ok(a), Ok(b)) => {
                     ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     proptest::prop_assert_eq!(a.as_value(), b.as_value());
+                    // The stored text is what serializing the event writes, byte for byte.
+                    proptest::prop_assert_eq!(a.to_json_string(), serde_json::to_string(a).unwrap());
                     // What is stored reads back as the same event.
                     let again = CloudEvent::parse(a.to_json_string().as_bytes()).unwrap();
                     proptest::prop_assert_eq!(again.as_value(), a.as_value());
