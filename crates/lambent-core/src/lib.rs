@@ -4,6 +4,7 @@
 pub mod event;
 pub mod function;
 pub mod grant;
+pub mod json_text;
 pub mod kv;
 pub mod outcome;
 pub mod pattern;
