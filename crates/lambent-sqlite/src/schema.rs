@@ -220,6 +220,23 @@ mod tests {
             .collect()
     }
 
+    /// Whether looking an event up by `(source, id)`, as `get_event` does, searches
+    /// index `name` (and reads no table or index whole).
+    fn lookup_uses(conn: &Connection, name: &str) -> bool {
+        let mut stmt = conn
+            .prepare("EXPLAIN QUERY PLAN SELECT seq FROM events WHERE source = ?1 AND id = ?2")
+            .unwrap();
+        let mut rows = stmt.raw_query();
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            lines.push(row.get::<_, String>(3).unwrap());
+        }
+        lines
+            .iter()
+            .any(|l| l.starts_with("SEARCH") && l.contains(name))
+            && !lines.iter().any(|l| l.starts_with("SCAN"))
+    }
+
     /// The columns of index `name`, in order.
     fn key_columns(conn: &Connection, name: &str) -> Vec<String> {
         let mut stmt = conn
@@ -238,6 +255,7 @@ mod tests {
         migrate(&conn).unwrap();
         migrate(&conn).unwrap();
         assert_eq!(key_columns(&conn, "events_key"), ["id", "source"]);
+        assert!(lookup_uses(&conn, "events_key"));
         assert_eq!(outcomes(&conn), [true, false, true]);
     }
 
@@ -263,6 +281,7 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(indexes, ["sqlite_autoindex_events_1"]);
+        assert!(lookup_uses(&conn, "sqlite_autoindex_events_1"));
         assert_eq!(outcomes(&conn), [true, false, true]);
     }
 }

@@ -3,7 +3,8 @@
 //! a `net` grant, its own network namespace holding only its Runtime API; an
 //! unprivileged id; a root holding the runtime's files, the code (read-only) and a
 //! private size-capped `/tmp`; Landlock and seccomp; cgroup limits on memory,
-//! processes and CPU, and the idle class for an instance using its whole CPU quota. See ARCHITECTURE.md, "Isolation".
+//! processes and CPU, and the idle class for an instance using its whole CPU quota.
+//! See ARCHITECTURE.md, "Isolation".
 
 mod cgroup;
 pub(crate) mod channel;
